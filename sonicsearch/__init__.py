@@ -1,0 +1,27 @@
+"""sonicsearch: audio similarity search with fine-tuned CNN embeddings and FAISS."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sonicsearch.audio import load_audio
+
+try:
+    __version__ = version("sonicsearch")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.1.0"
+
+__all__ = ["AudioIndex", "Embedder", "load_audio", "__version__"]
+
+
+def __getattr__(name: str):
+    # Heavy parts (torchvision, faiss) load on first use, so `import sonicsearch` stays quick.
+    if name == "Embedder":
+        from sonicsearch.embed import Embedder
+
+        return Embedder
+    if name == "AudioIndex":
+        from sonicsearch.index import AudioIndex
+
+        return AudioIndex
+    raise AttributeError(f"module 'sonicsearch' has no attribute {name!r}")

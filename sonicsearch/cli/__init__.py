@@ -1,0 +1,65 @@
+"""The ``sonicsearch`` command line: one typer app; each command group lives in its own file
+and calls one library function. ``main()`` turns library errors into one-line messages."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sonicsearch import __version__
+from sonicsearch.errors import SonicsearchError
+
+app = typer.Typer(
+    name="sonicsearch",
+    help="Audio similarity search: fine-tune a CNN on log-mel spectrograms, index its "
+    "embeddings in FAISS, and find what sounds like a clip.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sonicsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Audio similarity search."""
+
+
+# Command modules register themselves on `app` when imported.
+from sonicsearch.cli import data as _data  # noqa: E402,F401
+from sonicsearch.cli import search as _search  # noqa: E402,F401
+from sonicsearch.cli import train as _train  # noqa: E402,F401
+
+
+def main() -> None:
+    """Entry point: run the app; a SonicsearchError becomes ``error: ...`` and exit 1."""
+    try:
+        app(standalone_mode=False)
+    except SonicsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,52 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class IndexType(str, Enum):
+    auto = "auto"
+    flat = "flat"
+    hnsw = "hnsw"
+    ivf = "ivf"
+    ivfpq = "ivfpq"
+
+
+DEFAULT_INDEX = Path("indexes/default")
+
+DataArg = Annotated[
+    Path,
+    typer.Argument(help="A folder with one sub-folder per label, or a CSV path,label[,split]."),
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config over the defaults.")
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option(help="Backbone: alexnet, densenet121, resnet18, resnet34, vgg11_bn, vgg16_bn."),
+]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(help="Start from: imagenet (torchvision, cached), none (scratch), or a PATH."),
+]
+DeviceOpt = Annotated[Device | None, typer.Option(help="Where to run.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
+ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A model.pt written by train.")]
+IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+ExternalOpt = Annotated[
+    bool,
+    typer.Option("--allow-external-paths",
+                 help="Let a CSV name absolute paths or paths outside its folder."),
+]

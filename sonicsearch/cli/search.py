@@ -1,0 +1,1 @@
+"""`sonicsearch build-index`, `query`, `info` (filled in by the search issue)."""

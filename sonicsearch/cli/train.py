@@ -1,0 +1,109 @@
+"""`sonicsearch train` and `sonicsearch evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sonicsearch.cli import app
+from sonicsearch.cli.common import (
+    ArchOpt,
+    ConfigOpt,
+    DataArg,
+    DeviceOpt,
+    ExternalOpt,
+    JsonOpt,
+    ModelOpt,
+    SeedOpt,
+    WeightsOpt,
+)
+from sonicsearch.progress import log
+
+
+def report_skipped(skipped: list[tuple[str, str]], what: str = "files") -> None:
+    """One line per skipped file, then a count by reason."""
+    if not skipped:
+        return
+    for path, reason in skipped:
+        log(f"skipped {path}: {reason}")
+    reasons: dict[str, int] = {}
+    for _, reason in skipped:
+        key = reason.split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    log(f"skipped {len(skipped)} {what}: " + ", ".join(f"{n} {r}" for r, n in reasons.items()))
+
+
+@app.command()
+def train(
+    data: DataArg,
+    config: ConfigOpt = None,
+    arch: ArchOpt = None,
+    weights: WeightsOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/latest"),
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="Phase-2 epochs (overrides config).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    allow_external_paths: ExternalOpt = False,
+) -> None:
+    """Fine-tune a backbone on labelled audio; write OUT/model.pt and the run's records."""
+    from sonicsearch.config import load_config
+    from sonicsearch.data.manifest import class_count_table, load_dataset
+    from sonicsearch.train import fit
+
+    if resume and config is None and (out / "config.yaml").is_file():
+        config = out / "config.yaml"
+    cfg = load_config(config, {"model.arch": arch, "model.weights": weights,
+                               "train.device": device.value if device else None,
+                               "train.seed": seed, "train.phase2_epochs": epochs})
+    if (out / "model.pt").exists() and not resume:
+        log(f"note: {out} holds a previous run; it will be overwritten")
+    tc = cfg.train
+    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, tc.seed,
+                      cfg.features.min_seconds, allow_external_paths)
+    report_skipped(ds.skipped)
+    log(f"{len(ds.items)} files, {len(ds.labels)} labels\n{class_count_table(ds)}")
+    result = fit(cfg, ds, out, resume=resume)
+    best = result.best
+    log(f"best epoch {best.get('epoch')}: val macro-F1 {best.get('val_macro_f1', 0):.3f}, "
+        f"accuracy {best.get('val_accuracy', 0):.3f}")
+    if result.test:
+        log(f"test: macro-F1 {result.test['macro_f1']:.3f}, "
+            f"accuracy {result.test['accuracy']:.3f} (n={result.test['n']})")
+    log(f"wrote {result.model_path} (sha256 {result.sha256[:12]}) in {result.seconds:.0f}s")
+
+
+@app.command()
+def evaluate(
+    data: DataArg,
+    model: ModelOpt,
+    split: Annotated[str, typer.Option(help="train, val, test, or all.")] = "test",
+    json_out: JsonOpt = False,
+    device: DeviceOpt = None,
+    allow_external_paths: ExternalOpt = False,
+) -> None:
+    """Classification metrics of a trained model on a labelled split."""
+    from sonicsearch.data.manifest import load_dataset
+    from sonicsearch.errors import DataError
+    from sonicsearch.evaluate import evaluate_model
+
+    if split not in ("train", "val", "test", "all"):
+        raise DataError(f"unknown split '{split}'; choose one of: train, val, test, all")
+    ds = load_dataset(data, 0.15, 0.15, 0, 0.5, allow_external_paths, full_decode=False)
+    report_skipped(ds.skipped)
+    report = evaluate_model(ds, model, split=split, device=device.value if device else "auto",
+                            quiet=json_out)
+    if json_out:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{split}: n={report['n']}  accuracy {report['accuracy']:.3f}  "
+               f"macro-P {report['macro_precision']:.3f}  macro-R {report['macro_recall']:.3f}  "
+               f"macro-F1 {report['macro_f1']:.3f}")
+    width = max(len(k) for k in report["per_class"])
+    typer.echo(f"{'label':<{width}}  precision  recall     f1  support")
+    for label, m in report["per_class"].items():
+        typer.echo(f"{label:<{width}}  {m['precision']:>9.3f}  {m['recall']:>6.3f}  "
+                   f"{m['f1']:>5.3f}  {m['support']:>7}")

@@ -1,0 +1,227 @@
+"""Configuration: dataclasses for features, model, training and index; YAML in and out.
+
+``configs/default.yaml`` mirrors these defaults. A config file may set any subset of keys;
+unknown keys are an error that names the valid ones, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sonicsearch.errors import ConfigError
+
+
+@dataclass
+class FeatureConfig:
+    """Audio front end: resampling, windowing and the log-mel spectrogram."""
+
+    sample_rate: int = 22050
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 96
+    f_min: float = 20.0
+    f_max: float | None = None  # None: sample_rate / 2
+    top_db: float | None = 80.0
+    window_seconds: float = 3.0  # one model input
+    hop_seconds: float = 1.5  # stride between windows at inference
+    min_seconds: float = 0.5  # shorter clips are an error; shorter than a window are padded
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_seconds * self.sample_rate))
+
+
+@dataclass
+class ModelConfig:
+    """Backbone choice and what it starts from."""
+
+    arch: str = "resnet18"
+    weights: str = "imagenet"  # imagenet | none | PATH to a state_dict or checkpoint
+    dropout: float = 0.2  # before the classification head
+
+
+@dataclass
+class TrainConfig:
+    """The freeze-then-unfreeze SGD recipe and its regularisation."""
+
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 32
+    num_workers: int = 2
+    crops_per_file: int = 4  # random training windows drawn from each file per epoch
+    # split, used when the data has no split column
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    # phase 1: backbone frozen, head trained
+    phase1_epochs: int = 2
+    head_lr: float = 0.05
+    # phase 2: the last `unfreeze` stages trained at backbone_lr, the head at head_lr
+    phase2_epochs: int = 18
+    unfreeze: str = "all"  # "all" or a number of stages counted from the top
+    backbone_lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    schedule: str = "cosine"  # cosine | step
+    step_size: int = 6
+    step_gamma: float = 0.3
+    grad_clip: float = 5.0
+    label_smoothing: float = 0.1
+    balance: str = "weights"  # weights | sampler | none
+    # augmentation
+    mixup_alpha: float = 0.2  # 0 turns mixup off
+    gain_db: float = 6.0  # random gain in +-gain_db
+    time_masks: int = 2
+    time_mask_frames: int = 16
+    freq_masks: int = 2
+    freq_mask_bins: int = 12
+    # joint contrastive objective (0 turns it off)
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
+    # stopping and speed
+    patience: int = 6  # epochs without a better validation macro-F1
+    amp: bool = True  # mixed precision, GPU only
+    channels_last: bool = True  # GPU only
+
+
+@dataclass
+class IndexConfig:
+    """FAISS index choice and embedding batch size."""
+
+    index_type: str = "auto"  # auto | flat | hnsw | ivf | ivfpq
+    device: str = "auto"
+    batch_size: int = 32
+    exact_max_vectors: int = 200_000  # auto: exact search up to this many vectors
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 128
+    ivf_nprobe: int = 32
+    pq_bytes: int = 64  # bytes per vector for ivfpq
+    memory_budget_gb: float = 8.0  # auto: above this, approximate indexes compress with PQ
+
+
+@dataclass
+class Config:
+    """Everything a run needs; saved beside every output as config.yaml."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Config:
+        """Build a config from a (possibly partial) nested dict, rejecting unknown keys."""
+        data = data or {}
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a mapping of sections")
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ConfigError(
+                f"unknown config section(s) {', '.join(unknown)}; "
+                f"choose from: {', '.join(sections)}"
+            )
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            section_cls = f.default_factory  # type: ignore[misc]
+            kwargs[f.name] = _section_from_dict(section_cls, data.get(f.name) or {}, f.name)
+        return cls(**kwargs)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """Return a copy with dotted keys (``train.head_lr``) replaced; None values are skipped."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            if section not in data or key not in data[section]:
+                raise ConfigError(f"unknown config key '{dotted}'")
+            data[section][key] = value
+        return Config.from_dict(data)
+
+
+def _section_from_dict(section_cls: type, values: dict[str, Any], name: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{name}' must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in '{name}': {', '.join(unknown)}; "
+            f"valid keys: {', '.join(fields)}"
+        )
+    defaults = section_cls()
+    coerced = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        coerced[key] = _coerce(value, default, f"{name}.{key}")
+    return section_cls(**coerced)
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    """Coerce YAML scalars to the default's type (ints to floats, numbers to str, ...)."""
+    if value is None or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config key '{key}' expects {type(default).__name__}, got {value!r}"
+        ) from None
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config over the built-in defaults, then apply dotted-key overrides.
+
+    Args:
+        path: a YAML file with any subset of the sections; None for the defaults.
+        overrides: ``{"train.head_lr": 0.1, ...}``; None values are ignored (unset flags).
+
+    Returns:
+        The resolved Config.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or has unknown keys or bad types.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    config = Config.from_dict(data)
+    return config.with_overrides(overrides or {})
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

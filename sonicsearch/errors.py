@@ -1,0 +1,48 @@
+"""One exception hierarchy. Library code raises these; the CLI turns them into a one-line
+message on stderr and exit code 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SonicsearchError(Exception):
+    """Base class of every error a user can cause (bad input, bad file, bad config)."""
+
+
+class ConfigError(SonicsearchError):
+    """A config file or option has an unknown key or a value of the wrong kind."""
+
+
+class AudioError(SonicsearchError):
+    """An audio file cannot be used: unreadable, empty, corrupt, silent or too short.
+
+    Attributes:
+        path: the file.
+        reason: a short reason, used to group skipped files in batch summaries.
+    """
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DataError(SonicsearchError):
+    """A dataset (folder or CSV) is malformed, or a label has too few files to split."""
+
+
+class ModelError(SonicsearchError):
+    """A model cannot be built or loaded: unknown arch, missing weights, bad checkpoint."""
+
+
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights are not in the local cache and cannot be downloaded."""
+
+
+class IndexStoreError(SonicsearchError):
+    """An index is missing, damaged, or was built with another model."""
+
+
+class TrainingError(SonicsearchError):
+    """Training cannot go on (for example, the loss became NaN)."""

@@ -1,0 +1,69 @@
+"""Classification and retrieval metrics as small pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+def classification_report(y_true: Sequence[int], y_pred: Sequence[int],
+                          labels: Sequence[str]) -> dict:
+    """SPEC.md's evaluate JSON: n, accuracy, macro P/R/F1 and per-class P/R/F1/support.
+
+    Every label counts in the macro average, also one absent from ``y_true`` (its recall is
+    then 0 by scikit-learn's zero_division=0 convention).
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    idx = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
+    return {
+        "n": int(y_true.size),
+        "accuracy": float((y_true == y_pred).mean()) if y_true.size else 0.0,
+        "macro_precision": float(p.mean()),
+        "macro_recall": float(r.mean()),
+        "macro_f1": float(f.mean()),
+        "per_class": {
+            lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                  "support": int(s[i])}
+            for i, lab in enumerate(labels)
+        },
+    }
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int) -> np.ndarray:
+    """Confusion matrix, rows = true label, columns = predicted."""
+    return confusion_matrix(y_true, y_pred, labels=list(range(n_labels)))
+
+
+def precision_at_k(relevant: np.ndarray, k: int) -> float:
+    """Mean over queries of the fraction of the top k that is relevant.
+
+    Args:
+        relevant: (queries, >=k) booleans, ranked results of each query.
+    """
+    return float(np.asarray(relevant)[:, :k].mean()) if len(relevant) else 0.0
+
+
+def hit_rate_at_k(relevant: np.ndarray, k: int) -> float:
+    """Fraction of queries with at least one relevant result in the top k (recall@k as used
+    for near-duplicate search, where each query has one right answer)."""
+    return float(np.asarray(relevant)[:, :k].any(axis=1).mean()) if len(relevant) else 0.0
+
+
+def recall_at_k(relevant: np.ndarray, k: int, n_relevant: np.ndarray) -> float:
+    """Mean over queries of (relevant in the top k) / (all relevant items for that query)."""
+    rel = np.asarray(relevant)[:, :k].sum(axis=1)
+    n = np.maximum(np.asarray(n_relevant), 1)
+    return float((rel / n).mean()) if len(rel) else 0.0
+
+
+def map_at_k(relevant: np.ndarray, k: int, n_relevant: np.ndarray) -> float:
+    """Mean average precision at k; each query's AP is normalised by min(k, n_relevant)."""
+    rel = np.asarray(relevant)[:, :k].astype(float)
+    if not len(rel):
+        return 0.0
+    prec = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)
+    denom = np.maximum(np.minimum(k, np.asarray(n_relevant)), 1)
+    return float(((prec * rel).sum(axis=1) / denom).mean())

@@ -1,0 +1,58 @@
+"""Progress for long work: a rich bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def log(message: str) -> None:
+    """A status line on stderr (stdout stays clean for results and JSON)."""
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+class _Plain:
+    """Line-per-step progress for logs: at most one line every ``every`` seconds."""
+
+    def __init__(self, total: int, description: str, every: float = 10.0):
+        self.total, self.description, self.every = total, description, every
+        self.done, self.last, self.extra = 0, 0.0, ""
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        self.done += n
+        self.extra = info or self.extra
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            print(f"{self.description}: {self.done}/{self.total} {self.extra}".rstrip(),
+                  file=sys.stderr, flush=True)
+
+
+class _Rich:
+    def __init__(self, progress: Progress, task):
+        self.progress, self.task = progress, task
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        self.progress.update(self.task, advance=n, info=info)
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator:
+    """Yield an object with ``advance(n, info="")``; a bar on a TTY, log lines elsewhere."""
+    if not enabled:
+        yield _Plain(total, description, every=float("inf"))
+        return
+    if not console.is_terminal:
+        yield _Plain(total, description)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield _Rich(progress, progress.add_task(description, total=total, info=""))

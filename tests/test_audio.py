@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from conftest import tone, write_audio
+
+from sonicsearch.audio import (
+    audio_info,
+    check_usable,
+    find_audio_files,
+    frame_windows,
+    iter_blocks,
+    iter_windows,
+    load_audio,
+    window_starts,
+)
+from sonicsearch.errors import AudioError
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "opus", "mp3"])
+@pytest.mark.parametrize("sr", [8000, 44100, 48000])
+def test_every_format_and_rate_to_mono_22k(tmp_path, ext, sr):
+    if ext == "opus" and sr == 44100:
+        sr = 24000  # opus only codes 8/12/16/24/48 kHz
+    path = write_audio(tmp_path / f"x.{ext}", tone(2.0, sr, 300, channels=2), sr)
+    wave, out_sr = load_audio(path, sample_rate=22050)
+    assert out_sr == 22050 and wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(wave.size - 2.0 * 22050) <= 0.03 * 22050  # codecs pad a little
+    # The dominant frequency survives decoding and resampling (mono mix of 300 + 600 Hz).
+    spec = np.abs(np.fft.rfft(wave[2000:2000 + 22050]))
+    assert abs(np.argmax(spec) - 300) <= 3
+
+
+def test_native_rate_kept_when_no_rate_given(tmp_path):
+    path = write_audio(tmp_path / "a.flac", tone(1.0, 96000), 96000)
+    wave, sr = load_audio(path)
+    assert sr == 96000 and wave.size == 96000
+
+
+def test_six_channels_are_averaged(tmp_path):
+    sr = 16000
+    data = np.zeros((sr, 6), np.float32)
+    data[:, 2] = 0.6
+    path = write_audio(tmp_path / "six.wav", data, sr)
+    wave, _ = load_audio(path)
+    assert np.allclose(wave, 0.1, atol=1e-4)
+    assert audio_info(path).channels == 6
+
+
+def test_offset_and_duration_read_only_that_span(tmp_path):
+    sr = 22050
+    ramp = (np.arange(10 * sr) / (10 * sr)).astype(np.float32)[:, None] * 0.9
+    path = write_audio(tmp_path / "ramp.wav", ramp, sr)
+    part, _ = load_audio(path, offset=4.0, duration=2.0)
+    assert part.size == 2 * sr
+    assert np.allclose(part, ramp[4 * sr:6 * sr, 0], atol=1e-4)
+    tail, _ = load_audio(path, offset=9.5)
+    assert tail.size == sr // 2
+    with pytest.raises(AudioError, match="past the end"):
+        load_audio(path, offset=11.0)
+
+
+def test_offset_seeks_instead_of_decoding_everything(tmp_path):
+    sr = 8000
+    long = np.zeros((sr * 60 * 30, 1), np.float32)  # 30 minutes
+    long[::97] = 0.1
+    path = write_audio(tmp_path / "long.flac", long, sr)
+    t0 = time.perf_counter()
+    load_audio(path, offset=1700.0, duration=8.0)
+    seek_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    load_audio(path)
+    full_time = time.perf_counter() - t0
+    assert seek_time < full_time / 5
+
+
+@pytest.mark.parametrize("ext", ["wav", "mp3", "opus"])
+def test_streaming_blocks_equal_whole_file(tmp_path, ext):
+    sr = 48000
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal((sr * 7, 1)) * 0.1).astype(np.float32)
+    path = write_audio(tmp_path / f"n.{ext}", data, sr)
+    whole, _ = load_audio(path, 22050)
+    for seconds in (0.3, 2.0, 100.0):
+        blocks = np.concatenate([b for b, _ in iter_blocks(path, 22050, seconds)])
+        assert blocks.shape == whole.shape
+        assert np.abs(blocks - whole).max() < 1e-5
+
+
+def test_streaming_windows_equal_in_memory_windows(tmp_path):
+    sr = 22050
+    path = write_audio(tmp_path / "t.wav", tone(20.3, sr, 220), sr)
+    wave, _ = load_audio(path)
+    windows, spans = frame_windows(wave, sr, 3.0, 1.5)
+    streamed = list(iter_windows(path, sr, 3.0, 1.5, block_seconds=2.0))
+    assert len(streamed) == len(windows)
+    for (start, w), ref, span in zip(streamed, windows, spans):
+        assert start == pytest.approx(span[0])
+        assert np.abs(w - ref).max() < 1e-6
+
+
+def test_streaming_memory_is_flat(tmp_path):
+    import tracemalloc
+
+    sr = 8000
+    peaks = []
+    for minutes in (2, 16):
+        path = write_audio(tmp_path / f"m{minutes}.wav", np.full((sr * 60 * minutes, 1), 0.1,
+                                                                   np.float32), sr)
+        tracemalloc.start()
+        n = sum(1 for _ in iter_windows(path, 16000, 3.0, 1.5, block_seconds=10.0))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert n > 0
+    assert peaks[1] < peaks[0] * 1.5  # 8x longer file, about the same peak memory
+
+
+def test_window_starts_cover_the_end():
+    assert window_starts(100, 30, 15) == [0, 15, 30, 45, 60, 70]
+    assert window_starts(20, 30, 15) == [0]
+    assert window_starts(90, 30, 15)[-1] == 60
+
+
+def test_short_clip_is_one_padded_window():
+    wave = np.ones(1000, np.float32)
+    windows, spans = frame_windows(wave, 1000, 3.0, 1.5)
+    assert windows.shape == (1, 3000) and windows[0, 999] == 1 and windows[0, 1000] == 0
+    assert spans.tolist() == [[0.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"this is not audio at all" * 40), "not a readable audio"),
+        (lambda p: p.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt "), "not a readable audio"),
+    ],
+)
+def test_bad_files_raise_typed_errors(tmp_path, make, reason):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError, match=reason) as info:
+        load_audio(path)
+    assert info.value.path == str(path)
+
+
+def test_truncated_and_zero_length_files(tmp_path):
+    sr = 8000
+    good = write_audio(tmp_path / "g.flac", tone(3.0, sr), sr)
+    blob = open(good, "rb").read()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(blob[: len(blob) // 3])
+    try:
+        wave, _ = load_audio(cut)
+        assert wave.size < 3 * sr  # libsndfile may return what is there
+    except AudioError as exc:
+        assert "corrupt" in exc.reason or "truncated" in exc.reason
+    zero = write_audio(tmp_path / "zero.wav", np.zeros((0, 1), np.float32), sr)
+    with pytest.raises(AudioError, match="zero-length"):
+        load_audio(zero)
+
+
+def test_missing_and_folder_and_nan(tmp_path):
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio(tmp_path / "nope.wav")
+    with pytest.raises(AudioError, match="folder"):
+        load_audio(tmp_path)
+    data = tone(1.0, 8000)
+    data[100] = np.nan
+    import soundfile as sf
+
+    sf.write(tmp_path / "nan.wav", data, 8000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(tmp_path / "nan.wav")
+
+
+def test_check_usable_rejects_silence_and_too_short():
+    with pytest.raises(AudioError, match="silent"):
+        check_usable(np.zeros(16000, np.float32), 16000, "x", 0.5)
+    with pytest.raises(AudioError, match="too short"):
+        check_usable(np.ones(100, np.float32), 16000, "x", 0.5)
+    check_usable(np.ones(16000, np.float32) * 0.1, 16000, "x", 0.5)
+
+
+def test_find_audio_files_recursive_unicode_and_symlink_loop(tmp_path):
+    sr = 8000
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    write_audio(tmp_path / "a" / "b" / "ünï cødé.flac", tone(1, sr), sr)
+    write_audio(tmp_path / "a" / "x.WAV", tone(1, sr), sr)
+    (tmp_path / "a" / "notes.txt").write_text("hi")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")
+    errors: list = []
+    files = find_audio_files([tmp_path, tmp_path / "a" / "x.WAV"], errors)
+    names = sorted(f.name for f in files)
+    assert names == ["x.WAV", "ünï cødé.flac"]
+    with pytest.raises(AudioError, match="no such file"):
+        find_audio_files([tmp_path / "missing"])
+
+
+def test_unicode_path_loads(tmp_path):
+    path = write_audio(tmp_path / "日本語 é.ogg", tone(1.0, 16000), 16000)
+    wave, sr = load_audio(path, 16000)
+    assert sr == 16000 and wave.size > 15000
