@@ -1,0 +1,195 @@
+"""Embedder: a checkpoint -> L2-normalised window vectors with their time spans and the
+head's label probabilities.
+
+Decoding runs on a producer thread that streams windows into a bounded queue while the
+model works on the previous batch, so the model is not starved and memory stays flat
+however long the files are.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sonicsearch.audio import SILENCE_PEAK, audio_info, check_usable, frame_windows, iter_windows
+from sonicsearch.errors import AudioError
+
+_END = object()
+
+
+@dataclass
+class EmbeddedFile:
+    """Window embeddings of one file or waveform."""
+
+    vectors: np.ndarray  # (n, dim) float32, L2-normalised
+    spans: np.ndarray  # (n, 2) start, end in seconds
+    probs: np.ndarray | None  # (n, labels) head probabilities; None for label-free models
+    duration: float
+    sample_rate: int
+
+
+class Embedder:
+    """Loads a checkpoint once and embeds files or waveforms window by window.
+
+    The same input always gives the same vectors (eval mode, no randomness).
+    """
+
+    def __init__(self, model, info: dict, model_path: Path, device: torch.device,
+                 batch_size: int = 32):
+        self.model = model.eval()
+        self.info = info
+        self.model_path = Path(model_path)
+        self.device = device
+        self.batch_size = batch_size
+        self.feature_config = model.feature_config
+        self.labels: list[str] = list(info.get("labels") or [])
+        self.arch: str = info["arch"]
+        self.model_sha256: str = info["sha256"]
+        self.dim: int = int(model.backbone.embed_dim)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto",
+                        batch_size: int = 32) -> Embedder:
+        """Load ``model.pt`` (from ``train`` or ``pretrain``) onto ``device``.
+
+        Raises:
+            ModelError: missing or unreadable checkpoint.
+        """
+        from sonicsearch.checkpoint import load_checkpoint
+        from sonicsearch.train import resolve_device
+
+        dev = resolve_device(device)
+        model, info = load_checkpoint(path, device=dev)
+        return cls(model, info, Path(path), dev, batch_size)
+
+    def embed(self, source: str | Path | np.ndarray, sample_rate: int | None = None):
+        """SPEC.md API: ``(vectors (n, dim) float32, spans (n, 2) seconds)``."""
+        out = (self.embed_waveform(source, sample_rate) if isinstance(source, np.ndarray)
+               else self.embed_file(source))
+        return out.vectors, out.spans
+
+    def embed_file(self, path: str | Path) -> EmbeddedFile:
+        """Embed every window of a file. Raises AudioError for an unusable file."""
+        for _, result in self.embed_files([path]):
+            if isinstance(result, AudioError):
+                raise result
+            return result
+        raise AudioError(path, "no windows")  # unreachable: embed_files yields once per file
+
+    def embed_waveform(self, wave: np.ndarray, sample_rate: int | None = None) -> EmbeddedFile:
+        """Embed an in-memory mono (or (n, channels)) waveform at ``sample_rate``."""
+        fc = self.feature_config
+        sr = sample_rate or fc.sample_rate
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim == 2:
+            wave = wave.mean(axis=1)
+        if not np.isfinite(wave).all():
+            raise AudioError("<waveform>", "contains NaN or infinite samples")
+        if sr != fc.sample_rate:
+            from sonicsearch.audio import _resample
+
+            wave = _resample(torch.from_numpy(wave), sr, fc.sample_rate).numpy()
+        check_usable(wave, fc.sample_rate, "<waveform>", fc.min_seconds)
+        windows, spans = frame_windows(wave, fc.sample_rate, fc.window_seconds, fc.hop_seconds)
+        vectors, probs = self._run(windows)
+        return EmbeddedFile(vectors, spans, probs, wave.size / fc.sample_rate, sr)
+
+    def embed_files(
+        self, paths: Iterable[str | Path]
+    ) -> Iterator[tuple[Path, EmbeddedFile | AudioError]]:
+        """Embed many files in order, decoding ahead on a thread; bad files yield AudioError."""
+        fc = self.feature_config
+        q: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+
+        def produce() -> None:
+            for p in paths:
+                if stop.is_set():
+                    return
+                p = Path(p)
+                try:
+                    info = audio_info(p)
+                    if info.duration < fc.min_seconds:
+                        raise AudioError(p, f"too short ({info.duration:.2f}s < "
+                                            f"{fc.min_seconds:.2f}s)")
+                    batch, starts = [], []
+                    for start, w in iter_windows(p, fc.sample_rate, fc.window_seconds,
+                                                 fc.hop_seconds):
+                        batch.append(w)
+                        starts.append(start)
+                        if len(batch) == self.batch_size:
+                            q.put(("windows", p, np.stack(batch), starts))
+                            batch, starts = [], []
+                    if batch:
+                        q.put(("windows", p, np.stack(batch), starts))
+                    q.put(("done", p, info, None))
+                except AudioError as exc:
+                    q.put(("error", p, exc, None))
+                except Exception as exc:  # noqa: BLE001 - surfaced on the consumer side
+                    q.put(("crash", p, exc, None))
+                    return
+            q.put(_END)
+
+        thread = threading.Thread(target=produce, daemon=True, name="sonicsearch-decode")
+        thread.start()
+        vecs: list[np.ndarray] = []
+        probs: list[np.ndarray] = []
+        starts: list[float] = []
+        peak = 0.0
+        try:
+            while True:
+                msg = q.get()
+                if msg is _END:
+                    return
+                kind, p, payload, extra = msg
+                if kind == "windows":
+                    v, pr = self._run(payload)
+                    vecs.append(v)
+                    if pr is not None:
+                        probs.append(pr)
+                    starts.extend(extra)
+                    peak = max(peak, float(np.abs(payload).max()))
+                    continue
+                if kind == "crash":
+                    raise payload
+                if kind == "error":
+                    yield p, payload
+                elif peak < SILENCE_PEAK:
+                    yield p, AudioError(p, "silent (peak below -80 dBFS)")
+                else:
+                    yield p, self._assemble(vecs, probs, starts, payload)
+                vecs, probs, starts, peak = [], [], [], 0.0
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
+
+    def _assemble(self, vecs, probs, starts, info) -> EmbeddedFile:
+        fc = self.feature_config
+        start = np.asarray(starts, dtype=np.float64)
+        spans = np.stack([start, np.minimum(start + fc.window_seconds, info.duration)], axis=1)
+        return EmbeddedFile(np.concatenate(vecs), spans,
+                            np.concatenate(probs) if probs else None, info.duration,
+                            info.sample_rate)
+
+    @torch.no_grad()
+    def _run(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        vecs, probs = [], []
+        for i in range(0, len(windows), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(windows[i : i + self.batch_size]))
+            emb, pr = self.model.embed(x.to(self.device))
+            emb = torch.nn.functional.normalize(emb.float(), dim=1)
+            vecs.append(emb.cpu().numpy())
+            if pr is not None:
+                probs.append(pr.float().cpu().numpy())
+        return (np.concatenate(vecs).astype(np.float32),
+                np.concatenate(probs).astype(np.float32) if probs else None)
