@@ -42,6 +42,7 @@ class Embedder:
 
     def __init__(self, model, info: dict, model_path: Path, device: torch.device,
                  batch_size: int = 32):
+        torch.set_flush_denormal(True)  # denormals make CPU convolutions many times slower
         self.model = model.eval()
         self.info = info
         self.model_path = Path(model_path)

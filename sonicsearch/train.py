@@ -80,6 +80,7 @@ def fit(
         TrainingError: NaN loss, or resume without a last.pt.
     """
     t0 = time.monotonic()
+    torch.set_flush_denormal(True)  # denormals make CPU convolutions many times slower
     tc, fc = config.train, config.features
     device = resolve_device(tc.device)
     out = Path(out_dir) if out_dir is not None else None

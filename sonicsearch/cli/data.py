@@ -32,3 +32,14 @@ def synth(
                                     progress=lambda n: bar.advance(n))
     log(f"wrote {summary['files']} clips of {seconds:g}s in {len(summary['genres'])} genres "
         f"to {out}")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the corpus, run and index go.")] = Path(
+        "sonicsearch-demo"),
+) -> None:
+    """Offline tour: synthetic corpus -> train -> index -> held-out queries -> recall@k."""
+    from sonicsearch.demo import run_demo
+
+    run_demo(workdir)

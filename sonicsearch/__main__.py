@@ -1,0 +1,3 @@
+from sonicsearch.cli import main
+
+main()
