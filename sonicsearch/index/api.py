@@ -1,0 +1,325 @@
+"""AudioIndex: open a built index, describe it, and query it by example."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from sonicsearch.config import IndexConfig
+from sonicsearch.errors import AudioError, ConfigError, IndexStoreError
+from sonicsearch.index import layout as L
+from sonicsearch.index.build import build_index
+from sonicsearch.index.faiss_index import (
+    GPU_MAX_K,
+    index_cpu_to_gpu,
+    read_faiss_index,
+    resolve_gpu,
+    set_search_params,
+)
+from sonicsearch.index.search import ROLLUP_DEFAULT, Hit, search
+from sonicsearch.index.store import Store
+from sonicsearch.index.types import BuildReport, Embedder
+
+DEFAULT_INDEX_DIR = Path("indexes/default")
+
+
+class AudioIndex:
+    """A built index, opened read-only: FAISS index, metadata, and the model it holds.
+
+    Use :meth:`open` (or :meth:`build`); the model is loaded on the first query by file or
+    waveform, unless an embedder is given.
+    """
+
+    def __init__(self, root: Path, gen: Path, meta: dict[str, Any], store: Store,
+                 index: faiss.Index, on_gpu: bool, embedder: Embedder | None, device: str):
+        self.root, self.gen, self.meta, self.store = root, gen, meta, store
+        self.index, self.on_gpu, self.device = index, on_gpu, device
+        # IVF-PQ scores are approximate: re-score its hits from the stored vectors (mmap)
+        self._exact = store.vectors() if meta["index_type"] == "ivfpq" else None
+        self._embedder = None
+        self.build_report: BuildReport | None = None
+        if embedder is not None:
+            self.use_embedder(embedder)
+
+    @classmethod
+    def open(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, embedder: Embedder | None = None,
+             device: str = "auto", nprobe: int | None = None,
+             ef_search: int | None = None) -> AudioIndex:
+        """Open the live generation of an index directory.
+
+        Args:
+            index_dir: the directory ``build-index`` wrote.
+            embedder: a loaded model to query with (checked against the index's model);
+                None loads the index's own copy on the first query.
+            device: auto | cpu | cuda: where FAISS searches (flat and IVF indexes can use a
+                GPU) and where a lazily loaded model runs.
+            nprobe, ef_search: override the index's IVF / HNSW search settings.
+
+        Raises:
+            IndexStoreError: no index there, or it is damaged; the message names the folder.
+        """
+        layout = L.IndexLayout(index_dir)
+        if not layout.root.is_dir():
+            raise IndexStoreError(f"no index at {layout.root}: the folder does not exist "
+                                  "(build one with `sonicsearch build-index`)")
+        for _ in range(3):  # a build may replace the generation while we open it
+            gen = layout.current()
+            if gen is None:
+                raise IndexStoreError(f"no index at {layout.root}: it has no CURRENT file "
+                                      "(build one with `sonicsearch build-index`)")
+            try:
+                return cls._load(layout.root, gen, embedder, device, nprobe, ef_search)
+            except IndexStoreError:
+                if layout.current_name() == gen.name:
+                    raise
+        raise IndexStoreError(f"index {layout.root} keeps changing while opening it; try again")
+
+    @classmethod
+    def _load(cls, root, gen, embedder, device, nprobe, ef_search) -> AudioIndex:
+        meta = L.read_index_json(gen)
+        L.check_sizes(gen, meta)
+        for name in (L.INDEX_FILE, L.MODEL):
+            if not (gen / name).is_file():
+                raise IndexStoreError(f"index {root} is damaged: {gen.name}/{name} is missing")
+        store = Store(gen)
+        try:
+            index = read_faiss_index(str(gen / L.INDEX_FILE))
+        except RuntimeError as exc:
+            store.close()
+            raise IndexStoreError(f"index {root} is damaged: {gen.name}/{L.INDEX_FILE} is "
+                                  f"unreadable ({str(exc).splitlines()[0][:120]})") from None
+        counts = meta.get("counts", {})
+        if not (index.ntotal == store.n_rows == counts.get("vectors")
+                and index.d == meta.get("dim") and len(store.records) == counts.get("files")):
+            store.close()
+            raise IndexStoreError(f"index {root} is damaged: {L.INDEX_FILE}, {L.META_DB} and "
+                                  f"{L.INFO} disagree on the number of vectors")
+        kind, params = meta["index_type"], meta["index_params"]
+        set_search_params(index, kind, params, nprobe=nprobe, ef_search=ef_search)
+        gpu, on_gpu = resolve_gpu(device), False
+        if gpu is not None and kind != "hnsw":
+            try:
+                index, on_gpu = index_cpu_to_gpu(index, kind, params, gpu), True
+            except RuntimeError as exc:
+                if device != "auto":
+                    store.close()
+                    raise ConfigError(f"cannot move this {kind} index to {device} "
+                                      f"({str(exc).splitlines()[0][:120]}); use --device "
+                                      "cpu or auto") from None
+        return cls(root, gen, meta, store, index, on_gpu, embedder, device)
+
+    @classmethod
+    def build(
+        cls,
+        inputs: Iterable[str | Path],
+        model: str | Path | Embedder,
+        index_dir: str | Path = DEFAULT_INDEX_DIR,
+        config: IndexConfig | None = None,
+        rebuild: bool = False,
+        progress: Callable[[int, int, str], None] | None = None,
+        device: str = "auto",
+        window_seconds: float | None = None,
+        hop_seconds: float | None = None,
+    ) -> AudioIndex:
+        """Build or update an index (see :func:`sonicsearch.index.build.build_index`) and
+        open it; the report is in ``.build_report``.
+
+        Args:
+            model: a ``model.pt`` path, or a loaded Embedder.
+            window_seconds, hop_seconds: override the model's windowing for this index.
+        """
+        embedder = load_embedder(model, device) if isinstance(model, str | Path) else model
+        if window_seconds is not None or hop_seconds is not None:
+            fc = embedder.feature_config
+            embedder.feature_config = dataclasses.replace(
+                fc, window_seconds=window_seconds or fc.window_seconds,
+                hop_seconds=hop_seconds or fc.hop_seconds)
+        config = config or IndexConfig(device=device)
+        report = build_index(inputs, embedder, index_dir, config, rebuild, progress)
+        index = cls.open(index_dir, embedder=embedder, device=device)
+        index.build_report = report
+        return index
+
+    # -- facts ---------------------------------------------------------------------------
+
+    @property
+    def model_path(self) -> Path:
+        """The copy of the model inside the index."""
+        return self.gen / L.MODEL
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta["model"]["labels"])
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def info(self) -> dict[str, Any]:
+        """SPEC.md's info JSON (files, vectors, dim, index_type, model, created), plus
+        updated, the index parameters and the reason for the type, windowing and path."""
+        m, fc = self.meta["model"], self.meta["features"]
+        return {
+            "files": len(self.store.records),
+            "vectors": self.ntotal,
+            "dim": int(self.meta["dim"]),
+            "index_type": self.meta["index_type"],
+            "model": {"arch": m["arch"], "sha256": m["sha256"], "labels": list(m["labels"])},
+            "created": self.meta["created"],
+            "updated": self.meta["updated"],
+            "index_params": self.meta["index_params"],
+            "index_reason": self.meta["index_reason"],
+            "window_seconds": fc["window_seconds"],
+            "hop_seconds": fc["hop_seconds"],
+            "path": str(self.root),
+        }
+
+    # -- the model -----------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model queries are embedded with (the index's own copy, loaded on first use)."""
+        if self._embedder is None:
+            self.use_embedder(load_embedder(self.model_path, self.device,
+                                            self.meta["features"]))
+        return self._embedder
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Query with this embedder from now on (after :meth:`check_embedder`)."""
+        self.check_embedder(embedder)
+        self._embedder = embedder
+
+    def check_embedder(self, embedder: Embedder) -> None:
+        """Raise IndexStoreError unless ``embedder`` is the model the index was built with."""
+        m = self.meta["model"]
+        if embedder.model_sha256 != m["sha256"]:
+            raise IndexStoreError(
+                f"index {self.root} was built with model {m['sha256'][:12]} ({m['arch']}); "
+                f"this model is {embedder.model_sha256[:12]} ({embedder.arch})")
+
+    # -- queries -------------------------------------------------------------------------
+
+    def query(self, source: str | Path | np.ndarray, k: int = 10,
+              sample_rate: int | None = None, rollup: str = ROLLUP_DEFAULT,
+              segments: bool = False, exclude_self: bool = False) -> dict[str, Any]:
+        """Find the indexed files (or windows) that sound most like a clip.
+
+        Args:
+            source: an audio file, or a mono waveform (float array).
+            k: number of results.
+            sample_rate: the waveform's rate; None means the model's rate.
+            rollup: vote | max | mean-top: how window hits make a file's score.
+            segments: list matching windows instead of files.
+            exclude_self: leave the query file itself out of the results.
+
+        Returns:
+            SPEC.md's query JSON: query, duration, predicted_label, results (rank, path,
+            score, start, end, label; segments add query_start, query_end).
+
+        Raises:
+            AudioError: the clip is unusable. IndexStoreError: another model.
+        """
+        if isinstance(source, np.ndarray):
+            fc = self.embedder.feature_config
+            emb = self.embedder.embed_waveform(source, sample_rate or fc.sample_rate)
+            name, exclude = "<waveform>", None
+        else:
+            emb = self.embedder.embed_file(source)
+            name, exclude = str(source), Path(source).resolve() if exclude_self else None
+        return self.query_vectors(emb.vectors, emb.spans, emb.probs, k=k, rollup=rollup,
+                                  segments=segments, exclude=exclude, query=name,
+                                  duration=emb.duration)
+
+    def query_files(self, paths: Iterable[str | Path], **kwargs: Any
+                    ) -> Iterator[tuple[Path, dict[str, Any] | AudioError]]:
+        """Query many clips, decoding ahead; bad clips yield their AudioError in order.
+
+        Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self).
+        """
+        exclude_self = kwargs.pop("exclude_self", False)
+        for path, emb in self.embedder.embed_files(paths):
+            if isinstance(emb, AudioError):
+                yield path, emb
+                continue
+            yield path, self.query_vectors(
+                emb.vectors, emb.spans, emb.probs, query=str(path), duration=emb.duration,
+                exclude=Path(path).resolve() if exclude_self else None, **kwargs)
+
+    def query_vectors(self, vectors: np.ndarray, spans: np.ndarray | None = None,
+                      probs: np.ndarray | None = None, k: int = 10,
+                      rollup: str = ROLLUP_DEFAULT, segments: bool = False,
+                      exclude: str | Path | None = None, query: str = "<vectors>",
+                      duration: float | None = None) -> dict[str, Any]:
+        """Query with precomputed window embeddings of this index's model.
+
+        Args:
+            vectors: (n, dim) L2-normalised window vectors.
+            spans: (n, 2) their start, end seconds; None assumes the index's windowing.
+            probs: (n, labels) head probabilities for ``predicted_label``, or None.
+            exclude: an indexed path to leave out of the results.
+            query, duration: echoed in the result.
+        """
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if vectors.shape[1] != self.meta["dim"]:
+            raise IndexStoreError(f"query vectors have dimension {vectors.shape[1]}; index "
+                                  f"{self.root} holds dimension {self.meta['dim']}")
+        fc = self.meta["features"]
+        if spans is None:
+            starts = np.arange(len(vectors)) * fc["hop_seconds"]
+            spans = np.stack([starts, starts + fc["window_seconds"]], axis=1)
+        spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+        exclude_id = (self.store.by_path.get(str(Path(exclude).resolve()))
+                      if exclude is not None else None)
+        hits = search(self.index, self.store, vectors, spans, k, rollup, fc["hop_seconds"],
+                      segments=segments, exclude=exclude_id,
+                      max_k=GPU_MAX_K if self.on_gpu else None, exact=self._exact)
+        labels = self.labels
+        predicted = (labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
+                     if probs is not None and len(probs) and labels else None)
+        return {
+            "query": query,
+            "duration": round(float(duration if duration is not None else spans[:, 1].max()), 3),
+            "predicted_label": predicted,
+            "results": [self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
+        }
+
+    def _result(self, rank: int, hit: Hit) -> dict[str, Any]:
+        rec = self.store.records[hit.file]
+        out = {"rank": rank, "path": rec.path, "score": round(hit.score, 6),
+               "start": round(hit.start, 3), "end": round(hit.end, 3), "label": rec.label}
+        if hit.query_start is not None:
+            out["query_start"] = round(hit.query_start, 3)
+            out["query_end"] = round(hit.query_end, 3)
+        return out
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> AudioIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"AudioIndex({str(self.root)!r}, files={len(self.store.records)}, "
+                f"vectors={self.ntotal}, type={self.meta['index_type']})")
+
+
+def load_embedder(model_path: str | Path, device: str = "auto",
+                  features: dict[str, Any] | None = None) -> Embedder:
+    """Load ``sonicsearch.embed.Embedder`` from a checkpoint, windowed as ``features`` say
+    (an index's windowing may differ from the model's training default)."""
+    from sonicsearch.embed import Embedder as TorchEmbedder
+
+    embedder = TorchEmbedder.from_checkpoint(model_path, device=device)
+    if features:
+        fc = embedder.feature_config
+        embedder.feature_config = dataclasses.replace(
+            fc, window_seconds=features["window_seconds"], hop_seconds=features["hop_seconds"])
+    return embedder

@@ -1,0 +1,255 @@
+"""On-disk layout of an index directory, and how a build replaces it atomically.
+
+    DIR/CURRENT             text: the name of the live generation, e.g. ``gen-000003``
+    DIR/.lock               held (fcntl.flock) by the one running build
+    DIR/gen-NNNNNN/         one complete, self-contained index:
+        index.faiss         the FAISS index (CPU form); id i = row i of the tables below
+        meta.sqlite         files and windows tables (see store.py)
+        vectors.npy         float32 (n, dim): the raw window vectors, row i = id i
+        probs.npy           float32 (n, labels): head probabilities (label models only)
+        model.pt            the model the vectors came from (a copy)
+        index.json          facts: format, model, features, dim, type, counts, times
+
+A build never touches a live generation. It writes a new folder completely, fsyncs every
+file and the folder, then points CURRENT at it with a temp file + ``os.replace`` (atomic on
+POSIX) and fsyncs DIR. Only then are older generations and leftovers of killed builds
+deleted. So a kill at any moment leaves CURRENT naming a complete generation. Files in a
+generation are never modified after it is written, which also makes hard links between
+generations safe.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sonicsearch.errors import IndexStoreError
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+LOCK = ".lock"
+INDEX_FILE = "index.faiss"
+META_DB = "meta.sqlite"
+VECTORS = "vectors.npy"
+PROBS = "probs.npy"
+INFO = "index.json"
+MODEL = "model.pt"
+_GEN_RE = re.compile(r"^gen-(\d{6,})$")
+_TMP_PREFIX = CURRENT + ".tmp-"
+
+
+class IndexLayout:
+    """Paths and atomic operations of one index directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def current_name(self) -> str | None:
+        """The live generation's folder name, or None when there is no index yet.
+
+        Raises:
+            IndexStoreError: CURRENT is unreadable or names no generation.
+        """
+        try:
+            name = (self.root / CURRENT).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IndexStoreError(f"index {self.root} is damaged: cannot read CURRENT "
+                                  f"({exc.__class__.__name__})") from None
+        if not _GEN_RE.match(name):
+            raise IndexStoreError(f"index {self.root} is damaged: CURRENT holds {name[:40]!r}")
+        return name
+
+    def current(self) -> Path | None:
+        """The live generation folder, or None when there is no index yet."""
+        name = self.current_name()
+        return None if name is None else self.root / name
+
+    def generations(self) -> list[Path]:
+        """Every generation folder, complete or not, oldest first."""
+        if not self.root.is_dir():
+            return []
+        gens = [p for p in self.root.iterdir() if _GEN_RE.match(p.name)]
+        return sorted(gens, key=lambda p: int(p.name[4:]))
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the builder lock; a second builder gets IndexStoreError at once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                raise IndexStoreError(
+                    f"another build is running on index {self.root}"
+                    + (f" (pid {holder})" if holder else "")
+                    + "; wait for it to finish") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def new_generation(self) -> Path:
+        """Create the next, empty generation folder (numbered after every existing one)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        gens = self.generations()
+        number = int(gens[-1].name[4:]) + 1 if gens else 1
+        path = self.root / f"gen-{number:06d}"
+        path.mkdir()
+        return path
+
+    def commit(self, gen: Path) -> None:
+        """Make a completely written generation the live one (atomic)."""
+        fsync_dir(gen)
+        tmp = self.root / f"{_TMP_PREFIX}{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(gen.name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / CURRENT)
+        fsync_dir(self.root)
+
+    def cleanup(self) -> list[str]:
+        """Delete every generation but the live one, and temp files of killed builds.
+
+        Call with the lock held. Returns the names deleted.
+        """
+        live = self.current_name()
+        removed = []
+        for gen in self.generations():
+            if gen.name != live:
+                shutil.rmtree(gen, ignore_errors=True)
+                removed.append(gen.name)
+        if self.root.is_dir():
+            for tmp in self.root.glob(_TMP_PREFIX + "*"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp.name)
+        return removed
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON and fsync it."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_index_json(gen: Path) -> dict[str, Any]:
+    """Read and check ``index.json`` of a generation.
+
+    Raises:
+        IndexStoreError: missing, not JSON, or of a format this version cannot read.
+    """
+    try:
+        meta = json.loads((gen / INFO).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{INFO} is missing") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{INFO} is unreadable "
+                              f"({exc.__class__.__name__})") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        raise IndexStoreError(f"index {gen.parent} has format version {version!r}; this "
+                              f"sonicsearch reads version {FORMAT_VERSION}: rebuild it")
+    return meta
+
+
+def file_sizes(gen: Path) -> dict[str, int]:
+    """Byte sizes of a generation's files (but index.json), recorded in index.json."""
+    return {p.name: p.stat().st_size for p in sorted(gen.iterdir())
+            if p.is_file() and p.name != INFO}
+
+
+def check_sizes(gen: Path, meta: dict[str, Any]) -> None:
+    """Raise IndexStoreError when a file of the generation is missing or truncated."""
+    for name, size in meta.get("sizes", {}).items():
+        path = gen / name
+        if not path.is_file():
+            raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{name} is "
+                                  "missing")
+        if path.stat().st_size != size:
+            raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{name} has "
+                                  f"{path.stat().st_size} bytes, {size} were written")
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (same file system), else copy it; fsynced either way.
+
+    Only for files that nobody modifies in place, such as those of a generation.
+    """
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+    fsync_file(dst)
+
+
+def install_model(gen: Path, source: Path, sha256: str, previous: Path | None) -> None:
+    """Put the model into a generation as ``model.pt``.
+
+    The previous generation's copy is hard-linked when it is the same model. A user's model
+    file is always copied, never linked: training may rewrite that file in place later,
+    which would silently change a linked copy and break the index.
+
+    Raises:
+        IndexStoreError: the model file is missing, or its bytes are not the model that
+            embedded the vectors (it changed on disk since it was loaded).
+    """
+    dst = gen / MODEL
+    old = previous / MODEL if previous is not None else None
+    if old is not None and old.is_file() and file_sha256(old) == sha256:
+        link_or_copy(old, dst)
+        return
+    source = Path(source)
+    if not source.is_file():
+        raise IndexStoreError(f"model file {source} not found; the index must hold a copy of "
+                              "the model it was built with")
+    shutil.copyfile(source, dst)
+    fsync_file(dst)
+    if file_sha256(dst) != sha256:
+        raise IndexStoreError(f"model file {source} changed on disk while building (its "
+                              f"sha256 is no longer {sha256[:12]}); run the build again")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,115 @@
+"""What the index needs from an embedder, and the records it keeps and returns.
+
+The index programs against :class:`Embedder` (a structural protocol) so that it can be built
+and tested without torch: ``sonicsearch.embed.Embedder`` satisfies it, and so do test fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from sonicsearch.config import FeatureConfig
+from sonicsearch.errors import AudioError
+
+
+@dataclass
+class EmbeddedFile:
+    """Window embeddings of one file or waveform."""
+
+    vectors: np.ndarray  # (n, dim) float32, L2-normalised, one row per window
+    spans: np.ndarray  # (n, 2) float64 start, end seconds in the file
+    probs: np.ndarray | None  # (n, n_labels) head probabilities; None for label-free models
+    duration: float  # of the source, seconds
+    sample_rate: int  # of the source file
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A loaded model that turns audio into window vectors.
+
+    ``model_sha256`` must be the SHA-256 of the bytes of the file at ``model_path``: the
+    index copies that file and checks the copy against it.
+    """
+
+    dim: int
+    labels: list[str]
+    model_sha256: str
+    model_path: Path
+    arch: str
+    feature_config: FeatureConfig  # window_seconds / hop_seconds used
+
+    def embed_file(self, path: str | Path) -> EmbeddedFile: ...
+
+    def embed_files(
+        self, paths: Iterable[str | Path]
+    ) -> Iterator[tuple[Path, EmbeddedFile | AudioError]]: ...
+
+    def embed_waveform(self, wave: np.ndarray, sample_rate: int) -> EmbeddedFile: ...
+
+
+@dataclass
+class FileRecord:
+    """One indexed file: a row of the ``files`` table.
+
+    Its windows are FAISS ids ``first_row .. first_row + n_windows - 1`` of its generation.
+    """
+
+    path: str  # resolved, absolute
+    size: int
+    mtime_ns: int
+    sha256: str  # of the file's bytes
+    duration: float
+    sample_rate: int
+    label: str | None  # argmax of the mean window probabilities, None without labels
+    n_windows: int
+    first_row: int = 0
+
+
+@dataclass
+class BuildReport:
+    """What :func:`sonicsearch.index.build.build_index` did.
+
+    ``files`` and ``vectors`` count the live index after the build. ``written`` is False when
+    nothing changed and the previous generation stays live.
+    """
+
+    index_dir: str
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    files: int = 0
+    vectors: int = 0
+    index_type: str = ""
+    reason: str = ""  # why this index type
+    seconds: float = 0.0  # wall time of the build
+    audio_seconds: float = 0.0  # audio embedded in this build
+    written: bool = False
+    generation: str = ""
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        """Skipped files counted per reason, most frequent first."""
+        counts: dict[str, int] = {}
+        for _, reason in self.skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def summary(self) -> str:
+        """One line for humans: what changed, the totals, and why files were skipped."""
+        if self.written:
+            head = (f"{len(self.added)} added, {len(self.updated)} updated, "
+                    f"{len(self.removed)} removed, {self.unchanged} unchanged")
+        else:
+            head = f"up to date ({self.unchanged} unchanged)"
+        text = (f"{head}; index has {self.files} files, {self.vectors} vectors "
+                f"({self.index_type}) in {self.seconds:.1f}s")
+        if self.skipped:
+            why = ", ".join(f"{n} {r}" for r, n in self.skipped_by_reason().items())
+            text += f"; {len(self.skipped)} skipped ({why})"
+        return text

@@ -1,0 +1,244 @@
+"""Incremental build: id <-> file/time mapping, add / change / touch / remove, model checks,
+bad files, the builder lock, and the on-disk layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from fake_embedder import SR, FakeEmbedder, make_corpus, sound, write_sound
+
+from sonicsearch.config import IndexConfig
+from sonicsearch.errors import AudioError, DataError, IndexStoreError
+from sonicsearch.index import AudioIndex, build_index
+from sonicsearch.index.layout import IndexLayout, file_sha256
+from sonicsearch.index.store import Store
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    files = make_corpus(tmp_path / "audio", 8)
+    return tmp_path, files
+
+
+@pytest.fixture
+def emb(tmp_path):
+    return FakeEmbedder(tmp_path / "model.pt")
+
+
+def live(index_dir) -> str:
+    return (index_dir / "CURRENT").read_text().strip()
+
+
+def test_ids_map_to_files_and_times(corpus, emb):
+    root, files = corpus
+    report = build_index([root / "audio"], emb, root / "idx")
+    assert report.written and len(report.added) == 8 and report.files == 8
+    assert report.index_type == "flat" and report.vectors == 8 * 7  # 4 s, 1 s windows, hop .5
+    assert report.audio_seconds == pytest.approx(32.0)
+    gen = root / "idx" / live(root / "idx")
+    store = Store(gen)
+    vectors = np.load(gen / "vectors.npy")
+    probs = np.load(gen / "probs.npy")
+    assert [r.path for r in store.records] == sorted(str(f.resolve()) for f in files)
+    for i, rec in enumerate(store.records):
+        expected = emb.embed_file(rec.path)
+        rows = np.arange(rec.first_row, rec.first_row + rec.n_windows)
+        assert (store.file_of_rows(rows) == i).all()
+        assert np.allclose(store.spans(rows), expected.spans)
+        assert np.allclose(vectors[rows], expected.vectors)
+        assert np.allclose(probs[rows], expected.probs)
+        assert rec.sha256 == file_sha256(rec.path) and rec.duration == pytest.approx(4.0)
+        assert rec.label == emb.labels[int(np.argmax(expected.probs.mean(axis=0)))]
+    # FAISS id i is vectors row i: searching a stored vector finds its own row first
+    with AudioIndex.open(root / "idx") as index:
+        _, ids = index.index.search(vectors[[0, 17, 55]], 1)
+        assert ids[:, 0].tolist() == [0, 17, 55]
+    store.close()
+
+
+def test_layout_and_index_json(corpus, emb):
+    root, _ = corpus
+    build_index([root / "audio"], emb, root / "idx")
+    names = sorted(p.name for p in (root / "idx").iterdir())
+    assert names == [".lock", "CURRENT", "gen-000001"]
+    gen = root / "idx" / "gen-000001"
+    assert sorted(p.name for p in gen.iterdir()) == sorted(
+        ["index.faiss", "meta.sqlite", "vectors.npy", "probs.npy", "index.json", "model.pt"])
+    meta = json.loads((gen / "index.json").read_text())
+    assert meta["format_version"] == 1 and meta["dim"] == 32
+    assert meta["model"] == {"arch": "fake", "sha256": emb.model_sha256,
+                             "labels": ["low", "mid", "high"], "file": "model.pt"}
+    assert meta["features"]["window_seconds"] == 1.0 and meta["features"]["hop_seconds"] == 0.5
+    assert meta["counts"] == {"files": 8, "vectors": 56}
+    assert meta["index_type"] == "flat" and "exact" in meta["index_reason"]
+    assert meta["created"].endswith("+00:00") and meta["sonicsearch_version"]
+    assert file_sha256(gen / "model.pt") == emb.model_sha256
+    assert os.stat(gen / "model.pt").st_ino != os.stat(emb.model_path).st_ino  # a copy
+
+
+def test_incremental_add_change_touch_remove(corpus, emb):
+    root, files = corpus
+    idx = root / "idx"
+    build_index([root / "audio"], emb, idx)
+    first = live(idx)
+
+    emb.embedded.clear()  # unchanged: nothing embedded, no new generation
+    report = build_index([root / "audio"], emb, idx)
+    assert not report.written and report.unchanged == 8 and emb.embedded == []
+    assert live(idx) == first and "up to date" in report.summary()
+
+    new = write_sound(root / "audio" / "new.wav", 100)  # add one
+    report = build_index([root / "audio"], emb, idx)
+    assert report.added == [str(new.resolve())] and emb.embedded == [str(new.resolve())]
+    assert report.unchanged == 8 and report.files == 9 and live(idx) != first
+
+    emb.embedded.clear()  # change one: new content
+    write_sound(files[2], 200)
+    report = build_index([root / "audio"], emb, idx)
+    assert report.updated == [str(files[2].resolve())] and len(emb.embedded) == 1
+
+    emb.embedded.clear()  # touch one: new mtime, same bytes -> kept, metadata refreshed
+    st = os.stat(files[3])
+    os.utime(files[3], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    before = live(idx)
+    report = build_index([root / "audio"], emb, idx)
+    assert emb.embedded == [] and report.unchanged == 9 and not report.updated
+    assert report.written and live(idx) != before  # mtime stored, so no re-hash next time
+    assert not build_index([root / "audio"], emb, idx).written
+
+    files[5].unlink()  # remove one
+    report = build_index([root / "audio"], emb, idx)
+    assert report.removed == [str(files[5].resolve())] and report.files == 8
+    with AudioIndex.open(idx, embedder=emb) as index:
+        paths = {r.path for r in index.store.records}
+        assert str(files[5].resolve()) not in paths and str(new.resolve()) in paths
+        # the changed file is found with its new content, the removed one never
+        res = index.query(sound(200)[SR : 3 * SR], k=3, sample_rate=SR)
+        assert res["results"][0]["path"] == str(files[2].resolve())
+    assert sorted(p.name for p in idx.iterdir() if p.name.startswith("gen-")) == [live(idx)]
+
+
+def test_update_keeps_files_outside_the_inputs(corpus, emb):
+    root, files = corpus
+    build_index([root / "audio" / "part0"], emb, root / "idx")
+    report = build_index([root / "audio" / "part1"], emb, root / "idx")
+    assert len(report.added) == 4 and report.unchanged == 4 and report.files == 8
+    report = build_index([root / "audio" / "part1"], emb, root / "idx", rebuild=True)
+    assert report.files == 4 and len(report.added) == 4
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_removal_works_for_approximate_types(tmp_path, kind):
+    files = make_corpus(tmp_path / "audio", 45, seconds=12.0)  # 45 * 23 windows >= 1000
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    cfg = IndexConfig(index_type=kind, hnsw_m=8, hnsw_ef_construction=40)
+    assert build_index([tmp_path / "audio"], emb, tmp_path / "idx", cfg).index_type == kind
+    files[0].unlink()
+    report = build_index([tmp_path / "audio"], emb, tmp_path / "idx", cfg)
+    assert report.removed == [str(files[0].resolve())] and report.index_type == kind
+    with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
+        res = index.query(sound(0, 12.0)[: 3 * SR], k=44, sample_rate=SR)
+        assert str(files[0].resolve()) not in {r["path"] for r in res["results"]}
+        assert len(res["results"]) == 44 and index.info()["vectors"] == 44 * 23
+
+
+def test_changing_index_type_rebuilds_from_stored_vectors(corpus, emb):
+    root, _ = corpus
+    build_index([root / "audio"], emb, root / "idx")
+    emb.embedded.clear()
+    report = build_index([root / "audio"], emb, root / "idx", IndexConfig(index_type="hnsw"))
+    assert report.written and report.index_type == "hnsw" and emb.embedded == []
+    assert AudioIndex.open(root / "idx").info()["index_type"] == "hnsw"
+
+
+def test_other_model_is_refused_and_rebuild_accepted(corpus, emb):
+    root, _ = corpus
+    build_index([root / "audio"], emb, root / "idx")
+    first = live(root / "idx")
+    other = FakeEmbedder(root / "other.pt", seed=1)
+    with pytest.raises(IndexStoreError, match="was built with model .* pass --rebuild"):
+        build_index([root / "audio"], other, root / "idx")
+    assert live(root / "idx") == first
+    longer = FakeEmbedder(root / "model.pt", window=2.0)  # same model file, other windows
+    with pytest.raises(IndexStoreError, match="2 s every 0.5 s: pass --rebuild"):
+        build_index([root / "audio"], longer, root / "idx")
+    report = build_index([root / "audio"], other, root / "idx", rebuild=True)
+    assert report.written and len(report.added) == 8
+    with AudioIndex.open(root / "idx") as index:
+        assert index.info()["model"]["sha256"] == other.model_sha256
+        with pytest.raises(IndexStoreError, match="this model is"):
+            index.use_embedder(emb)
+
+
+def test_bad_files_are_skipped_and_the_rest_indexed(corpus, emb):
+    root, _ = corpus
+    audio = root / "audio"
+    (audio / "empty.wav").write_bytes(b"")
+    (audio / "junk.wav").write_bytes(b"this is not audio" * 100)
+    write_sound(audio / "short.wav", 7, seconds=0.1)
+    import soundfile as sf
+    sf.write(str(audio / "silent.wav"), np.zeros(SR * 2, np.float32), SR)
+    report = build_index([audio], emb, root / "idx")
+    assert report.files == 8 and len(report.skipped) == 4
+    reasons = dict((os.path.basename(p), r) for p, r in report.skipped)
+    assert "empty" in reasons["empty.wav"] and "not a readable" in reasons["junk.wav"]
+    assert "too short" in reasons["short.wav"] and "silent" in reasons["silent.wav"]
+    assert "4 skipped" in report.summary()
+
+
+def test_no_usable_audio_is_an_error_and_old_index_untouched(corpus, emb):
+    root, _ = corpus
+    build_index([root / "audio"], emb, root / "idx")
+    first = live(root / "idx")
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "a.wav").write_bytes(b"")
+    (bad / "b.flac").write_bytes(b"junk" * 10)
+    with pytest.raises(DataError, match="no usable audio .* all 2 files were skipped"):
+        build_index([bad], emb, root / "idx")
+    (root / "none").mkdir()
+    (root / "none" / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match="no audio files found"):
+        build_index([root / "none"], emb, root / "idx")
+    with pytest.raises(AudioError, match="no such file or folder"):
+        build_index([root / "missing"], emb, root / "idx")
+    assert live(root / "idx") == first
+    assert sorted(p.name for p in (root / "idx").iterdir()) == [".lock", "CURRENT", first]
+    with pytest.raises(DataError):
+        build_index([bad], emb, root / "fresh")
+    assert not (root / "fresh" / "CURRENT").exists()
+
+
+def test_concurrent_builder_is_refused(corpus, emb):
+    root, _ = corpus
+    with IndexLayout(root / "idx").lock():
+        with pytest.raises(IndexStoreError, match="another build is running .*pid"):
+            build_index([root / "audio"], emb, root / "idx")
+    assert build_index([root / "audio"], emb, root / "idx").written  # lock released
+
+
+def test_open_missing_or_damaged_index(corpus, emb, tmp_path):
+    root, _ = corpus
+    with pytest.raises(IndexStoreError, match=f"no index at {tmp_path / 'nope'}"):
+        AudioIndex.open(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexStoreError, match="no CURRENT"):
+        AudioIndex.open(tmp_path / "empty")
+    build_index([root / "audio"], emb, root / "idx")
+    gen = root / "idx" / live(root / "idx")
+    shutil.copy(gen / "index.faiss", root / "saved.faiss")
+    (gen / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexStoreError, match=f"index {root / 'idx'} is damaged"):
+        AudioIndex.open(root / "idx")
+    with pytest.raises(IndexStoreError, match="pass --rebuild"):
+        build_index([root / "audio"], emb, root / "idx")
+    assert build_index([root / "audio"], emb, root / "idx", rebuild=True).written
+    (root / "idx" / "CURRENT").write_text("../../etc")
+    with pytest.raises(IndexStoreError, match="damaged: CURRENT holds"):
+        AudioIndex.open(root / "idx")
+    assert build_index([root / "audio"], emb, root / "idx", rebuild=True).written
+    assert AudioIndex.open(root / "idx").info()["files"] == 8
