@@ -12,8 +12,9 @@ import pytest
 from fake_embedder import SR, FakeEmbedder, make_corpus, sound, write_sound
 
 from sonicsearch.config import IndexConfig
-from sonicsearch.errors import AudioError, DataError, IndexStoreError
+from sonicsearch.errors import AudioError, ConfigError, DataError, IndexStoreError
 from sonicsearch.index import AudioIndex, build_index
+from sonicsearch.index.faiss_index import gpu_count
 from sonicsearch.index.layout import IndexLayout, file_sha256
 from sonicsearch.index.store import Store
 
@@ -242,3 +243,49 @@ def test_open_missing_or_damaged_index(corpus, emb, tmp_path):
         AudioIndex.open(root / "idx")
     assert build_index([root / "audio"], emb, root / "idx", rebuild=True).written
     assert AudioIndex.open(root / "idx").info()["files"] == 8
+
+
+def test_bad_settings_fail_before_embedding(corpus, emb):
+    root, _ = corpus
+    with pytest.raises(ConfigError, match="unknown index type 'annoy'"):
+        build_index([root / "audio"], emb, root / "idx", IndexConfig(index_type="annoy"))
+    if gpu_count() == 0:
+        with pytest.raises(ConfigError, match="--device cuda"):
+            build_index([root / "audio"], emb, root / "idx", IndexConfig(device="cuda"))
+    assert emb.embedded == [] and not (root / "idx").exists()
+
+
+def test_progress_is_reported(corpus, emb):
+    root, files = corpus
+    calls = []
+    build_index([root / "audio"], emb, root / "idx", progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 8, "") and calls[-1][:2] == (8, 8) and len(calls) == 9
+
+
+def test_open_index_survives_a_later_build(corpus, emb):
+    root, files = corpus
+    build_index([root / "audio"], emb, root / "idx")
+    index = AudioIndex.open(root / "idx", embedder=emb)
+    before = index.query(files[1], k=3)
+    write_sound(root / "audio" / "more.wav", 300)
+    build_index([root / "audio"], emb, root / "idx")  # deletes the generation still open
+    assert not index.gen.exists()
+    assert index.query(files[1], k=3) == before  # open files stay readable (POSIX)
+    index.close()
+    assert AudioIndex.open(root / "idx").info()["files"] == 9
+
+
+def test_search_settings_change_without_rebuilding_faiss(corpus, emb):
+    root, _ = corpus
+    cfg = IndexConfig(index_type="hnsw", hnsw_ef_search=16)
+    build_index([root / "audio"], emb, root / "idx", cfg)
+    old_gen = root / "idx" / live(root / "idx")
+    inode = os.stat(old_gen / "index.faiss").st_ino
+    cfg.hnsw_ef_search = 64
+    report = build_index([root / "audio"], emb, root / "idx", cfg)
+    gen = root / "idx" / live(root / "idx")
+    assert report.written and gen != old_gen
+    assert os.stat(gen / "index.faiss").st_ino == inode  # hard-linked, not rebuilt
+    with AudioIndex.open(root / "idx") as index:
+        assert index.index.hnsw.efSearch == 64 and index.info()["index_params"]["ef_search"] == 64
+    assert not build_index([root / "audio"], emb, root / "idx", cfg).written

@@ -26,7 +26,7 @@ from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
 from sonicsearch.config import IndexConfig
 from sonicsearch.errors import AudioError, DataError, IndexStoreError
 from sonicsearch.index import layout as L
-from sonicsearch.index.faiss_index import choose_index_type
+from sonicsearch.index.faiss_index import check_index_type, choose_index_type, resolve_gpu
 from sonicsearch.index.store import Store
 from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord
 from sonicsearch.index.writer import NEW_VECTORS, write_generation
@@ -66,27 +66,38 @@ def build_index(
         IndexStoreError: another build holds the lock; the existing index is damaged or was
             built with another model or window settings (pass ``rebuild=True``).
         AudioError: an input does not exist.
+        ConfigError: an unknown index type, or ``config.device`` names a missing GPU.
         DataError: the inputs hold no audio files, or none usable; the old index is untouched.
     """
     t0 = time.monotonic()
     config = config or IndexConfig()
+    check_index_type(config.index_type)  # bad settings fail now, not after embedding
+    resolve_gpu(config.device)
     inputs = [Path(p) for p in inputs]
     layout = L.IndexLayout(index_dir)
     report = BuildReport(index_dir=str(layout.root))
-    with layout.lock():
-        try:
-            layout.cleanup()  # leftovers of killed builds
-        except IndexStoreError:
-            if not rebuild:  # a damaged CURRENT; a rebuild replaces it and cleans up after
-                raise
-        prev = None if rebuild else _open_previous(layout)
+    try:
+        with layout.lock():
+            return _locked(inputs, embedder, layout, config, rebuild, report, progress, t0)
+    except OSError as exc:  # disk full, permissions: the live index is untouched
+        raise IndexStoreError(f"cannot write index {layout.root}: "
+                              f"{exc.strerror or exc}") from None
+
+
+def _locked(inputs, embedder, layout, config, rebuild, report, progress, t0) -> BuildReport:
+    try:
+        layout.cleanup()  # leftovers of killed builds
+    except IndexStoreError:
+        if not rebuild:  # a damaged CURRENT; a rebuild replaces it and cleans up after
+            raise
+    prev = None if rebuild else _open_previous(layout)
+    if prev is not None:
+        _check_compatible(prev.meta, embedder, layout.root)
+    try:
+        return _build(inputs, embedder, layout, config, prev, report, progress, t0)
+    finally:
         if prev is not None:
-            _check_compatible(prev.meta, embedder, layout.root)
-        try:
-            return _build(inputs, embedder, layout, config, prev, report, progress, t0)
-        finally:
-            if prev is not None:
-                prev.store.close()
+            prev.store.close()
 
 
 def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> BuildReport:
@@ -96,13 +107,13 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
                         f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
     old = prev.store.by_path if prev else {}
     old_records = prev.store.records if prev else []
-    candidates = sorted(set(map(str, found)) | {p for p in old if os.path.isfile(p)})
-    report.removed = sorted(p for p in old if p not in set(candidates))
+    candidates = set(map(str, found)) | {p for p in old if os.path.isfile(p)}
+    report.removed = sorted(p for p in old if p not in candidates)
 
     kept: dict[str, tuple[FileRecord, int]] = {}  # path -> (record, first row in prev)
     to_embed: list[tuple[str, os.stat_result, str | None]] = []  # path, stat, known sha256
     meta_changed = False
-    for path in candidates:
+    for path in sorted(candidates):
         try:
             st = os.stat(path)
             rec = old_records[old[path]] if path in old else None
@@ -141,8 +152,8 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         report.index_type, report.reason = index_type, reason
         same_vectors = prev is not None and not new and not report.removed
         same_index = (same_vectors and prev.meta["index_type"] == index_type
-                      and prev.meta["index_params"] == params)
-        if same_index and not meta_changed:
+                      and _build_params(prev.meta["index_params"]) == _build_params(params))
+        if same_index and not meta_changed and prev.meta["index_params"] == params:
             if gen is not None:  # everything that was to be embedded failed
                 shutil.rmtree(gen, ignore_errors=True)
             report.generation = prev.gen.name
@@ -259,6 +270,11 @@ def _check_compatible(meta: dict[str, Any], embedder: Embedder, root: Path) -> N
             f"index {root} was built with {old['window_seconds']:g} s windows every "
             f"{old['hop_seconds']:g} s; this build uses {fc.window_seconds:g} s every "
             f"{fc.hop_seconds:g} s: pass --rebuild to re-embed everything with them")
+
+
+def _build_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params that shape the FAISS file (search-time nprobe / efSearch are applied on open)."""
+    return {k: v for k, v in params.items() if k not in ("nprobe", "ef_search")}
 
 
 def _reasons(report: BuildReport) -> str:

@@ -53,9 +53,7 @@ def choose_index_type(
     Raises:
         ConfigError: an unknown index type.
     """
-    kind = config.index_type
-    if kind not in INDEX_TYPES:
-        raise ConfigError(f"unknown index type '{kind}'; choose one of: {', '.join(INDEX_TYPES)}")
+    kind = check_index_type(config.index_type)
     n = int(n_vectors)
     if n == 0:
         return "flat", _params("flat", n, dim, config), "empty index: exact flat"
@@ -82,6 +80,13 @@ def choose_index_type(
             f"ivfpq needs >= {IVFPQ_MIN_VECTORS} vectors to train; {n} given: "
             "exact flat instead")
     return kind, _params(kind, n, dim, config), f"{kind} as asked"
+
+
+def check_index_type(kind: str) -> str:
+    """Return ``kind`` if it is one of INDEX_TYPES, else raise ConfigError naming them."""
+    if kind not in INDEX_TYPES:
+        raise ConfigError(f"unknown index type '{kind}'; choose one of: {', '.join(INDEX_TYPES)}")
+    return kind
 
 
 def hnsw_bytes(n: int, dim: int, m: int) -> float:
@@ -145,7 +150,8 @@ def build_faiss_index(
         index.hnsw.efConstruction = int(params["ef_construction"])
     if index_type == "ivfpq":  # polysemous codes go unused and cost ~50x the PQ training
         faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
-    gpu = resolve_gpu(device) if index_type != "hnsw" else None
+    gpu = resolve_gpu(device)
+    gpu = gpu if index_type in ("ivf", "ivfpq") else None  # flat only copies; no GPU HNSW
     if not index.is_trained:
         ivf = faiss.extract_index_ivf(index)
         if gpu is not None:  # k-means on the GPU, the slow part of training

@@ -59,16 +59,20 @@ def write_generation(gen, prev, records, sources, embedder, same_vectors, same_i
         vec.flush()
         del vec, raw
         L.fsync_file(gen / L.VECTORS)
-        raw_path.unlink(missing_ok=True)
         if probs is not None:
             _save_npy(gen / L.PROBS, probs)
+    (gen / NEW_VECTORS).unlink(missing_ok=True)
     write_meta(gen, records, spans)
     if same_index:
         L.link_or_copy(prev.gen / L.INDEX_FILE, gen / L.INDEX_FILE)
     else:
         vectors = np.load(gen / L.VECTORS, mmap_mode="r")
         index = build_faiss_index(vectors, index_type, params, device=config.device)
-        faiss.write_index(index, str(gen / L.INDEX_FILE))
+        try:
+            faiss.write_index(index, str(gen / L.INDEX_FILE))
+        except RuntimeError as exc:
+            raise OSError(f"cannot write {L.INDEX_FILE} ({str(exc).splitlines()[0]})") \
+                from None
         L.fsync_file(gen / L.INDEX_FILE)
         del index
     L.install_model(gen, Path(embedder.model_path), embedder.model_sha256,
