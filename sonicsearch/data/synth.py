@@ -130,7 +130,7 @@ TIMBRES: dict[str, dict] = {
 @dataclass(frozen=True)
 class Recipe:
     """How one genre sounds. Ranges are drawn uniformly; palettes (tuples of names) list the
-    genre's staple first and are drawn with weights 1, 1/2.4, 1/3.9, ... (k ** -1.25)."""
+    genre's staple first and are drawn with weights 1, 1/2.8, 1/5.2, ... (k ** -1.5)."""
 
     name: str
     description: str
@@ -452,12 +452,12 @@ def _tone(tb: dict, f: float, dur: float, sr: int, rng: np.random.Generator) -> 
     if kind == "ks":
         return _pluck(f, dur, sr, tb["bright"], tb["loss"], rng)
     n = int((dur + tb["env"][3]) * sr)
-    t = np.arange(n, dtype=np.float32) / np.float32(sr)
+    t = np.arange(n) / sr  # phases in float64; sines and envelopes in float32
     env = _env(tb["env"], dur, n, sr)
     if kind == "fm":
-        w = np.float32(2 * np.pi * f)
-        index = np.float32(tb["index"]) * np.exp(t * np.float32(-1 / tb["idecay"]))
-        return env * np.sin(w * t + index * np.sin(w * np.float32(tb["ratio"]) * t))
+        index = tb["index"] * np.exp(t.astype(np.float32) * np.float32(-1 / tb["idecay"]))
+        mod = np.sin(_radians(tb["ratio"] * f * t))
+        return env * np.sin(_radians(f * t) + index * mod)
     rate, depth = tb.get("vib", (5.0, 0.0))
     phase = f * (t + depth * (1 - np.cos(2 * np.pi * rate * t)) / (2 * np.pi * rate))
     table = _table(tb["harm"], max(1, int(0.45 * sr / f)))
@@ -470,6 +470,10 @@ def _tone(tb: dict, f: float, dur: float, sr: int, rng: np.random.Generator) -> 
     if tb.get("breath"):
         x = x + tb["breath"] * rng.standard_normal(n, dtype=np.float32)
     return env * x
+
+
+def _radians(cycles: np.ndarray) -> np.ndarray:
+    return (cycles % 1.0).astype(np.float32) * np.float32(2 * np.pi)
 
 
 def _pluck(f: float, dur: float, sr: int, bright: float, loss: float,
@@ -507,6 +511,12 @@ def _butter(kind: str, edges: tuple[float, ...], sr: int) -> np.ndarray:
     return signal.butter(2, wn if len(wn) > 1 else wn[0], btype=kind, output="sos")
 
 
+# kick drums per kit: ranges of start pitch (Hz), end pitch (Hz) and decay (s)
+_KICKS = {"acoustic": ((90, 130), (45, 60), (0.12, 0.25)), "808": ((55, 80), (40, 50), (0.4, 0.9)),
+          "electronic": ((120, 170), (45, 55), (0.15, 0.3)),
+          "brush": ((70, 90), (45, 55), (0.1, 0.2))}
+
+
 def _kit(kind: str, rng: np.random.Generator, sr: int) -> dict[str, np.ndarray]:
     """Drum sounds for one clip, from sines, metallic squares and filtered noise."""
     def t(s):
@@ -528,10 +538,7 @@ def _kit(kind: str, rng: np.random.Generator, sr: int) -> dict[str, np.ndarray]:
         return x * np.exp(-tt / decay) / (np.abs(x).max() + 1e-9)
 
     u = rng.uniform
-    boom = {"808": (u(55, 80), u(40, 50), u(0.4, 0.9)), "electronic": (u(120, 170), u(45, 55),
-            u(0.15, 0.3)), "brush": (u(70, 90), u(45, 55), u(0.1, 0.2))}.get(
-        kind, (u(90, 130), u(45, 60), u(0.12, 0.25)))
-    f0, f1, kd = boom
+    f0, f1, kd = (u(*r) for r in _KICKS[kind])
     tk = t(kd * 4)
     freq = f1 + (f0 - f1) * np.exp(-tk / 0.03)
     kick = np.sin(2 * np.pi * np.cumsum(freq) / sr) * np.exp(-tk / kd)
@@ -563,7 +570,7 @@ def _compose(clip: _Clip) -> None:
     """Draw an arrangement (sections, parts, instruments) and render every note and hit."""
     r, rng = clip.r, clip.rng
 
-    def pick(options):  # palettes list the genre's staple first: weights 1, 1/2.4, 1/3.9, ...
+    def pick(options):  # palettes list the genre's staple first: weights 1, 1/2.8, 1/5.2, ...
         w = np.arange(1, len(options) + 1) ** -1.5
         return options[int(rng.choice(len(options), p=w / w.sum()))]
 
@@ -771,8 +778,8 @@ def _noise(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 def _eq_gain(nfft: int, sr: int, tilt: float, lofi: bool, rng: np.random.Generator
              ) -> np.ndarray:
     """A tilt (dB per octave around 1 kHz), optionally band-limited like a lo-fi record."""
-    f = np.maximum(sp_fft.rfftfreq(nfft, 1 / sr), 20.0)
-    gain = 10 ** (np.clip(tilt * np.log2(f / 1000), -12, 12) / 20)
+    f = np.maximum(sp_fft.rfftfreq(nfft, 1 / sr).astype(np.float32), np.float32(20))
+    gain = np.float32(10) ** (np.clip(np.float32(tilt) * np.log2(f / 1000), -12, 12) / 20)
     if lofi:
         lo, hi = rng.uniform(80, 300), rng.uniform(2500, 6000)
         gain /= np.sqrt(1 + (f / hi) ** 4) * np.sqrt(1 + (lo / f) ** 4)
