@@ -11,7 +11,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,9 @@ import torch
 
 from sonicsearch.audio import SILENCE_PEAK, audio_info, check_usable, frame_windows, iter_windows
 from sonicsearch.errors import AudioError
+from sonicsearch.index.types import EmbeddedFile
 
 _END = object()
-
-
-@dataclass
-class EmbeddedFile:
-    """Window embeddings of one file or waveform."""
-
-    vectors: np.ndarray  # (n, dim) float32, L2-normalised
-    spans: np.ndarray  # (n, 2) start, end in seconds
-    probs: np.ndarray | None  # (n, labels) head probabilities; None for label-free models
-    duration: float
-    sample_rate: int
 
 
 class Embedder:

@@ -94,8 +94,8 @@ def query(
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Results per query.")] = 10,
     segments: Annotated[bool, typer.Option(help="List matching windows, not files.")] = False,
     json_out: JsonOpt = False,
-    rollup: Annotated[Rollup, typer.Option(help="How window hits make a file's score.")
-                      ] = Rollup.vote,
+    rollup: Annotated[Rollup | None, typer.Option(
+        help="How window hits make a file's score (default: the library's, vote).")] = None,
     exclude_self: Annotated[bool, typer.Option(
         help="Leave a query file out of its own results when it is indexed.")] = False,
     device: DeviceOpt = None,
@@ -103,13 +103,13 @@ def query(
     """Find the indexed files that sound most like each clip."""
     from sonicsearch.audio import find_audio_files
     from sonicsearch.errors import AudioError
-    from sonicsearch.index import AudioIndex
+    from sonicsearch.index import ROLLUP_DEFAULT, AudioIndex
 
     idx = AudioIndex.open(index, device=device.value if device else "auto")
     errors: list[tuple[str, str]] = []
     paths = find_audio_files(clips, errors)
     skipped = list(errors)
-    for path, result in idx.query_files(paths, k=k, segments=segments, rollup=rollup.value,
+    for path, result in idx.query_files(paths, k=k, segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
                                         exclude_self=exclude_self):
         if isinstance(result, AudioError):
             skipped.append((str(path), result.reason))
