@@ -109,7 +109,8 @@ def query(
     errors: list[tuple[str, str]] = []
     paths = find_audio_files(clips, errors)
     skipped = list(errors)
-    for path, result in idx.query_files(paths, k=k, segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
+    how = rollup.value if rollup else ROLLUP_DEFAULT
+    for path, result in idx.query_files(paths, k=k, segments=segments, rollup=how,
                                         exclude_self=exclude_self):
         if isinstance(result, AudioError):
             skipped.append((str(path), result.reason))
