@@ -25,6 +25,9 @@ class _Plain:
         self.total, self.description, self.every = total, description, every
         self.done, self.last, self.extra = 0, 0.0, ""
 
+    def set_total(self, total: int) -> None:
+        self.total = total
+
     def advance(self, n: int = 1, info: str = "") -> None:
         self.done += n
         self.extra = info or self.extra
@@ -39,13 +42,19 @@ class _Rich:
     def __init__(self, progress: Progress, task):
         self.progress, self.task = progress, task
 
+    def set_total(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
     def advance(self, n: int = 1, info: str = "") -> None:
         self.progress.update(self.task, advance=n, info=info)
 
 
 @contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator:
-    """Yield an object with ``advance(n, info="")``; a bar on a TTY, log lines elsewhere."""
+    """Yield an object with ``advance(n, info="")`` and ``set_total(n)``.
+
+    A rich bar on a terminal, plain log lines elsewhere, nothing when not ``enabled``.
+    """
     if not enabled:
         yield _Plain(total, description, every=float("inf"))
         return

@@ -91,7 +91,7 @@ def clips():
 
 def answers(index_dir: Path, emb: FakeEmbedder) -> list[dict]:
     with AudioIndex.open(index_dir, embedder=emb) as index:
-        return [index.query(c, k=5, sample_rate=SR, rollup=r)
+        return [index.query(c, k=5, sample_rate=SR, rollup=r).to_dict()
                 for c in clips() for r in ("vote", "max")]
 
 

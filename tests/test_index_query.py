@@ -40,9 +40,9 @@ def test_excerpt_finds_its_file_first(built, rollup, seed, start, end):
     clip = root / f"clip-{seed}.wav"
     sf.write(str(clip), excerpt(seed, start, end), SR)
     res = index.query(clip, k=5, rollup=rollup)
-    top = res["results"][0]
+    top = res[0]
     assert top["path"] == str(files[seed].resolve())
-    assert top["score"] > res["results"][1]["score"] + 0.1
+    assert top["score"] > res[1]["score"] + 0.1
     # the best-matching span lies in (or right around) the excerpt
     assert start - 1.0 <= top["start"] < top["end"] <= end + 1.0
     if rollup == "vote":  # the span of all windows that voted: most of the excerpt
@@ -51,10 +51,12 @@ def test_excerpt_finds_its_file_first(built, rollup, seed, start, end):
 
 def test_result_json_shape(built):
     _, files, emb, index = built
-    res = index.query(excerpt(2, 0.5, 3.0), k=4, sample_rate=SR)
+    hits = index.query(excerpt(2, 0.5, 3.0), k=4, sample_rate=SR)
+    assert isinstance(hits, list) and hits.predicted_label in emb.labels  # SPEC: a list
+    res = hits.to_dict()
     assert list(res) == ["query", "duration", "predicted_label", "results"]
     assert res["query"] == "<waveform>" and res["duration"] == 2.5
-    assert res["predicted_label"] in emb.labels
+    assert res["predicted_label"] == hits.predicted_label and res["results"] == hits
     assert [r["rank"] for r in res["results"]] == [1, 2, 3, 4]
     for r in res["results"]:
         assert list(r) == ["rank", "path", "score", "start", "end", "label"]
@@ -70,24 +72,23 @@ def test_same_query_same_answer(built):
     for rollup in ROLLUPS:
         a = index.query(files[4], k=12, rollup=rollup)
         b = index.query(files[4], k=12, rollup=rollup)
-        assert a == b and len(a["results"]) == 12
+        assert a.to_dict() == b.to_dict() and len(a) == 12
 
 
 def test_exclude_self(built):
     _, files, _, index = built
     res = index.query(files[6], k=3)
-    assert res["results"][0]["path"] == str(files[6].resolve())
-    assert res["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
-    assert (res["results"][0]["start"], res["results"][0]["end"]) == (0.0, SECONDS)
+    assert res[0]["path"] == str(files[6].resolve())
+    assert res[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert (res[0]["start"], res[0]["end"]) == (0.0, SECONDS)
     res = index.query(files[6], k=3, exclude_self=True)
-    assert str(files[6].resolve()) not in [r["path"] for r in res["results"]]
-    assert len(res["results"]) == 3
+    assert str(files[6].resolve()) not in [r["path"] for r in res]
+    assert len(res) == 3
 
 
 def test_segments_list_windows(built):
     _, files, _, index = built
-    res = index.query(excerpt(5, 2.0, 3.0), k=6, sample_rate=SR, segments=True)
-    hits = res["results"]
+    hits = index.query(excerpt(5, 2.0, 3.0), k=6, sample_rate=SR, segments=True)
     assert len(hits) == 6 and hits[0]["path"] == str(files[5].resolve())
     assert (hits[0]["start"], hits[0]["end"]) == (2.0, 3.0)
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
@@ -141,7 +142,7 @@ def test_model_loads_lazily_from_the_index_copy(built, monkeypatch):
     monkeypatch.setattr(index_api, "load_embedder", fake_load)
     with AudioIndex.open(root / "idx", device="cpu") as index:
         assert calls == []
-        assert index.query(files[0], k=1)["results"][0]["path"] == str(files[0].resolve())
+        assert index.query(files[0], k=1)[0]["path"] == str(files[0].resolve())
         assert calls == [(index.model_path, 1.0, 0.5)]
         assert index.model_path.parent.parent == root / "idx"
 
@@ -153,7 +154,7 @@ def test_label_free_model(tmp_path):
     assert not list((tmp_path / "idx").glob("gen-*/probs.npy"))
     with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
         res = index.query(sound(1)[: 2 * SR], k=2, sample_rate=SR)
-        assert res["predicted_label"] is None and res["results"][0]["label"] is None
+        assert res.predicted_label is None and res[0]["label"] is None
         assert index.info()["model"]["labels"] == []
 
 
@@ -164,7 +165,6 @@ def test_ivfpq_hits_are_rescored_exactly(tmp_path, monkeypatch):
     cfg = IndexConfig(index_type="ivfpq", pq_bytes=4)
     assert build_index([tmp_path / "audio"], emb, tmp_path / "idx", cfg).index_type == "ivfpq"
     with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
-        res = index.query(files[20], k=3, rollup="max")
-        top = res["results"][0]
+        top = index.query(files[20], k=3, rollup="max")[0]
         assert top["path"] == str(files[20].resolve())
         assert top["score"] == pytest.approx(1.0, abs=1e-5)  # exact, not a PQ estimate

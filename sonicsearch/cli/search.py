@@ -63,13 +63,12 @@ def build_index_cmd(
     with progress_bar(0, "embedding") as bar:
         state = {"done": 0}
 
-        def progress(done: int, total: int, path: str) -> None:
-            if hasattr(bar, "progress"):
-                bar.progress.update(bar.task, total=total)
-            else:
-                bar.total = total
+        def progress(done: int, total: int, path: str, windows: int, seconds: float) -> None:
+            bar.set_total(total)
             if done > state["done"]:
-                bar.advance(done - state["done"], Path(path).name[:40])
+                speed = seconds / 3600 / max(time.monotonic() - t0, 1e-9)
+                bar.advance(done - state["done"], f"{windows} windows, {seconds / 3600:.2f} h "
+                            f"audio, {speed * 3600:.0f} audio-h/h  {Path(path).name[:30]}")
                 state["done"] = done
 
         idx = AudioIndex.build(audio, embedder, index, cfg, rebuild, progress, dev, window, hop)

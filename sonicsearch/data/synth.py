@@ -509,6 +509,8 @@ def _sos(kind: str, cutoff: float | tuple[float, float], sr: int) -> np.ndarray:
 @lru_cache(maxsize=512)
 def _butter(kind: str, edges: tuple[float, ...], sr: int) -> np.ndarray:
     wn = np.clip(np.asarray(edges, dtype=float) / (sr / 2), 1e-4, 0.999)
+    if len(wn) > 1 and wn[0] >= 0.9 * wn[1]:  # a band at or above Nyquist (low rates)
+        wn[0] = 0.9 * wn[1]
     return signal.butter(2, wn if len(wn) > 1 else wn[0], btype=kind, output="sos")
 
 

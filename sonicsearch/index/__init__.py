@@ -17,7 +17,7 @@ from sonicsearch.index.build import build_index
 from sonicsearch.index.faiss_index import INDEX_TYPES, choose_index_type
 from sonicsearch.index.metrics import recall_at_k
 from sonicsearch.index.search import ROLLUP_DEFAULT, ROLLUPS
-from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord
+from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord, QueryResult
 
 __all__ = [
     "DEFAULT_INDEX_DIR",
@@ -29,6 +29,7 @@ __all__ = [
     "EmbeddedFile",
     "Embedder",
     "FileRecord",
+    "QueryResult",
     "build_index",
     "choose_index_type",
     "load_embedder",

@@ -23,7 +23,7 @@ from sonicsearch.index.faiss_index import (
 )
 from sonicsearch.index.search import ROLLUP_DEFAULT, Hit, search
 from sonicsearch.index.store import Store
-from sonicsearch.index.types import BuildReport, Embedder
+from sonicsearch.index.types import BuildReport, Embedder, QueryResult
 
 DEFAULT_INDEX_DIR = Path("indexes/default")
 
@@ -121,7 +121,7 @@ class AudioIndex:
         index_dir: str | Path = DEFAULT_INDEX_DIR,
         config: IndexConfig | None = None,
         rebuild: bool = False,
-        progress: Callable[[int, int, str], None] | None = None,
+        progress: Callable[[int, int, str, int, float], None] | None = None,
         device: str = "auto",
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
@@ -206,7 +206,7 @@ class AudioIndex:
 
     def query(self, source: str | Path | np.ndarray, k: int = 10,
               sample_rate: int | None = None, rollup: str = ROLLUP_DEFAULT,
-              segments: bool = False, exclude_self: bool = False) -> dict[str, Any]:
+              segments: bool = False, exclude_self: bool = False) -> QueryResult:
         """Find the indexed files (or windows) that sound most like a clip.
 
         Args:
@@ -218,8 +218,9 @@ class AudioIndex:
             exclude_self: leave the query file itself out of the results.
 
         Returns:
-            SPEC.md's query JSON: query, duration, predicted_label, results (rank, path,
-            score, start, end, label; segments add query_start, query_end).
+            The results, best first: dicts with rank, path, score, start, end and label
+            (segments add query_start, query_end), as a list that also carries ``query``,
+            ``duration`` and ``predicted_label``; ``.to_dict()`` gives SPEC.md's JSON.
 
         Raises:
             AudioError: the clip is unusable. IndexStoreError: another model.
@@ -231,9 +232,9 @@ class AudioIndex:
         else:
             emb = self.embedder.embed_file(source)
             name, exclude = str(source), Path(source).resolve() if exclude_self else None
-        return self.query_vectors(emb.vectors, emb.spans, emb.probs, k=k, rollup=rollup,
-                                  segments=segments, exclude=exclude, query=name,
-                                  duration=emb.duration)
+        return QueryResult.from_dict(self.query_vectors(
+            emb.vectors, emb.spans, emb.probs, k=k, rollup=rollup, segments=segments,
+            exclude=exclude, query=name, duration=emb.duration))
 
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
                     ) -> Iterator[tuple[Path, dict[str, Any] | AudioError]]:

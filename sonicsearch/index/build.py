@@ -57,7 +57,8 @@ def build_index(
         index_dir: the index directory (created when missing).
         config: index type and its parameters; defaults to ``IndexConfig()``.
         rebuild: ignore the existing index and embed everything again.
-        progress: called as ``progress(done, total, path)`` before and after each embedded file.
+        progress: called as ``progress(done, total, path, windows, audio_seconds)`` before and
+            after each embedded file (windows and seconds embedded so far in this build).
 
     Returns:
         A BuildReport; ``written`` is False when nothing changed (no new generation).
@@ -180,7 +181,7 @@ def _embed(embedder, to_embed, gen, report, progress) -> dict[str, tuple[FileRec
     info = {path: (st, sha) for path, st, sha in to_embed}
     total, row = len(to_embed), 0
     if progress:
-        progress(0, total, "")
+        progress(0, total, "", 0, 0.0)
     with open(gen / NEW_VECTORS, "wb") as raw:
         for done, (path, result) in enumerate(embedder.embed_files([p for p, _, _ in to_embed])):
             path = str(path)
@@ -205,7 +206,7 @@ def _embed(embedder, to_embed, gen, report, progress) -> dict[str, tuple[FileRec
                 row += len(vectors)
                 report.audio_seconds += float(result.duration)
             if progress:
-                progress(done + 1, total, path)
+                progress(done + 1, total, path, row, report.audio_seconds)
     return new
 
 

@@ -28,6 +28,29 @@ class EmbeddedFile:
     sample_rate: int  # of the source file
 
 
+class QueryResult(list):
+    """What ``AudioIndex.query`` returns: the list of results (dicts as in SPEC.md's query
+    JSON, best first), carrying the query's own facts as attributes."""
+
+    def __init__(self, results: Iterable[dict], query: str, duration: float,
+                 predicted_label: str | None):
+        super().__init__(results)
+        self.query, self.duration, self.predicted_label = query, duration, predicted_label
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> QueryResult:
+        return cls(obj["results"], obj["query"], obj["duration"], obj["predicted_label"])
+
+    def to_dict(self) -> dict:
+        """SPEC.md's query JSON object."""
+        return {"query": self.query, "duration": self.duration,
+                "predicted_label": self.predicted_label, "results": list(self)}
+
+    def __repr__(self) -> str:
+        return (f"QueryResult(query={self.query!r}, predicted_label={self.predicted_label!r}, "
+                f"results={list.__repr__(self)})")
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """A loaded model that turns audio into window vectors.
