@@ -28,7 +28,7 @@ from sonicsearch.errors import ConfigError
 from sonicsearch.index.store import Store
 
 ROLLUPS = ("vote", "max", "mean-top")
-ROLLUP_DEFAULT = "vote"  # set from benchmarks/ measurements
+ROLLUP_DEFAULT = "vote"  # measured: benchmarks/rollups.py, README "Measured so far"
 MEAN_TOP_M = 3
 WINDOWS_PER_RESULT = 8  # window hits searched per file wanted
 
