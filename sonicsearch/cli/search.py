@@ -115,7 +115,7 @@ def query(
             skipped.append((str(path), result.reason))
             continue
         if json_out:
-            typer.echo(json.dumps(result))
+            typer.echo(json.dumps(result, ensure_ascii=False))
         else:
             _print_result(result, segments)
     idx.close()
@@ -160,7 +160,7 @@ def info(index: IndexOpt = DEFAULT_INDEX, json_out: JsonOpt = False) -> None:
     with AudioIndex.open(index, device="cpu") as idx:
         facts = idx.info()
     if json_out:
-        typer.echo(json.dumps(facts))
+        typer.echo(json.dumps(facts, ensure_ascii=False))
         return
     model = facts["model"]
     labels = ", ".join(model["labels"]) if model["labels"] else "(none: label-free model)"

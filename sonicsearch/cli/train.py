@@ -97,7 +97,7 @@ def evaluate(
     report = evaluate_model(ds, model, split=split, device=device.value if device else "auto",
                             quiet=json_out)
     if json_out:
-        typer.echo(json.dumps(report))
+        typer.echo(json.dumps(report, ensure_ascii=False))
         return
     typer.echo(f"{split}: n={report['n']}  accuracy {report['accuracy']:.3f}  "
                f"macro-P {report['macro_precision']:.3f}  macro-R {report['macro_recall']:.3f}  "
