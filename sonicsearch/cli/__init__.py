@@ -37,8 +37,10 @@ def _root(
 
 # Command modules register themselves on `app` when imported.
 from sonicsearch.cli import data as _data  # noqa: E402,F401
+from sonicsearch.cli import pretrain as _pretrain  # noqa: E402,F401
 from sonicsearch.cli import search as _search  # noqa: E402,F401
 from sonicsearch.cli import train as _train  # noqa: E402,F401
+from sonicsearch.cli import tune as _tune  # noqa: E402,F401
 
 
 def main() -> None:
@@ -56,10 +58,11 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # click's usage errors carry their own message and exit code (2). Typer >= 0.29
+        # vendors click as typer._click, so they are recognised by shape, not by class.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None),
+                                                               int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
