@@ -34,6 +34,25 @@ def synth(
         f"to {out}")
 
 
+@make.command("gtzan")
+def gtzan(
+    root: Annotated[Path, typer.Argument(
+        help="Your GTZAN copy: its genres/ folder (blues/, classical/, ...) or a folder above.")],
+    out: Annotated[Path, typer.Argument(help="The DATA CSV to write (path,label,split).")],
+) -> None:
+    """Write GTZAN's fault-filtered, artist-aware split (930 clips) as a DATA CSV."""
+    from sonicsearch.data.gtzan import make_gtzan_csv
+
+    summary = make_gtzan_csv(root, out)
+    s = summary["splits"]
+    log(f"wrote {summary['files']} clips ({s['train']} train, {s['val']} val, {s['test']} "
+        f"test) to {out}")
+    if summary["external_paths"]:
+        log(f"note: the clips are outside {out.parent}, so the CSV holds absolute paths; "
+            f"use it with --allow-external-paths (e.g. sonicsearch train {out} "
+            "--allow-external-paths)")
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the corpus, run and index go.")] = Path(

@@ -1,0 +1,148 @@
+"""Smoke tests: every benchmark script runs end to end in its --tiny mode, so the scripts
+cannot rot. They check the shape of what is written, never a timing or a quality figure."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / "results"
+    # one thread: two on two shared cores can be many times slower when the CPU is busy
+    results = _script(name).main(["--tiny", "--threads", "1", "--out", str(out),
+                                  "--cache", str(tmp_path / "cache"), *args])
+    written = json.loads((out / f"{name}.json").read_text())
+    assert written["benchmark"] == name and written["mode"] == "tiny"
+    assert written["machine"]["cpu_cores"] >= 1
+    md = (out / f"{name}.md").read_text()
+    assert md.startswith(f"# {name}") and "| " in md
+    return results, md
+
+
+def test_recall_at_k_tiny(tmp_path):
+    from sonicsearch.degrade import DEGRADATIONS
+
+    res, md = _run("recall_at_k", tmp_path)
+    lr, nd = res["label_retrieval"], res["near_duplicate"]
+    assert lr["queries"] == res["corpus"]["held_out"] > 0
+    for model in ("mfcc", "untrained/vote", "fine-tuned/vote", "fine-tuned/max"):
+        assert set(lr[model]) == {f"{m}@{k}" for m in ("precision", "recall", "map")
+                                  for k in (1, 5, 10)}
+        assert all(0.0 <= v <= 1.0 for v in lr[model].values())
+        assert set(nd[model]) == set(DEGRADATIONS)
+        for per in nd[model].values():
+            assert 0.0 <= per["recall@1"] <= per["recall@10"] <= 1.0
+    assert nd["queries"] == 3
+    assert "Near-duplicate retrieval" in md and "mp3_low" in md
+    # a second run reuses the trained model from the cache
+    runs = list((tmp_path / "cache" / "runs").iterdir())
+    res2, _ = _run("recall_at_k", tmp_path, "--degradations", "clean,telephone")
+    assert list((tmp_path / "cache" / "runs").iterdir()) == runs
+    assert set(res2["near_duplicate"]["mfcc"]) == {"clean", "telephone"}
+    assert res2["label_retrieval"] == res["label_retrieval"]  # deterministic
+
+
+def test_recall_at_k_with_a_given_model_uses_its_split(tmp_path):
+    from sonicsearch.config import load_config
+    from sonicsearch.data.manifest import load_dataset
+    from sonicsearch.data.synth import make_synth_corpus
+    from sonicsearch.train import fit
+
+    bench = _script("recall_at_k")
+    corpus = make_synth_corpus(tmp_path / "corpus", genres=2, per_genre=5, seconds=4.0,
+                               sample_rate=8000)["path"]
+    overrides = dict(bench.TINY_FEATURES, **{"model.weights": "none", "train.num_workers": 0,
+                                            "train.phase1_epochs": 1, "train.phase2_epochs": 0})
+    ds = load_dataset(corpus, 0.2, 0.2, seed=3)
+    fit(load_config(None, overrides), ds, tmp_path / "run", show_progress=False)
+    res, _ = _run("recall_at_k", tmp_path, "--data", corpus, "--model",
+                  str(tmp_path / "run" / "model.pt"), "--degradations", "clean")
+    assert "split.csv" in res["corpus"]["split"]
+    assert res["corpus"]["held_out"] == len(ds.split("test"))
+
+
+def test_throughput_tiny(tmp_path):
+    res, md = _run("throughput", tmp_path)
+    assert [r["batch_size"] for r in res["rows"]] == [1, 4]
+    for r in res["rows"]:
+        for part in ("backbone", "model", "end_to_end"):
+            assert r[part]["windows_per_s"] > 0
+        assert r["end_to_end"]["windows"] > 0
+    assert res["decode"]["audio_s_per_s"] > 0
+    assert "time outside the model" in md
+
+
+def test_index_scale_tiny(tmp_path):
+    res, md = _run("index_scale", tmp_path)
+    kinds = {(r["n"], r["type"]): r for r in res["rows"] if r["device"] == "cpu"}
+    assert set(kinds) == {(n, t) for n in (2000, 12000) for t in ("flat", "hnsw", "ivf", "ivfpq")}
+    assert kinds[(12000, "flat")]["recall@10"] == 1.0
+    assert kinds[(2000, "ivfpq")]["built_as"] == "flat"  # too few vectors to train PQ
+    assert kinds[(12000, "ivfpq")]["built_as"] == "ivfpq"
+    assert "recall@10_rescored" in kinds[(12000, "ivfpq")]
+    for r in res["rows"]:
+        assert 0.0 <= r["recall@10"] <= 1.0 and r["bytes_per_vector"] > 0
+        assert r["qps_batch1"] > 0 and r["qps_batch"] > 0
+    assert [a["index_type"] for a in res["auto"]] == ["flat", "flat"]
+    assert {p["n"] for p in res["auto_by_size"]} >= {10**6, 10**7}
+
+
+def _fake_debian(root: Path) -> Path:
+    """What dpkg-deb -x leaves for two prompt packages (tiny WAVs, some to be skipped)."""
+    t = np.arange(16000) / 8000
+    for lang, f0 in (("en", 180.0), ("fr", 230.0)):
+        pkg = root / f"asterisk-core-sounds-{lang}-wav" / "usr/share/asterisk/sounds" / lang
+        for i in range(8):
+            (pkg / "sub").mkdir(parents=True, exist_ok=True)
+            where = pkg if i % 2 else pkg / "sub"
+            x = 0.3 * np.sin(2 * np.pi * f0 * (1 + i / 10) * t)
+            sf.write(where / f"prompt{i}.wav", x.astype(np.float32), 8000, subtype="PCM_16")
+        (pkg / "digits").mkdir()
+        sf.write(pkg / "digits" / "1.wav", np.zeros(16000, np.float32) + 0.1, 8000)
+        sf.write(pkg / "short.wav", np.zeros(400, np.float32) + 0.1, 8000)
+        (pkg / "broken.wav").write_bytes(b"RIFF....WAVEnot really")
+    return root
+
+
+def test_real_corpus_assembles_a_csv_from_an_extracted_tree(tmp_path):
+    from sonicsearch.data.manifest import load_dataset
+
+    root = _fake_debian(tmp_path / "extracted")
+    out = tmp_path / "extracted" / "corpus.csv"
+    res, md = _run("real_corpus", tmp_path, "--extracted", str(root), "--languages", "en,fr",
+                   "--csv", str(out))
+    assert res["files"] == 10 and set(res["labels"]) == {"en", "fr"}  # 5 per label (tiny)
+    assert res["labels"]["en"]["available"] == 8  # not digits/, short.wav or broken.wav
+    assert res["labels"]["en"]["sample_rates"] == [8000]
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(not Path(r["path"]).is_absolute() for r in rows)
+    ds = load_dataset(out, 0.2, 0.2, seed=0)
+    assert ds.labels == ["en", "fr"] and len(ds.items) == 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get (Debian/Ubuntu)")
+def test_real_corpus_downloads_from_debian(tmp_path):
+    """Network: fetches one prompt package (about 18 MB)."""
+    res, _ = _run("real_corpus", tmp_path, "--languages", "en")
+    assert res["files"] == 5 and res["labels"]["en"]["available"] > 100
