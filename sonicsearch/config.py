@@ -111,6 +111,43 @@ class IndexConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Self-supervised contrastive pretraining (``sonicsearch pretrain``) and the two-view
+    augmentations it shares with the joint objective of ``train`` (contrastive_weight > 0).
+
+    Seed, device, num_workers, amp and channels_last come from the ``train`` section.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32  # excerpts per step; each gives two views
+    windows_per_file: int = 4  # random excerpts drawn from each file per epoch
+    lr: float = 0.001  # AdamW, after warm-up, cosine to 1% at the end
+    weight_decay: float = 0.0001
+    warmup_epochs: int = 1
+    temperature: float = 0.1  # NT-Xent
+    projection_hidden: int = 512  # projection head (dropped after training)
+    projection_dim: int = 128
+    grad_clip: float = 5.0
+    pair_shift_seconds: float = 0.5  # the two views start up to this far apart (0: same)
+    normalization_excerpts: int = 64  # clean excerpts that set the input standardisation
+    # views: each degradation is applied to an example with its probability
+    noise_prob: float = 0.8
+    noise_snr_min: float = 0.0  # dB; coloured noise, white to brown
+    noise_snr_max: float = 30.0
+    band_prob: float = 0.5  # random low-pass (1 kHz..Nyquist) and high-pass (0..500 Hz)
+    codec_prob: float = 0.3  # STFT bins under a per-frame quantile dropped, then low-passed
+    reverb_prob: float = 0.3
+    reverb_max_seconds: float = 0.6  # longest RT60 of the synthetic decaying-noise room
+    gain_db: float = 6.0  # random gain in +-gain_db
+    speed_prob: float = 0.5
+    speed: float = 0.05  # speed (and pitch) change in +-speed
+    time_masks: int = 2
+    time_mask_frames: int = 16
+    freq_masks: int = 2
+    freq_mask_bins: int = 12
+
+
+@dataclass
 class Config:
     """Everything a run needs; saved beside every output as config.yaml."""
 
@@ -118,6 +155,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

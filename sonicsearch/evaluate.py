@@ -73,6 +73,9 @@ def evaluate_model(
     dev = resolve_device(device)
     model, info = load_checkpoint(model_path, device=dev)
     labels = list(info["labels"])
+    if not labels:
+        raise DataError(f"{model_path} has no labels (a pretrain-only model); fine-tune it "
+                        "with `sonicsearch train DATA --weights MODEL` to classify")
     unknown = sorted({it.label for it in data.items} - set(labels))
     if unknown:
         raise DataError(f"label(s) unknown to the model: {', '.join(unknown)}; "

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from sonicsearch.checkpoint import file_sha256, save_checkpoint
 from sonicsearch.config import Config, save_config
+from sonicsearch.contrastive import JointObjective
 from sonicsearch.data.manifest import Dataset, write_split
 from sonicsearch.data.windows import FileWindows, RandomCrops, collate_files
 from sonicsearch.errors import TrainingError
@@ -40,6 +41,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     test: dict | None = None
     model_path: Path | None = None
+    model: AudioModel | None = None  # the best model in memory, when fit() kept no files
     sha256: str | None = None
     seconds: float = 0.0
 
@@ -95,9 +97,12 @@ def fit(
     val_loader = DataLoader(FileWindows(val_items, dataset.labels, fc), batch_size=4,
                             num_workers=tc.num_workers, collate_fn=collate_files)
     _fit_normalization(model, train_set)
+    _pretrained_normalization(model, config.model.weights, say)
     model.to(device)
     if device.type == "cuda" and tc.channels_last:
         model.to(memory_format=torch.channels_last)
+    joint = (JointObjective(config, model.backbone.embed_dim, device)
+             if tc.contrastive_weight > 0 else None)
 
     class_weights = None
     if tc.balance == "weights":
@@ -111,7 +116,7 @@ def fit(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
-            state, resume_opt = _load_last(out, model, device)
+            state, resume_opt = _load_last(out, model, device, joint)
             say(f"resuming after epoch {state['epoch']} of {total_epochs}")
         else:
             save_config(config, out / "config.yaml")
@@ -124,13 +129,14 @@ def fit(
         phase = 1 if epoch <= tc.phase1_epochs else 2
         new_phase = epoch == tc.phase1_epochs + 1
         if optimizer is None or new_phase:
-            optimizer, scheduler = _phase_optimizer(model, config, phase, len(train_set), epoch)
+            optimizer, scheduler = _phase_optimizer(model, config, phase, len(train_set), epoch,
+                                                    joint)
             if resume_opt is not None and not new_phase:
                 optimizer.load_state_dict(resume_opt["optimizer"])
                 scheduler.load_state_dict(resume_opt["scheduler"])
             resume_opt = None
         train_loss = train_one_epoch(model, train_set, optimizer, scheduler, config, epoch,
-                                     device, class_weights, show_progress)
+                                     device, class_weights, show_progress, joint=joint)
         metrics = evaluate(model, val_loader, device, dataset.labels)
         row = {"epoch": epoch, "phase": phase, "train_loss": train_loss,
                "lr_head": optimizer.param_groups[0]["lr"], **_flat(metrics)}
@@ -149,7 +155,7 @@ def fit(
             if improved:
                 save_checkpoint(out / "model.pt", model, config=config.to_dict(),
                                 labels=dataset.labels, metrics={"val": metrics, "epoch": epoch})
-            _save_last(out, model, optimizer, scheduler, state)
+            _save_last(out, model, optimizer, scheduler, state, joint)
         if report is not None:
             report(epoch, row)
     if state["stale"] >= tc.patience:
@@ -160,7 +166,7 @@ def fit(
         if "best_state" in locals():
             model.load_state_dict(best_state)
         result.seconds = time.monotonic() - t0
-        result.model = model  # type: ignore[attr-defined]
+        result.model = model
         return result
     result.model_path = out / "model.pt"
     result.sha256 = file_sha256(result.model_path)
@@ -177,8 +183,13 @@ def fit(
 
 
 def train_one_epoch(model, train_set, optimizer, scheduler, config: Config, epoch: int,
-                    device, class_weights, show_progress: bool = True) -> float:
-    """One pass over fresh random crops, with mixup, clipping and a NaN guard; mean loss."""
+                    device, class_weights, show_progress: bool = True,
+                    joint: JointObjective | None = None) -> float:
+    """One pass over fresh random crops, with mixup, clipping and a NaN guard; mean loss.
+
+    With ``joint`` the loss adds ``contrastive_weight * NT-Xent`` of two degraded views of
+    the un-mixed crops (see :class:`~sonicsearch.contrastive.JointObjective`).
+    """
     tc = config.train
     torch.manual_seed(tc.seed * 100_003 + epoch)  # dropout, SpecAugment: repeatable per epoch
     gen = torch.Generator().manual_seed(tc.seed * 7919 + epoch)
@@ -194,9 +205,12 @@ def train_one_epoch(model, train_set, optimizer, scheduler, config: Config, epoc
     model.train()
     amp = device.type == "cuda" and tc.amp
     total, count = 0.0, 0
+    if joint is not None:
+        joint.start_epoch(epoch)
     with progress_bar(len(loader), f"epoch {epoch}", enabled=show_progress) as bar:
         for wave, target in loader:
             wave, target = wave.to(device, non_blocking=True), target.to(device)
+            clean, contrastive = wave, None
             lam, perm = 1.0, None
             if tc.mixup_alpha > 0:
                 lam = float(np.random.default_rng((tc.seed, epoch, count)).beta(
@@ -204,11 +218,16 @@ def train_one_epoch(model, train_set, optimizer, scheduler, config: Config, epoc
                 perm = torch.randperm(wave.shape[0], generator=gen).to(device)
                 wave = lam * wave + (1 - lam) * wave[perm]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, _ = model(wave)
+                if joint is None:
+                    logits, _ = model(wave)
+                else:
+                    logits, contrastive = joint.forward(model, wave, clean)
                 loss = _ce(logits, target, class_weights, tc.label_smoothing)
                 if perm is not None:
                     loss = lam * loss + (1 - lam) * _ce(logits, target[perm], class_weights,
                                                         tc.label_smoothing)
+                if contrastive is not None:
+                    loss = loss + contrastive
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} in epoch {epoch}; lower the learning rates "
@@ -246,7 +265,8 @@ def _ce(logits, target, weights, smoothing):
     return F.cross_entropy(logits.float(), target, weight=weights, label_smoothing=smoothing)
 
 
-def _phase_optimizer(model, config: Config, phase: int, n_samples: int, epoch: int):
+def _phase_optimizer(model, config: Config, phase: int, n_samples: int, epoch: int,
+                     joint: JointObjective | None = None):
     tc = config.train
     backbone = model.backbone
     if phase == 1:
@@ -257,6 +277,8 @@ def _phase_optimizer(model, config: Config, phase: int, n_samples: int, epoch: i
         backbone.set_trainable(unfreeze)
         epochs = tc.phase2_epochs
     groups = backbone.param_groups(tc.head_lr, tc.backbone_lr, tc.weight_decay)
+    if joint is not None:
+        groups.append(joint.param_group(tc.head_lr, tc.weight_decay))
     optimizer = torch.optim.SGD(groups, lr=tc.head_lr, momentum=tc.momentum,
                                 nesterov=tc.nesterov and tc.momentum > 0)
     steps_per_epoch = max(1, n_samples // tc.batch_size)
@@ -308,20 +330,46 @@ def _table_row(row: dict, improved: bool, header: bool) -> str:
     return line
 
 
-def _save_last(out: Path, model, optimizer, scheduler, state: dict) -> None:
+def _save_last(out: Path, model, optimizer, scheduler, state: dict,
+               joint: JointObjective | None = None) -> None:
     tmp = out / "last.pt.tmp"
+    extra = {"projection": joint.head.state_dict()} if joint is not None else {}
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state}, tmp)
+                "scheduler": scheduler.state_dict(), "state": state, **extra}, tmp)
     tmp.replace(out / "last.pt")
 
 
-def _load_last(out: Path, model, device):
+def _load_last(out: Path, model, device, joint: JointObjective | None = None):
     path = out / "last.pt"
     if not path.is_file():
         raise TrainingError(f"cannot resume: {path} does not exist (start without --resume)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(ckpt["model"])
+    if joint is not None and "projection" in ckpt:
+        joint.head.load_state_dict(ckpt["projection"])
     return ckpt["state"], {"optimizer": ckpt["optimizer"], "scheduler": ckpt["scheduler"]}
+
+
+def _pretrained_normalization(model, weights, say) -> None:
+    """Starting from one of our model files (``--weights PATH``, e.g. a ``pretrain`` run),
+    keep the input standardisation the backbone learned with, when the features match."""
+    from dataclasses import asdict
+
+    from sonicsearch.weights import MODEL_FILE_KIND, load_file
+
+    if str(weights).lower() in ("imagenet", "none"):
+        return
+    obj = load_file(Path(weights), "weights file")
+    if not isinstance(obj, dict) or obj.get("kind") != MODEL_FILE_KIND:
+        return
+    sd = obj.get("state_dict") or {}
+    if obj.get("feature_config") != asdict(model.feature_config) or "norm_mean" not in sd:
+        say(f"note: {weights} was trained with other features; input standardisation "
+            "refitted on this data")
+        return
+    with torch.no_grad():
+        model.norm_mean.copy_(sd["norm_mean"])
+        model.norm_std.copy_(sd["norm_std"])
 
 
 def _plot_curves(history: list[dict], out: Path) -> None:

@@ -1,0 +1,276 @@
+"""Does self-supervised pretraining help? Side by side in one run, on one labelled corpus:
+
+- ``mfcc``: the MFCC-statistics baseline (logistic regression; exact search);
+- ``scratch``: fine-tuned on the labelled training split from random init;
+- ``scratch+joint``: the same with the joint contrastive objective (train.contrastive_weight);
+- ``pretrained``: ``pretrain`` on the corpus's audio without labels (the held-out test
+  files left out), no fine-tuning; it has no head, so its macro-F1 is a logistic regression
+  on its file-mean embeddings (a linear probe), marked as such;
+- ``pretrained+ft``: that model fine-tuned with ``train --weights`` (same recipe as scratch).
+
+Metrics: test macro-F1, label retrieval mAP@10 (held-out clips query all clips, their own
+file left out) and near-duplicate recall@1 per degradation (degraded excerpts of indexed
+files, ``sonicsearch.degrade``), measured with ``benchmarks/recall_at_k.py``'s functions.
+
+    python benchmarks/pretrain_compare.py --quick                # synthetic corpus
+    python benchmarks/pretrain_compare.py --data DATA [--unlabelled AUDIO ...]
+
+Writes benchmarks/results/pretrain_compare.{json,md}. Trained models are kept in the cache
+and reused when the settings are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+import recall_at_k as R  # noqa: E402
+
+PRESETS = {
+    "tiny": {"genres": 3, "per_genre": 6, "seconds": 6.0, "sample_rate": 8000,
+             "dup_queries": 3, "excerpt": "2,4", "epochs": "1,1", "pretrain_epochs": 1,
+             "pretrain_windows": 2, "features": "tiny"},
+    "quick": {"genres": 8, "per_genre": 20, "seconds": 15.0, "sample_rate": 16000,
+              "dup_queries": 12, "excerpt": "5,10", "epochs": "1,4", "pretrain_epochs": 5,
+              "pretrain_windows": 2, "features": "small"},
+    "full": {"genres": 8, "per_genre": 40, "seconds": 30.0, "sample_rate": 22050,
+             "dup_queries": 64, "excerpt": "5,10", "epochs": "2,18", "pretrain_epochs": 30,
+             "pretrain_windows": 4, "features": "default"},
+}
+FEATURES = {
+    "tiny": R.TINY_FEATURES,
+    # 16 kHz, 48 mels, hop 512, 2 s windows: a tenth of the default's compute, for CPU
+    "small": {"features.sample_rate": 16000, "features.n_mels": 48, "features.n_fft": 1024,
+              "features.hop_length": 512, "features.window_seconds": 2.0,
+              "features.hop_seconds": 1.0, "train.crops_per_file": 3, "train.num_workers": 1,
+              "pretrain.batch_size": 32},
+    "default": {},
+}
+MODELS = ("mfcc", "scratch", "scratch+joint", "pretrained", "pretrained+ft")
+
+
+def parse_args(argv: list[str] | None = None):
+    p = C.base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=None,
+                   help="labelled DATA folder or CSV (default: the synthetic corpus)")
+    p.add_argument("--unlabelled", type=Path, nargs="*", default=[],
+                   help="more audio for pretraining besides DATA's non-test files")
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--epochs", default=None, help="PHASE1,PHASE2 fine-tuning epochs")
+    p.add_argument("--pretrain-epochs", type=int, default=None)
+    p.add_argument("--pretrain-windows", type=int, default=None,
+                   help="pretrain.windows_per_file (excerpts per file per epoch)")
+    p.add_argument("--joint-weight", type=float, default=0.5,
+                   help="train.contrastive_weight of the scratch+joint model")
+    p.add_argument("--features", choices=sorted(FEATURES), default=None,
+                   help="front-end settings for every neural model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dup-queries", type=int, default=None)
+    p.add_argument("--excerpt", default=None, help="MIN,MAX near-duplicate excerpt seconds")
+    p.add_argument("--degradations", default=None, help="comma-separated (default: all)")
+    p.add_argument("--allow-external-paths", action="store_true")
+    for name in ("genres", "per_genre", "seconds", "sample_rate"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(PRESETS["full"][name]),
+                       default=None, help=f"synthetic corpus {name.replace('_', ' ')}")
+    args = p.parse_args(argv)
+    C.preset(args, PRESETS)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    C.set_threads(args.threads)
+    from sonicsearch.data.manifest import load_dataset
+    from sonicsearch.degrade import DEGRADATIONS
+    from sonicsearch.embed import Embedder
+    from sonicsearch.index.search import ROLLUP_DEFAULT
+
+    data = args.data or C.synth_corpus(args.cache, args.genres, args.per_genre, args.seconds,
+                                       args.sample_rate, args.seed)
+    degradations = args.degradations.split(",") if args.degradations else list(DEGRADATIONS)
+    ds = load_dataset(data, 0.15, 0.15, seed=args.seed,
+                      allow_external_paths=args.allow_external_paths)
+    held = ds.split("test")
+    C.log(f"{len(ds.items)} clips, {len(ds.labels)} labels, {len(held)} held out")
+
+    base = {**FEATURES[args.features], "model.arch": args.arch, "model.weights": "none",
+            "train.seed": args.seed, "train.device": args.device}
+    if args.tiny:
+        base.update({"train.num_workers": 0, "train.batch_size": 16,
+                     "pretrain.batch_size": 16, "pretrain.normalization_excerpts": 16})
+    key = json.dumps([str(Path(ds.root).resolve()), len(ds.items), base, args.epochs,
+                      args.pretrain_epochs, args.pretrain_windows, args.joint_weight,
+                      [str(u) for u in args.unlabelled]], sort_keys=True)
+    runs = args.cache / "runs" / f"pretrain-compare-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    timings: dict[str, float] = {}
+    paths = {"scratch": finetune(args, ds, base, runs / "scratch", timings),
+             "scratch+joint": finetune(args, ds, {**base, "train.contrastive_weight":
+                                                  args.joint_weight},
+                                       runs / "scratch-joint", timings)}
+    unlabelled = pretrain_files(ds, args.unlabelled)
+    paths["pretrained"] = run_pretrain(args, unlabelled, base, runs / "pretrain", timings)
+    paths["pretrained+ft"] = finetune(args, ds, {**base, "model.weights":
+                                                 str(paths["pretrained"])},
+                                      runs / "pretrained-ft", timings)
+
+    embedders = {name: Embedder.from_checkpoint(p, device=args.device)
+                 for name, p in paths.items()}
+    sr = embedders["scratch"].feature_config.sample_rate
+    f1 = {name: _test_f1(p) for name, p in paths.items() if name != "pretrained"}
+    f1["pretrained"] = linear_probe(embedders["pretrained"], ds)
+    f1["mfcc"] = mfcc_f1(ds, sr)
+    with tempfile.TemporaryDirectory(dir=R._mkdir(args.cache / "tmp")) as tmp, \
+            C.Timer() as t:
+        indexes = {name: R.build(e, ds, Path(tmp) / name.replace("+", "-"), args.device)
+                   for name, e in embedders.items()}
+        indexes["mfcc"] = R.MfccSearch(ds, sr)
+        label = R.label_retrieval(indexes, ds, held, [ROLLUP_DEFAULT])
+        dup = R.near_duplicates(indexes, ds, held, degradations, args, [ROLLUP_DEFAULT])
+        for ix in indexes.values():
+            ix.close()
+    timings["retrieval_eval"] = round(t.seconds, 1)
+
+    def key_of(m: str) -> str:
+        return m if m == "mfcc" else f"{m}/{ROLLUP_DEFAULT}"
+
+    results = {
+        "benchmark": "pretrain_compare", "mode": C.mode(args), "machine": C.machine(),
+        "corpus": {"data": str(data), "files": len(ds.items), "labels": ds.labels,
+                   "held_out": len(held), "pretrain_files": len(unlabelled),
+                   "hours": round(sum(it.duration for it in ds.items) / 3600, 3)},
+        "settings": {"base": base, "epochs": args.epochs, "pretrain_epochs":
+                     args.pretrain_epochs, "pretrain_windows": args.pretrain_windows,
+                     "joint_weight": args.joint_weight,
+                     "rollup": ROLLUP_DEFAULT, "runs": str(runs)},
+        "seconds": timings,
+        "macro_f1": f1,
+        "label_map@10": {m: label[key_of(m)]["map@10"] for m in MODELS},
+        "near_duplicate_recall@1": {m: {d: dup[key_of(m)][d]["recall@1"] for d in degradations}
+                                    for m in MODELS},
+        "label_retrieval": label, "near_duplicate": dup,
+    }
+    sections = [("Pretraining, side by side", table(results, degradations, label, dup))]
+    js, md = C.write_results("pretrain_compare", args.out, results, sections)
+    print(sections[0][1])
+    C.log(f"wrote {js} and {md}")
+    return results
+
+
+def pretrain_files(ds, extra: list[Path]) -> list[str]:
+    """DATA's non-test files and the audio under ``extra``, held-out test files left out."""
+    from sonicsearch.data.excerpts import scan_audio
+
+    held = {os.path.realpath(it.path) for it in ds.items if it.split == "test"}
+    seen: set[str] = set()
+    out = []
+    found = scan_audio(extra, 0.5)[0] if extra else []
+    for path in [it.path for it in ds.items] + [f.path for f in found]:
+        real = os.path.realpath(path)
+        if real not in held and real not in seen:
+            seen.add(real)
+            out.append(str(path))
+    return out
+
+
+def finetune(args, ds, overrides: dict, run: Path, timings: dict) -> Path:
+    """Fine-tune with the freeze-then-unfreeze recipe into ``run`` (reused when done)."""
+    from sonicsearch.config import load_config
+    from sonicsearch.train import fit
+
+    p1, p2 = (int(x) for x in args.epochs.split(","))
+    cfg = load_config(None, {**overrides, "train.phase1_epochs": p1, "train.phase2_epochs": p2,
+                             "train.patience": max(4, p2 // 3)})
+    if (run / "model.pt").is_file() and (run / "metrics.json").is_file():
+        C.log(f"reusing {run}")
+        return run / "model.pt"
+    C.log(f"fine-tuning into {run} ({p1}+{p2} epochs, weights {cfg.model.weights}, "
+          f"contrastive_weight {cfg.train.contrastive_weight})")
+    with C.Timer() as t:
+        fit(cfg, ds, run, show_progress=not args.tiny)
+    timings[run.name] = round(t.seconds, 1)
+    return run / "model.pt"
+
+
+def run_pretrain(args, audio: list, overrides: dict, run: Path, timings: dict) -> Path:
+    from sonicsearch.config import load_config
+    from sonicsearch.pretrain import pretrain
+
+    cfg = load_config(None, {**overrides, "pretrain.epochs": args.pretrain_epochs,
+                             "pretrain.windows_per_file": args.pretrain_windows})
+    done = run / "metrics.jsonl"
+    if done.is_file() and len(done.read_text().splitlines()) >= cfg.pretrain.epochs:
+        C.log(f"reusing {run}")
+        return run / "model.pt"
+    C.log(f"pretraining into {run} ({cfg.pretrain.epochs} epochs on {len(audio)} files)")
+    with C.Timer() as t:
+        pretrain(cfg, audio, run, resume=(run / "last.pt").is_file(),
+                 show_progress=not args.tiny)
+    timings[run.name] = round(t.seconds, 1)
+    return run / "model.pt"
+
+
+def _test_f1(model_path: Path) -> float | None:
+    metrics = json.loads((model_path.parent / "metrics.json").read_text())
+    return (metrics.get("test") or {}).get("macro_f1")
+
+
+def linear_probe(embedder, ds) -> float:
+    """Test macro-F1 of a logistic regression on standardised file-mean embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from sonicsearch.metrics import classification_report
+
+    x, y, test = [], [], []
+    for item, (_, emb) in zip(ds.items, embedder.embed_files([it.path for it in ds.items])):
+        v = emb.vectors.mean(axis=0)
+        x.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        y.append(ds.labels.index(item.label))
+        test.append(item.split == "test")
+    x, y, test = np.stack(x), np.array(y), np.array(test)
+    scaler = StandardScaler().fit(x[~test])
+    clf = LogisticRegression(max_iter=5000).fit(scaler.transform(x[~test]), y[~test])
+    pred = clf.predict(scaler.transform(x[test]))
+    return classification_report(y[test], pred, ds.labels)["macro_f1"]
+
+
+def mfcc_f1(ds, sample_rate: int) -> float:
+    from sonicsearch.baseline import evaluate_baseline
+
+    train = [(it.path, it.label) for it in ds.items if it.split != "test"]
+    test = [(it.path, it.label) for it in ds.items if it.split == "test"]
+    return evaluate_baseline(train, test, sample_rate=sample_rate)["macro_f1"]
+
+
+def table(results: dict, degradations: list[str], label: dict, dup: dict) -> str:
+    names = {"mfcc": "MFCC baseline", "scratch": "scratch", "scratch+joint":
+             f"scratch + joint ({results['settings']['joint_weight']:g})",
+             "pretrained": "pretrained only", "pretrained+ft": "pretrained + fine-tuned"}
+    f1, lm, nd = (results["macro_f1"], results["label_map@10"],
+                  results["near_duplicate_recall@1"])
+    rows = [["test macro-F1"] + [f1[m] for m in MODELS],
+            ["label mAP@10"] + [lm[m] for m in MODELS]]
+    rows += [[f"dup R@1 {d}"] + [nd[m][d] for m in MODELS] for d in degradations]
+    rows.append(["dup R@1 mean"] + [float(np.mean(list(nd[m].values()))) for m in MODELS])
+    c, s = results["corpus"], results["settings"]
+    secs = ", ".join(f"{k} {v:.0f}s" for k, v in results["seconds"].items())
+    note = (f"{c['files']} clips ({c['hours']} h, {len(c['labels'])} labels), "
+            f"{c['held_out']} held out; pretraining on {c['pretrain_files']} files without "
+            f"labels ({s['pretrain_epochs']} epochs); fine-tuning {s['epochs']} epochs; "
+            f"{dup['queries']} near-duplicate excerpts of {dup['excerpt_seconds'][0]:g}-"
+            f"{dup['excerpt_seconds'][1]:g} s; {label['queries']} label queries. "
+            "Pretrained-only macro-F1 is a linear probe (logistic regression on file-mean "
+            f"embeddings, no head). Time: {secs}.")
+    return note + "\n\n" + C.markdown_table(["metric"] + [names[m] for m in MODELS], rows)
+
+
+if __name__ == "__main__":
+    main()

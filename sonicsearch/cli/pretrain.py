@@ -1,0 +1,54 @@
+"""`sonicsearch pretrain`: self-supervised contrastive pretraining on unlabelled audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sonicsearch.cli import app
+from sonicsearch.cli.common import ArchOpt, ConfigOpt, DeviceOpt, SeedOpt, WeightsOpt
+from sonicsearch.cli.train import report_skipped
+from sonicsearch.progress import log
+
+
+@app.command()
+def pretrain(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files and/or folders (recursive).")],
+    config: ConfigOpt = None,
+    arch: ArchOpt = None,
+    weights: WeightsOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path(
+        "runs/pretrain"),
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="Epochs (overrides pretrain.epochs).")] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+) -> None:
+    """Learn embeddings from unlabelled audio (contrastive, two degraded views per excerpt);
+    write OUT/model.pt for `train --weights` and `build-index --model`."""
+    from sonicsearch.config import load_config
+    from sonicsearch.data.excerpts import scan_audio
+    from sonicsearch.errors import DataError
+    from sonicsearch.pretrain import pretrain as run_pretrain
+
+    if resume and config is None and (out / "config.yaml").is_file():
+        config = out / "config.yaml"
+    cfg = load_config(config, {"model.arch": arch, "model.weights": weights,
+                               "train.device": device.value if device else None,
+                               "train.seed": seed, "pretrain.epochs": epochs})
+    files, skipped = scan_audio(audio, cfg.features.min_seconds)
+    report_skipped(skipped)
+    if not files:
+        raise DataError(f"no usable audio files in {', '.join(map(str, audio))}"
+                        + (f" ({len(skipped)} skipped)" if skipped else ""))
+    if (out / "model.pt").exists() and not resume:
+        log(f"note: {out} holds a previous run; it will be overwritten")
+    result = run_pretrain(cfg, files, out, resume=resume)
+    last = result.history[-1] if result.history else {}
+    log(f"final contrastive loss {last.get('loss', float('nan')):.4f} after "
+        f"{last.get('epoch', 0)} epochs")
+    log(f"wrote {result.model_path} (sha256 {(result.sha256 or '')[:12]}, no labels) in "
+        f"{result.seconds:.0f}s")

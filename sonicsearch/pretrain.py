@@ -1,0 +1,250 @@
+"""Self-supervised pretraining: ``pretrain()`` learns embeddings from unlabelled audio.
+
+SimCLR / COLA-style: two views of one excerpt (two crops up to ``pair_shift_seconds``
+apart, each degraded by :class:`~sonicsearch.views.ViewMaker` and masked by SpecAugment)
+are pulled together and pushed away from the other excerpts of the batch by NT-Xent on a
+projection head. The head is dropped afterwards: ``out/model.pt`` is a label-free model
+file (``labels == []``) that ``train --weights`` fine-tunes and ``build-index --model``
+indexes. ``out/last.pt`` holds what a resume needs (model, projection head, optimizer,
+scheduler, epoch); every random draw is seeded from ``(seed, epoch)``, so a resumed run
+repeats the uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from sonicsearch.checkpoint import file_sha256, save_checkpoint
+from sonicsearch.config import Config, save_config
+from sonicsearch.contrastive import ProjectionHead, two_view_loss
+from sonicsearch.data.excerpts import AudioFile, ExcerptBatches, scan_audio
+from sonicsearch.errors import DataError, TrainingError
+from sonicsearch.models import AudioModel, SpecAugment
+from sonicsearch.progress import log, progress_bar
+from sonicsearch.train import resolve_device
+from sonicsearch.views import ViewMaker
+
+ReportFn = Callable[[int, dict], None]
+
+
+@dataclass
+class PretrainResult:
+    """What ``pretrain()`` returns."""
+
+    history: list[dict] = field(default_factory=list)
+    model_path: Path | None = None
+    sha256: str | None = None
+    files: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    model: AudioModel | None = None
+
+
+def build_pretrain_model(config: Config) -> tuple[AudioModel, ProjectionHead]:
+    """A label-free AudioModel (SpecAugment from the pretrain section) and its projection
+    head. Seed before calling.
+
+    Raises:
+        ModelError, WeightsUnavailableError: as :func:`~sonicsearch.models.create_backbone`.
+    """
+    pc = config.pretrain
+    model = AudioModel.from_config(config.features, config.model, [])
+    model.spec_augment = SpecAugment(pc.time_masks, pc.time_mask_frames, pc.freq_masks,
+                                     pc.freq_mask_bins)
+    head = ProjectionHead(model.backbone.embed_dim, pc.projection_hidden, pc.projection_dim)
+    return model, head
+
+
+def pretrain(
+    config: Config,
+    audio: Sequence[str | Path] | Sequence[AudioFile],
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    report: ReportFn | None = None,
+    show_progress: bool = True,
+) -> PretrainResult:
+    """Pretrain ``config.model`` contrastively on unlabelled audio.
+
+    Args:
+        config: the resolved config; ``pretrain`` holds the recipe and the view strengths,
+            ``train`` the seed, device, num_workers, amp and channels_last.
+        audio: files and/or folders (searched recursively), or files from
+            :func:`~sonicsearch.data.excerpts.scan_audio`.
+        out_dir: run folder for model.pt, last.pt, config.yaml and metrics.jsonl; None keeps
+            nothing on disk (the model is returned).
+        resume: continue from ``out_dir/last.pt``.
+        report: called after every epoch with ``(epoch, row)``; may raise.
+        show_progress: progress bar and per-epoch lines.
+
+    Returns:
+        PretrainResult: the per-epoch history and where the model went.
+
+    Raises:
+        DataError: no usable audio. TrainingError: NaN loss, or resume without a last.pt.
+        AudioError: an input that does not exist.
+    """
+    t0 = time.monotonic()
+    torch.set_flush_denormal(True)  # denormals make CPU convolutions many times slower
+    pc, tc, fc = config.pretrain, config.train, config.features
+    say = log if show_progress else (lambda _msg: None)
+    skipped: list[tuple[str, str]] = []
+    if audio and all(isinstance(a, AudioFile) for a in audio):
+        files = list(audio)
+    else:
+        files, skipped = scan_audio(audio, fc.min_seconds)
+    if not files:
+        raise DataError(f"no usable audio files in {', '.join(map(str, audio)) or 'the input'}"
+                        + (f" ({len(skipped)} skipped)" if skipped else ""))
+    device = resolve_device(tc.device)
+    out = Path(out_dir) if out_dir is not None else None
+
+    torch.manual_seed(tc.seed)
+    model, head = build_pretrain_model(config)
+    views = ViewMaker(pc, fc.sample_rate, fc.window_samples)
+    data = ExcerptBatches(files, fc.sample_rate, views.span_samples(), pc.batch_size,
+                          pc.windows_per_file, tc.seed)
+    clean = data.sample(pc.normalization_excerpts)
+    start = (clean.shape[1] - fc.window_samples) // 2
+    with torch.no_grad():
+        model.fit_normalization(model.frontend(clean[:, start:start + fc.window_samples]))
+    model.to(device)
+    head.to(device)
+    if device.type == "cuda" and tc.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = _optimizer(model, head, pc, len(data))
+
+    state: dict = {"epoch": 0, "history": []}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            state = _load_last(out, model, head, optimizer, scheduler)
+            say(f"resuming after epoch {state['epoch']} of {pc.epochs}")
+        else:
+            save_config(config, out / "config.yaml")
+            (out / "metrics.jsonl").write_text("")
+    elif resume:
+        raise TrainingError("cannot resume without an output folder")
+
+    say(f"pretraining {model.arch} on {len(files)} files ({data.durations.sum() / 3600:.2f} h), "
+        f"{len(data)} steps of {pc.batch_size} excerpts per epoch, on {device}")
+    result = PretrainResult(files=len(files), skipped=skipped)
+    while state["epoch"] < pc.epochs:
+        epoch = state["epoch"] + 1
+        e0 = time.monotonic()
+        loss = pretrain_one_epoch(model, head, views, data, optimizer, scheduler, config,
+                                  epoch, device, show_progress)
+        row = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": time.monotonic() - e0}
+        state["history"].append(row)
+        state["epoch"] = epoch
+        say(f"epoch {epoch}/{pc.epochs}: contrastive loss {loss:.4f} "
+            f"({row['seconds']:.0f}s)")
+        if out is not None:
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            save_checkpoint(out / "model.pt", model, config=config.to_dict(), labels=[],
+                            metrics={"pretrain": row},
+                            extra={"pretrain": {"files": len(files), "epochs": epoch}})
+            _save_last(out, model, head, optimizer, scheduler, state)
+        if report is not None:
+            report(epoch, row)
+
+    result.history = state["history"]
+    result.model = model
+    if out is not None and (out / "model.pt").is_file():
+        result.model_path = out / "model.pt"
+        result.sha256 = file_sha256(result.model_path)
+        (out / "model.sha256").write_text(f"{result.sha256}  model.pt\n")
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def pretrain_one_epoch(model: AudioModel, head: ProjectionHead, views: ViewMaker,
+                       data: ExcerptBatches, optimizer, scheduler, config: Config, epoch: int,
+                       device: torch.device, show_progress: bool = True) -> float:
+    """One pass over fresh excerpts: two views each, NT-Xent, clipping, NaN guard; mean loss."""
+    pc, tc = config.pretrain, config.train
+    torch.manual_seed(tc.seed * 100_003 + epoch)  # SpecAugment: repeatable per epoch
+    gen = torch.Generator(device=device).manual_seed(tc.seed * 7919 + epoch)
+    data.set_epoch(epoch)
+    loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=tc.num_workers,
+                        pin_memory=device.type == "cuda")
+    model.train()
+    head.train()
+    amp = device.type == "cuda" and tc.amp
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    total, count = 0.0, 0
+    with progress_bar(len(data), f"pretrain epoch {epoch}", enabled=show_progress) as bar:
+        for excerpts in loader:
+            if excerpts.shape[0] < 2:  # no negatives: nothing to learn from
+                bar.advance(1)
+                continue
+            v1, v2 = views.pair(excerpts.to(device, non_blocking=True), gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = two_view_loss(model, head, v1, v2, pc.temperature)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} in epoch {epoch}; lower "
+                                    "pretrain.lr or check the audio")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if pc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, pc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * excerpts.shape[0]
+            count += excerpts.shape[0]
+            bar.advance(1, f"loss {total / count:.3f}")
+    return total / max(count, 1)
+
+
+def _optimizer(model: AudioModel, head: ProjectionHead, pc, steps_per_epoch: int):
+    """AdamW (no decay on biases and norms), linear warm-up, cosine to 1 % of the rate."""
+    model.backbone.set_trainable("all")
+    groups = model.backbone.param_groups(pc.lr, pc.lr, pc.weight_decay)
+    groups += [{"params": [p for p in head.parameters() if p.ndim > 1], "lr": pc.lr,
+                "weight_decay": pc.weight_decay, "name": "projection"},
+               {"params": [p for p in head.parameters() if p.ndim <= 1], "lr": pc.lr,
+                "weight_decay": 0.0, "name": "projection_no_decay"}]
+    optimizer = torch.optim.AdamW(groups, lr=pc.lr, weight_decay=pc.weight_decay)
+    total = max(1, pc.epochs * steps_per_epoch)
+    warm = min(pc.warmup_epochs * steps_per_epoch, total // 2)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _save_last(out: Path, model, head, optimizer, scheduler, state: dict) -> None:
+    tmp = out / "last.pt.tmp"
+    torch.save({"model": model.state_dict(), "projection": head.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "state": state}, tmp)
+    tmp.replace(out / "last.pt")
+
+
+def _load_last(out: Path, model, head, optimizer, scheduler) -> dict:
+    path = out / "last.pt"
+    if not path.is_file():
+        raise TrainingError(f"cannot resume: {path} does not exist (start without --resume)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    head.load_state_dict(ckpt["projection"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return ckpt["state"]
+
+
+__all__ = ["PretrainResult", "build_pretrain_model", "pretrain", "pretrain_one_epoch"]
