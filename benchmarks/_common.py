@@ -40,6 +40,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_corpus_args(p: argparse.ArgumentParser, presets: dict[str, dict[str, Any]]) -> None:
+    """--genres, --per-genre, --seconds, --sample-rate of the synthetic corpus (None: the
+    mode's preset)."""
+    for name in ("genres", "per_genre", "seconds", "sample_rate"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(presets["full"][name]),
+                       default=None, help=f"synthetic corpus {name.replace('_', ' ')}")
+
+
 def mode(args: argparse.Namespace) -> str:
     return "tiny" if args.tiny else "quick" if args.quick else "full"
 

@@ -77,9 +77,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--excerpt", default=None, help="MIN,MAX near-duplicate excerpt seconds")
     p.add_argument("--degradations", default=None, help="comma-separated (default: all)")
     p.add_argument("--allow-external-paths", action="store_true")
-    for name in ("genres", "per_genre", "seconds", "sample_rate"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(PRESETS["full"][name]),
-                       default=None, help=f"synthetic corpus {name.replace('_', ' ')}")
+    C.add_corpus_args(p, PRESETS)
     args = p.parse_args(argv)
     C.preset(args, PRESETS)
     return args

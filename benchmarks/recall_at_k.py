@@ -59,9 +59,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--excerpt", default=None, help="MIN,MAX excerpt seconds")
     p.add_argument("--degradations", default=None, help="comma-separated names (default: all)")
     p.add_argument("--allow-external-paths", action="store_true")
-    for name in ("genres", "per_genre", "seconds", "sample_rate"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(PRESETS["full"][name]),
-                       default=None, help=f"synthetic corpus {name.replace('_', ' ')}")
+    C.add_corpus_args(p, PRESETS)
     args = p.parse_args(argv)
     C.preset(args, PRESETS)
     return args
