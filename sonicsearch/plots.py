@@ -30,9 +30,7 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, titl
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                         color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true label")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(history: Sequence[dict], path: str | Path) -> None:
@@ -56,6 +54,11 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> None:
         for x in switch:
             ax.axvline(x - 0.5, color="grey", linestyle=":", label="unfreeze")
         ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Write ``fig`` as a PNG (tight layout, 110 dpi) and free it."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

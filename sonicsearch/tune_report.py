@@ -153,7 +153,7 @@ def write_csv(study: optuna.Study, path: Path) -> Path:
 def plot_history(study: optuna.Study, path: Path) -> Path:
     """Validation macro-F1 per trial (complete: dots; pruned: its last reported value) and
     the best so far."""
-    plt = _pyplot()
+    from sonicsearch.plots import plt, save_figure
     fig, ax = plt.subplots(figsize=(7, 4))
     done = [(t.number, t.values[0]) for t in study.trials if t.state == TrialState.COMPLETE]
     pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)])
@@ -172,9 +172,7 @@ def plot_history(study: optuna.Study, path: Path) -> Path:
     ax.set_title(f"optimisation history: {study.study_name}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -196,22 +194,20 @@ def plot_importance(study: optuna.Study, path: Path) -> Path | None:
     if not imp:
         log("no importance.png: no parameter varied across the complete trials")
         return None
-    plt = _pyplot()
+    from sonicsearch.plots import plt, save_figure
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
     ax.barh(names, [imp[n] for n in names])
     ax.set_xlabel("importance for validation macro-F1")
     ax.set_title(f"parameter importance ({len(complete)} complete trials)")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
 def plot_pareto(study: optuna.Study, objective: str, path: Path) -> Path:
     """Complete trials in the plane of the two objectives, the Pareto front highlighted."""
-    plt = _pyplot()
+    from sonicsearch.plots import plt, save_figure
     front = {t.number for t in study.best_trials}
     fig, ax = plt.subplots(figsize=(6, 4.5))
     pts = [(t.values[1], t.values[0], t.number in front) for t in _complete(study)]
@@ -224,9 +220,7 @@ def plot_pareto(study: optuna.Study, objective: str, path: Path) -> Path:
     ax.set_title(f"Pareto front: {study.study_name}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -240,12 +234,3 @@ def _best_numbers(study: optuna.Study) -> set[int]:
     if len(study.directions) > 1:
         return {t.number for t in study.best_trials}
     return {study.best_trial.number}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
