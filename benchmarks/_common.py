@@ -48,6 +48,14 @@ def add_corpus_args(p: argparse.ArgumentParser, presets: dict[str, dict[str, Any
                        default=None, help=f"synthetic corpus {name.replace('_', ' ')}")
 
 
+def add_near_duplicate_args(p: argparse.ArgumentParser) -> None:
+    """--dup-queries, --excerpt, --degradations of the near-duplicate benchmark (None: the
+    mode's preset)."""
+    p.add_argument("--dup-queries", type=int, default=None, help="near-duplicate source files")
+    p.add_argument("--excerpt", default=None, help="MIN,MAX near-duplicate excerpt seconds")
+    p.add_argument("--degradations", default=None, help="comma-separated names (default: all)")
+
+
 def mode(args: argparse.Namespace) -> str:
     return "tiny" if args.tiny else "quick" if args.quick else "full"
 

@@ -73,9 +73,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--features", choices=sorted(FEATURES), default=None,
                    help="front-end settings for every neural model")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dup-queries", type=int, default=None)
-    p.add_argument("--excerpt", default=None, help="MIN,MAX near-duplicate excerpt seconds")
-    p.add_argument("--degradations", default=None, help="comma-separated (default: all)")
+    C.add_near_duplicate_args(p)
     p.add_argument("--allow-external-paths", action="store_true")
     C.add_corpus_args(p, PRESETS)
     args = p.parse_args(argv)
