@@ -13,7 +13,6 @@ repeats the uninterrupted one on the CPU.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from sonicsearch.data.excerpts import AudioFile, ExcerptBatches, scan_audio
 from sonicsearch.errors import DataError, TrainingError
 from sonicsearch.models import AudioModel, SpecAugment
 from sonicsearch.progress import log, progress_bar
-from sonicsearch.train import resolve_device
+from sonicsearch.train import resolve_device, warmup_schedule
 from sonicsearch.views import ViewMaker
 
 ReportFn = Callable[[int, dict], None]
@@ -215,16 +214,7 @@ def _optimizer(model: AudioModel, head: ProjectionHead, pc, steps_per_epoch: int
                {"params": [p for p in head.parameters() if p.ndim <= 1], "lr": pc.lr,
                 "weight_decay": 0.0, "name": "projection_no_decay"}]
     optimizer = torch.optim.AdamW(groups, lr=pc.lr, weight_decay=pc.weight_decay)
-    total = max(1, pc.epochs * steps_per_epoch)
-    warm = min(pc.warmup_epochs * steps_per_epoch, total // 2)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total - warm)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, warmup_schedule(optimizer, steps_per_epoch, pc.epochs, pc.warmup_epochs)
 
 
 def _save_last(out: Path, model, head, optimizer, scheduler, state: dict) -> None:

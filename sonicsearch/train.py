@@ -282,19 +282,28 @@ def _phase_optimizer(model, config: Config, phase: int, n_samples: int, epoch: i
     optimizer = torch.optim.SGD(groups, lr=tc.head_lr, momentum=tc.momentum,
                                 nesterov=tc.nesterov and tc.momentum > 0)
     steps_per_epoch = max(1, n_samples // tc.batch_size)
+    step_decay = (tc.step_size, tc.step_gamma) if tc.schedule == "step" else None
+    return optimizer, warmup_schedule(optimizer, steps_per_epoch, epochs, tc.warmup_epochs,
+                                      step_decay)
+
+
+def warmup_schedule(optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: int,
+                    step_decay: tuple[int, float] | None = None):
+    """Per-step LambdaLR: linear warm-up over ``warmup_epochs`` (at most half the run), then
+    cosine decay to 1 % of the rate, or, with ``step_decay=(size, gamma)``, the rate times
+    gamma every ``size`` epochs."""
     total = max(1, epochs * steps_per_epoch)
-    warm = min(tc.warmup_epochs * steps_per_epoch, total // 2)
+    warm = min(warmup_epochs * steps_per_epoch, total // 2)
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        if tc.schedule == "step":
-            return tc.step_gamma ** ((step // steps_per_epoch) // max(1, tc.step_size))
+        if step_decay is not None:
+            return step_decay[1] ** ((step // steps_per_epoch) // max(1, step_decay[0]))
         t = (step - warm) / max(1, total - warm)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return optimizer, scheduler
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _fit_normalization(model, train_set: RandomCrops, n: int = 64) -> None:
