@@ -124,7 +124,9 @@ class PretrainConfig:
     lr: float = 0.001  # AdamW, after warm-up, cosine to 1% at the end
     weight_decay: float = 0.0001
     warmup_epochs: int = 1
+    method: str = "ntxent"  # ntxent (SimCLR / COLA) | byol (BYOL-A's objective)
     temperature: float = 0.1  # NT-Xent
+    ema_decay: float = 0.99  # BYOL: the target's EMA decay at the start (rises to 1)
     projection_hidden: int = 512  # projection head (dropped after training)
     projection_dim: int = 128
     grad_clip: float = 5.0

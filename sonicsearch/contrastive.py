@@ -1,11 +1,20 @@
-"""The contrastive objective: a projection head and NT-Xent (SimCLR / COLA), shared by
-``pretrain`` and by the joint objective of ``train`` (``train.contrastive_weight > 0``).
+"""Two-view objectives for ``pretrain`` (``pretrain.method``) and the joint objective of
+``train`` (``train.contrastive_weight > 0``).
 
-The projection head serves the loss only; the embedding stays the backbone's penultimate
-vector, and the head is never part of a saved model file.
+- NT-Xent (SimCLR / COLA): a projection head; each excerpt's two views are pulled together
+  and pushed away from the other excerpts of the batch.
+- BYOL (BYOL-A's objective): a projection head and a predictor on the online model regress
+  the projection of a target model, an exponential moving average of the online one; no
+  negatives, so it does not push apart two excerpts that happen to sound alike.
+
+Heads, predictor and target serve the loss only; the embedding stays the backbone's
+penultimate vector, and none of them is ever part of a saved model file.
 """
 
 from __future__ import annotations
+
+import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +67,86 @@ def two_view_loss(model: nn.Module, head: nn.Module, v1: torch.Tensor, v2: torch
     return nt_xent(z1, z2, temperature)
 
 
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``2 - 2 cos(p, z)`` averaged over the batch (float32), ``z`` a fixed target."""
+    return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=1)).mean()
+
+
+class NTXentObjective(nn.Module):
+    """``pretrain.method: ntxent``: NT-Xent through a projection head."""
+
+    def __init__(self, model: nn.Module, pc):
+        super().__init__()
+        self.projection = ProjectionHead(model.backbone.embed_dim, pc.projection_hidden,
+                                         pc.projection_dim)
+        self.temperature = pc.temperature
+
+    def loss(self, model: nn.Module, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        return two_view_loss(model, self.projection, v1, v2, self.temperature)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.projection.parameters())
+
+    def after_step(self, model: nn.Module, progress: float) -> None:
+        """Nothing to update outside the optimizer."""
+
+
+class BYOLObjective(nn.Module):
+    """``pretrain.method: byol``: the online model's projection, through a predictor,
+    regresses the target's projection of the other view (symmetrised). The target starts as
+    a copy of the online model and follows it by EMA, its decay rising from
+    ``pretrain.ema_decay`` to 1 on a cosine over the run (BYOL's schedule)."""
+
+    def __init__(self, model: nn.Module, pc):
+        super().__init__()
+        self.projection = ProjectionHead(model.backbone.embed_dim, pc.projection_hidden,
+                                         pc.projection_dim)
+        self.predictor = ProjectionHead(pc.projection_dim, pc.projection_hidden,
+                                        pc.projection_dim)
+        self.target = copy.deepcopy(model).requires_grad_(False)
+        self.target_projection = copy.deepcopy(self.projection).requires_grad_(False)
+        self.ema_decay = pc.ema_decay
+
+    def loss(self, model: nn.Module, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        both = torch.cat([v1, v2])
+        _, emb = model(both)
+        p1, p2 = self.predictor(self.projection(emb)).chunk(2)
+        with torch.no_grad():
+            _, t = self.target(both)
+            z1, z2 = self.target_projection(t).chunk(2)
+        return (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.projection.parameters()) + list(self.predictor.parameters())
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, progress: float) -> None:
+        """Move the target towards the online model; ``progress`` is the run's fraction done."""
+        tau = 1 - (1 - self.ema_decay) * (math.cos(math.pi * min(1.0, progress)) + 1) / 2
+        for online, target in ((model, self.target), (self.projection, self.target_projection)):
+            for po, pt in zip(online.parameters(), target.parameters(), strict=True):
+                pt.lerp_(po.detach(), 1 - tau)
+            for bo, bt in zip(online.buffers(), target.buffers(), strict=True):
+                bt.copy_(bo)
+
+
+PRETRAIN_METHODS = {"ntxent": NTXentObjective, "byol": BYOLObjective}
+
+
+def make_objective(method: str, model: nn.Module, pc) -> nn.Module:
+    """The pretraining objective named by ``pretrain.method``.
+
+    Raises:
+        ConfigError: an unknown method.
+    """
+    from sonicsearch.errors import ConfigError
+
+    if method not in PRETRAIN_METHODS:
+        raise ConfigError(f"pretrain.method must be one of {', '.join(PRETRAIN_METHODS)}, "
+                          f"got {method!r}")
+    return PRETRAIN_METHODS[method](model, pc)
+
+
 class JointObjective:
     """The contrastive term that ``train`` adds beside cross-entropy.
 
@@ -98,4 +187,5 @@ class JointObjective:
         return logits[:n], self.weight * nt_xent(z1, z2, self.temperature)
 
 
-__all__ = ["JointObjective", "ProjectionHead", "nt_xent", "two_view_loss"]
+__all__ = ["PRETRAIN_METHODS", "BYOLObjective", "JointObjective", "NTXentObjective",
+           "ProjectionHead", "byol_loss", "make_objective", "nt_xent", "two_view_loss"]

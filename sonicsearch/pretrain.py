@@ -1,13 +1,14 @@
 """Self-supervised pretraining: ``pretrain()`` learns embeddings from unlabelled audio.
 
-SimCLR / COLA-style: two views of one excerpt (two crops up to ``pair_shift_seconds``
-apart, each degraded by :class:`~sonicsearch.views.ViewMaker` and masked by SpecAugment)
-are pulled together and pushed away from the other excerpts of the batch by NT-Xent on a
-projection head. The head is dropped afterwards: ``out/model.pt`` is a label-free model
-file (``labels == []``) that ``train --weights`` fine-tunes and ``build-index --model``
-indexes. ``out/last.pt`` holds what a resume needs (model, projection head, optimizer,
-scheduler, epoch); every random draw is seeded from ``(seed, epoch)``, so a resumed run
-repeats the uninterrupted one on the CPU.
+Two views of one excerpt (two crops up to ``pair_shift_seconds`` apart, each degraded by
+:class:`~sonicsearch.views.ViewMaker` and masked by SpecAugment) are pulled together by the
+objective of ``pretrain.method`` (:mod:`sonicsearch.contrastive`): NT-Xent (SimCLR / COLA),
+which also pushes them away from the other excerpts of the batch, or BYOL (BYOL-A's), which
+regresses an EMA target. Heads, predictor and target are dropped afterwards: ``out/model.pt``
+is a label-free model file (``labels == []``) that ``train --weights`` fine-tunes and
+``build-index --model`` indexes. ``out/last.pt`` holds what a resume needs (model,
+objective, optimizer, scheduler, epoch); every random draw is seeded from ``(seed, epoch)``,
+so a resumed run repeats the uninterrupted one on the CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from sonicsearch.checkpoint import file_sha256, save_checkpoint
 from sonicsearch.config import Config, save_config
-from sonicsearch.contrastive import ProjectionHead, two_view_loss
+from sonicsearch.contrastive import make_objective
 from sonicsearch.data.excerpts import AudioFile, ExcerptBatches, scan_audio
 from sonicsearch.errors import DataError, TrainingError
 from sonicsearch.models import AudioModel, SpecAugment
@@ -47,9 +48,9 @@ class PretrainResult:
     model: AudioModel | None = None
 
 
-def build_pretrain_model(config: Config) -> tuple[AudioModel, ProjectionHead]:
-    """A label-free AudioModel (SpecAugment from the pretrain section) and its projection
-    head. Seed before calling.
+def build_pretrain_model(config: Config) -> AudioModel:
+    """A label-free AudioModel with SpecAugment from the pretrain section. Seed before
+    calling.
 
     Raises:
         ModelError, WeightsUnavailableError: as :func:`~sonicsearch.models.create_backbone`.
@@ -58,8 +59,7 @@ def build_pretrain_model(config: Config) -> tuple[AudioModel, ProjectionHead]:
     model = AudioModel.from_config(config.features, config.model, [])
     model.spec_augment = SpecAugment(pc.time_masks, pc.time_mask_frames, pc.freq_masks,
                                      pc.freq_mask_bins)
-    head = ProjectionHead(model.backbone.embed_dim, pc.projection_hidden, pc.projection_dim)
-    return model, head
+    return model
 
 
 def pretrain(
@@ -71,7 +71,7 @@ def pretrain(
     report: ReportFn | None = None,
     show_progress: bool = True,
 ) -> PretrainResult:
-    """Pretrain ``config.model`` contrastively on unlabelled audio.
+    """Pretrain ``config.model`` on unlabelled audio with ``config.pretrain.method``.
 
     Args:
         config: the resolved config; ``pretrain`` holds the recipe and the view strengths,
@@ -89,7 +89,7 @@ def pretrain(
 
     Raises:
         DataError: no usable audio. TrainingError: NaN loss, or resume without a last.pt.
-        AudioError: an input that does not exist.
+        AudioError: an input that does not exist. ConfigError: an unknown method.
     """
     t0 = time.monotonic()
     torch.set_flush_denormal(True)  # denormals make CPU convolutions many times slower
@@ -107,7 +107,7 @@ def pretrain(
     out = Path(out_dir) if out_dir is not None else None
 
     torch.manual_seed(tc.seed)
-    model, head = build_pretrain_model(config)
+    model = build_pretrain_model(config)
     views = ViewMaker(pc, fc.sample_rate, fc.window_samples)
     data = ExcerptBatches(files, fc.sample_rate, views.span_samples(), pc.batch_size,
                           pc.windows_per_file, tc.seed)
@@ -115,17 +115,20 @@ def pretrain(
     start = (clean.shape[1] - fc.window_samples) // 2
     with torch.no_grad():
         model.fit_normalization(model.frontend(clean[:, start:start + fc.window_samples]))
+    model.backbone.set_trainable("all")
+    objective = make_objective(pc.method, model, pc)  # BYOL's target copies the model here
     model.to(device)
-    head.to(device)
+    objective.to(device)
     if device.type == "cuda" and tc.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = _optimizer(model, head, pc, len(data))
+        objective.to(memory_format=torch.channels_last)
+    optimizer, scheduler = _optimizer(model, objective, pc, len(data))
 
     state: dict = {"epoch": 0, "history": []}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
-            state = _load_last(out, model, head, optimizer, scheduler)
+            state = _load_last(out, model, objective, optimizer, scheduler)
             say(f"resuming after epoch {state['epoch']} of {pc.epochs}")
         else:
             save_config(config, out / "config.yaml")
@@ -133,19 +136,19 @@ def pretrain(
     elif resume:
         raise TrainingError("cannot resume without an output folder")
 
-    say(f"pretraining {model.arch} on {len(files)} files ({data.durations.sum() / 3600:.2f} h), "
+    say(f"pretraining {model.arch} ({pc.method}) on {len(files)} files ({data.durations.sum() / 3600:.2f} h), "
         f"{len(data)} steps of {pc.batch_size} excerpts per epoch, on {device}")
     result = PretrainResult(files=len(files), skipped=skipped)
     while state["epoch"] < pc.epochs:
         epoch = state["epoch"] + 1
         e0 = time.monotonic()
-        loss = pretrain_one_epoch(model, head, views, data, optimizer, scheduler, config,
+        loss = pretrain_one_epoch(model, objective, views, data, optimizer, scheduler, config,
                                   epoch, device, show_progress)
         row = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.monotonic() - e0}
         state["history"].append(row)
         state["epoch"] = epoch
-        say(f"epoch {epoch}/{pc.epochs}: contrastive loss {loss:.4f} "
+        say(f"epoch {epoch}/{pc.epochs}: {pc.method} loss {loss:.4f} "
             f"({row['seconds']:.0f}s)")
         if out is not None:
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
@@ -153,7 +156,7 @@ def pretrain(
             save_checkpoint(out / "model.pt", model, config=config.to_dict(), labels=[],
                             metrics={"pretrain": row},
                             extra={"pretrain": {"files": len(files), "epochs": epoch}})
-            _save_last(out, model, head, optimizer, scheduler, state)
+            _save_last(out, model, objective, optimizer, scheduler, state)
         if report is not None:
             report(epoch, row)
 
@@ -167,10 +170,11 @@ def pretrain(
     return result
 
 
-def pretrain_one_epoch(model: AudioModel, head: ProjectionHead, views: ViewMaker,
+def pretrain_one_epoch(model: AudioModel, objective, views: ViewMaker,
                        data: ExcerptBatches, optimizer, scheduler, config: Config, epoch: int,
                        device: torch.device, show_progress: bool = True) -> float:
-    """One pass over fresh excerpts: two views each, NT-Xent, clipping, NaN guard; mean loss."""
+    """One pass over fresh excerpts: two views each, the objective's loss, clipping, NaN
+    guard, then the objective's own update (BYOL's target); mean loss."""
     pc, tc = config.pretrain, config.train
     torch.manual_seed(tc.seed * 100_003 + epoch)  # SpecAugment: repeatable per epoch
     gen = torch.Generator(device=device).manual_seed(tc.seed * 7919 + epoch)
@@ -178,7 +182,8 @@ def pretrain_one_epoch(model: AudioModel, head: ProjectionHead, views: ViewMaker
     loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=tc.num_workers,
                         pin_memory=device.type == "cuda")
     model.train()
-    head.train()
+    objective.train()
+    total_steps = max(1, len(data) * pc.epochs)
     amp = device.type == "cuda" and tc.amp
     params = [p for g in optimizer.param_groups for p in g["params"]]
     total, count = 0.0, 0
@@ -189,7 +194,7 @@ def pretrain_one_epoch(model: AudioModel, head: ProjectionHead, views: ViewMaker
                 continue
             v1, v2 = views.pair(excerpts.to(device, non_blocking=True), gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = two_view_loss(model, head, v1, v2, pc.temperature)
+                loss = objective.loss(model, v1, v2)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} in epoch {epoch}; lower "
                                     "pretrain.lr or check the audio")
@@ -199,39 +204,47 @@ def pretrain_one_epoch(model: AudioModel, head: ProjectionHead, views: ViewMaker
                 torch.nn.utils.clip_grad_norm_(params, pc.grad_clip)
             optimizer.step()
             scheduler.step()
+            objective.after_step(model, scheduler.last_epoch / total_steps)
             total += loss.item() * excerpts.shape[0]
             count += excerpts.shape[0]
             bar.advance(1, f"loss {total / count:.3f}")
     return total / max(count, 1)
 
 
-def _optimizer(model: AudioModel, head: ProjectionHead, pc, steps_per_epoch: int):
+def _optimizer(model: AudioModel, objective, pc, steps_per_epoch: int):
     """AdamW (no decay on biases and norms), linear warm-up, cosine to 1 % of the rate."""
-    model.backbone.set_trainable("all")
     groups = model.backbone.param_groups(pc.lr, pc.lr, pc.weight_decay)
-    groups += [{"params": [p for p in head.parameters() if p.ndim > 1], "lr": pc.lr,
+    heads = objective.trainable_parameters()
+    groups += [{"params": [p for p in heads if p.ndim > 1], "lr": pc.lr,
                 "weight_decay": pc.weight_decay, "name": "projection"},
-               {"params": [p for p in head.parameters() if p.ndim <= 1], "lr": pc.lr,
+               {"params": [p for p in heads if p.ndim <= 1], "lr": pc.lr,
                 "weight_decay": 0.0, "name": "projection_no_decay"}]
     optimizer = torch.optim.AdamW(groups, lr=pc.lr, weight_decay=pc.weight_decay)
     return optimizer, warmup_schedule(optimizer, steps_per_epoch, pc.epochs, pc.warmup_epochs)
 
 
-def _save_last(out: Path, model, head, optimizer, scheduler, state: dict) -> None:
+def _save_last(out: Path, model, objective, optimizer, scheduler, state: dict) -> None:
     tmp = out / "last.pt.tmp"
-    torch.save({"model": model.state_dict(), "projection": head.state_dict(),
+    torch.save({"model": model.state_dict(), "objective": objective.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "state": state}, tmp)
     tmp.replace(out / "last.pt")
 
 
-def _load_last(out: Path, model, head, optimizer, scheduler) -> dict:
+def _load_last(out: Path, model, objective, optimizer, scheduler) -> dict:
     path = out / "last.pt"
     if not path.is_file():
         raise TrainingError(f"cannot resume: {path} does not exist (start without --resume)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(ckpt["model"])
-    head.load_state_dict(ckpt["projection"])
+    if "objective" not in ckpt:
+        raise TrainingError(f"cannot resume: {path} was written by an older sonicsearch "
+                            "(start without --resume)")
+    try:
+        objective.load_state_dict(ckpt["objective"])
+    except RuntimeError:
+        raise TrainingError(f"cannot resume: {path} was written with another "
+                            "pretrain.method or projection size") from None
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     return ckpt["state"]

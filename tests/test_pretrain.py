@@ -117,7 +117,7 @@ def test_pretraining_pulls_views_of_an_excerpt_together(pretrained, audio):
     cfg = load_config(root / "run" / "config.yaml")
     after, _ = load_checkpoint(root / "run" / "model.pt")
     torch.manual_seed(cfg.train.seed)
-    before, _ = build_pretrain_model(cfg)  # the same initial weights
+    before = build_pretrain_model(cfg)  # the same initial weights
     before.norm_mean.copy_(after.norm_mean)
     before.norm_std.copy_(after.norm_std)
     x = _excerpts(audio)
@@ -187,8 +187,9 @@ def test_build_index_and_query_with_a_label_free_model(pretrained, audio):
     assert json.loads(info.stdout)["model"]["labels"] == []
 
 
-def test_resume_gives_the_uninterrupted_result(audio, tmp_path):
-    cfg = load_config(None, TINY)
+@pytest.mark.parametrize("method", ["ntxent", "byol"])
+def test_resume_gives_the_uninterrupted_result(audio, tmp_path, method):
+    cfg = load_config(None, {**TINY, "pretrain.method": method})
     full = pretrain(cfg, [audio], tmp_path / "full", show_progress=False)
 
     class Killed(Exception):
@@ -207,9 +208,64 @@ def test_resume_gives_the_uninterrupted_result(audio, tmp_path):
     a, b = full.model.state_dict(), resumed.model.state_dict()
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
-    la = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["projection"]
-    lb = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["projection"]
+    la = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["objective"]
+    lb = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["objective"]
     assert all(torch.allclose(la[k].float(), lb[k].float(), atol=1e-5) for k in la)
+    if method == "byol":  # the EMA target resumes too
+        assert any(k.startswith("target.backbone") for k in la)
+
+
+def test_byol_pulls_views_together_and_keeps_only_the_online_model(audio, tmp_path):
+    from sonicsearch.checkpoint import load_checkpoint
+
+    cfg = load_config(None, {**TINY, "pretrain.method": "byol", "pretrain.epochs": 4,
+                             "pretrain.windows_per_file": 6, "pretrain.lr": 0.003,
+                             "pretrain.ema_decay": 0.9})  # 36 steps: a target that moves
+    res = pretrain(cfg, [audio], tmp_path / "byol", show_progress=False)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    after, info = load_checkpoint(res.model_path)
+    assert info["labels"] == []
+    sd = torch.load(res.model_path, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any(k.startswith(("target", "predictor", "projection")) for k in sd)
+    torch.manual_seed(cfg.train.seed)
+    before = build_pretrain_model(cfg)
+    before.norm_mean.copy_(after.norm_mean)
+    before.norm_std.copy_(after.norm_std)
+    x = _excerpts(audio)
+    gap_before, _ = _view_gap(before, x, cfg)
+    gap_after, closer = _view_gap(after, x, cfg)
+    assert gap_after > gap_before + 0.05 and closer >= 0.5
+
+
+def test_byol_target_follows_the_online_model_by_ema():
+    from types import SimpleNamespace
+
+    from sonicsearch.contrastive import BYOLObjective
+
+    online = torch.nn.Linear(4, 4)
+    online.backbone = SimpleNamespace(embed_dim=4)
+    pc = SimpleNamespace(projection_hidden=8, projection_dim=4, ema_decay=0.9)
+    obj = BYOLObjective(online, pc)
+    start = obj.target.weight.clone()
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    obj.after_step(online, 0.0)  # decay 0.9 at the start: a tenth of the way
+    assert torch.allclose(obj.target.weight, start + 0.1)
+    obj.after_step(online, 1.0)  # decay 1 at the end: the target stays
+    assert torch.allclose(obj.target.weight, start + 0.1)
+    assert not any(p.requires_grad for p in obj.target.parameters())
+    assert {id(p) for p in obj.trainable_parameters()}.isdisjoint(
+        {id(p) for p in obj.target.parameters()})
+
+
+def test_unknown_method_is_a_one_line_error(audio, tmp_path):
+    from sonicsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain.method must be one of ntxent, byol"):
+        pretrain(load_config(None, {**TINY, "pretrain.method": "simsiam"}), [audio],
+                 tmp_path / "x", show_progress=False)
+    res = CliRunner().invoke(app, ["pretrain", str(audio), "--method", "simsiam"])
+    assert res.exit_code == 2
 
 
 def test_cli_errors_are_one_line(tmp_path):

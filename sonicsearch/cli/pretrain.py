@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,11 @@ from sonicsearch.cli import app
 from sonicsearch.cli.common import ArchOpt, ConfigOpt, DeviceOpt, SeedOpt, WeightsOpt
 from sonicsearch.cli.train import report_skipped
 from sonicsearch.progress import log
+
+
+class Method(str, Enum):
+    ntxent = "ntxent"
+    byol = "byol"
 
 
 @app.command()
@@ -23,11 +29,14 @@ def pretrain(
         "runs/pretrain"),
     epochs: Annotated[int | None, typer.Option(
         min=1, help="Epochs (overrides pretrain.epochs).")] = None,
+    method: Annotated[Method | None, typer.Option(
+        help="Objective (overrides pretrain.method): ntxent pulls two views together and "
+             "pushes other excerpts away; byol regresses an EMA target, no negatives.")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
 ) -> None:
-    """Learn embeddings from unlabelled audio (contrastive, two degraded views per excerpt);
+    """Learn embeddings from unlabelled audio (two degraded views per excerpt agree);
     write OUT/model.pt for `train --weights` and `build-index --model`."""
     from sonicsearch.config import load_config
     from sonicsearch.data.excerpts import scan_audio
@@ -38,7 +47,8 @@ def pretrain(
         config = out / "config.yaml"
     cfg = load_config(config, {"model.arch": arch, "model.weights": weights,
                                "train.device": device.value if device else None,
-                               "train.seed": seed, "pretrain.epochs": epochs})
+                               "train.seed": seed, "pretrain.epochs": epochs,
+                               "pretrain.method": method.value if method else None})
     files, skipped = scan_audio(audio, cfg.features.min_seconds)
     report_skipped(skipped)
     if not files:
@@ -48,7 +58,7 @@ def pretrain(
         log(f"note: {out} holds a previous run; it will be overwritten")
     result = run_pretrain(cfg, files, out, resume=resume)
     last = result.history[-1] if result.history else {}
-    log(f"final contrastive loss {last.get('loss', float('nan')):.4f} after "
+    log(f"final {cfg.pretrain.method} loss {last.get('loss', float('nan')):.4f} after "
         f"{last.get('epoch', 0)} epochs")
     log(f"wrote {result.model_path} (sha256 {(result.sha256 or '')[:12]}, no labels) in "
         f"{result.seconds:.0f}s")
