@@ -136,8 +136,9 @@ def pretrain(
     elif resume:
         raise TrainingError("cannot resume without an output folder")
 
-    say(f"pretraining {model.arch} ({pc.method}) on {len(files)} files ({data.durations.sum() / 3600:.2f} h), "
-        f"{len(data)} steps of {pc.batch_size} excerpts per epoch, on {device}")
+    say(f"pretraining {model.arch} ({pc.method}) on {len(files)} files "
+        f"({data.durations.sum() / 3600:.2f} h), {len(data)} steps of {pc.batch_size} "
+        f"excerpts per epoch, on {device}")
     result = PretrainResult(files=len(files), skipped=skipped)
     while state["epoch"] < pc.epochs:
         epoch = state["epoch"] + 1
