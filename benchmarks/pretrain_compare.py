@@ -8,6 +8,11 @@
   on its file-mean embeddings (a linear probe), marked as such;
 - ``pretrained+ft``: that model fine-tuned with ``train --weights`` (same recipe as scratch).
 
+With ``--methods ntxent,byol`` each pretraining objective gets its two columns
+(``pretrained:byol``, ``pretrained:byol+ft``). ``--systems`` picks columns; ``--train-only``
+trains the picked models and stops, so that two processes can share the work on two cores
+before a last run (which reuses every model) measures them all.
+
 Metrics: test macro-F1, label retrieval mAP@10 (held-out clips query all clips, their own
 file left out) and near-duplicate recall@1 per degradation (degraded excerpts of indexed
 files, ``sonicsearch.degrade``), measured with ``benchmarks/recall_at_k.py``'s functions.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -41,6 +47,10 @@ PRESETS = {
     "quick": {"genres": 8, "per_genre": 20, "seconds": 15.0, "sample_rate": 16000,
               "dup_queries": 12, "excerpt": "5,10", "epochs": "1,4", "pretrain_epochs": 5,
               "pretrain_windows": 2, "features": "small"},
+    # the default corpus at the small front end: a real budget on 2 CPU cores (about 1 h)
+    "medium": {"genres": 8, "per_genre": 30, "seconds": 30.0, "sample_rate": 16000,
+               "dup_queries": 48, "excerpt": "5,10", "epochs": "2,10", "pretrain_epochs": 8,
+               "pretrain_windows": 3, "features": "small"},
     "full": {"genres": 8, "per_genre": 40, "seconds": 30.0, "sample_rate": 22050,
              "dup_queries": 64, "excerpt": "5,10", "epochs": "2,18", "pretrain_epochs": 30,
              "pretrain_windows": 4, "features": "default"},
@@ -54,7 +64,7 @@ FEATURES = {
               "pretrain.batch_size": 32},
     "default": {},
 }
-MODELS = ("mfcc", "scratch", "scratch+joint", "pretrained", "pretrained+ft")
+BASE_SYSTEMS = ("mfcc", "scratch", "scratch+joint", "pretrained", "pretrained+ft")
 
 
 def parse_args(argv: list[str] | None = None):
@@ -68,6 +78,14 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--pretrain-epochs", type=int, default=None)
     p.add_argument("--pretrain-windows", type=int, default=None,
                    help="pretrain.windows_per_file (excerpts per file per epoch)")
+    p.add_argument("--methods", default="ntxent",
+                   help="comma-separated pretrain.method values, each with its own columns")
+    p.add_argument("--pair-shift", type=float, default=None,
+                   help="pretrain.pair_shift_seconds (how far apart the two views may start)")
+    p.add_argument("--systems", default=",".join(BASE_SYSTEMS),
+                   help="comma-separated columns to train and measure")
+    p.add_argument("--train-only", action="store_true",
+                   help="train the picked systems' models, then stop (no measurement)")
     p.add_argument("--joint-weight", type=float, default=0.5,
                    help="train.contrastive_weight of the scratch+joint model")
     p.add_argument("--features", choices=sorted(FEATURES), default=None,
@@ -102,32 +120,62 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         base.update({"train.num_workers": 0, "train.batch_size": 16,
                      "pretrain.batch_size": 16, "pretrain.normalization_excerpts": 16})
-    key = json.dumps([str(Path(ds.root).resolve()), len(ds.items), base, args.epochs,
-                      args.pretrain_epochs, args.pretrain_windows, args.joint_weight,
-                      [str(u) for u in args.unlabelled]], sort_keys=True)
-    runs = args.cache / "runs" / f"pretrain-compare-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    timings: dict[str, float] = {}
-    paths = {"scratch": finetune(args, ds, base, runs / "scratch", timings),
-             "scratch+joint": finetune(args, ds, {**base, "train.contrastive_weight":
-                                                  args.joint_weight},
-                                       runs / "scratch-joint", timings)}
+    picked = args.systems.split(",")
+    unknown = sorted(set(picked) - set(BASE_SYSTEMS))
+    if unknown:
+        raise SystemExit(f"unknown system(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(BASE_SYSTEMS)}")
+    methods = args.methods.split(",")
+    models = systems(picked, methods)
+    root = args.cache / "runs"
+    ft_key = [str(Path(ds.root).resolve()), len(ds.items), base, args.epochs]
+    pre = {"pretrain.epochs": args.pretrain_epochs,
+           "pretrain.windows_per_file": args.pretrain_windows}
+    if args.pair_shift is not None:
+        pre["pretrain.pair_shift_seconds"] = args.pair_shift
     unlabelled = pretrain_files(ds, args.unlabelled)
-    paths["pretrained"] = run_pretrain(args, unlabelled, base, runs / "pretrain", timings)
-    paths["pretrained+ft"] = finetune(args, ds, {**base, "model.weights":
-                                                 str(paths["pretrained"])},
-                                      runs / "pretrained-ft", timings)
+    timings: dict[str, float] = {}
+    paths: dict[str, Path] = {}
+    if "scratch" in picked:
+        paths["scratch"] = finetune(args, ds, base, root / _run_name("scratch", ft_key), timings)
+    if "scratch+joint" in picked:
+        joint = {**base, "train.contrastive_weight": args.joint_weight}
+        paths["scratch+joint"] = finetune(args, ds, joint,
+                                          root / _run_name("joint", ft_key, args.joint_weight),
+                                          timings)
+    for method in methods:
+        name = "pretrained" if len(methods) == 1 else f"pretrained:{method}"
+        if name not in models and name + "+ft" not in models:
+            continue
+        overrides = {**base, **pre, "pretrain.method": method}
+        pre_key = ft_key[:3] + [pre, method, [str(u) for u in args.unlabelled]]
+        pre_run = root / _run_name(f"pretrain-{method}", pre_key)
+        path = run_pretrain(args, unlabelled, overrides, pre_run, timings)
+        if name in models:
+            paths[name] = path
+        if name + "+ft" in models:
+            paths[name + "+ft"] = finetune(args, ds, {**base, "model.weights": str(path)},
+                                           pre_run.with_name(pre_run.name + "-ft"), timings)
+    if args.train_only:
+        C.log("models trained (--train-only): " + ", ".join(f"{k} {v}" for k, v in paths.items()))
+        return {"trained": {k: str(v) for k, v in paths.items()}, "seconds": timings}
 
     embedders = {name: Embedder.from_checkpoint(p, device=args.device)
                  for name, p in paths.items()}
-    sr = embedders["scratch"].feature_config.sample_rate
-    f1 = {name: _test_f1(p) for name, p in paths.items() if name != "pretrained"}
-    f1["pretrained"] = linear_probe(embedders["pretrained"], ds)
-    f1["mfcc"] = mfcc_f1(ds, sr)
+    from sonicsearch.config import load_config
+
+    sr = (next(iter(embedders.values())).feature_config.sample_rate if embedders
+          else load_config(None, base).features.sample_rate)
+    f1 = {name: (linear_probe(embedders[name], ds) if _is_pretrained_only(name)
+                 else _test_f1(p)) for name, p in paths.items()}
+    if "mfcc" in models:
+        f1["mfcc"] = mfcc_f1(ds, sr)
     with tempfile.TemporaryDirectory(dir=R._mkdir(args.cache / "tmp")) as tmp, \
             C.Timer() as t:
         indexes = {name: R.build(e, ds, Path(tmp) / name.replace("+", "-"), args.device)
                    for name, e in embedders.items()}
-        indexes["mfcc"] = R.MfccSearch(ds, sr)
+        if "mfcc" in models:
+            indexes["mfcc"] = R.MfccSearch(ds, sr)
         label = R.label_retrieval(indexes, ds, held, [ROLLUP_DEFAULT])
         dup = R.near_duplicates(indexes, ds, held, degradations, args, [ROLLUP_DEFAULT])
         for ix in indexes.values():
@@ -144,13 +192,15 @@ def main(argv: list[str] | None = None) -> dict:
                    "hours": round(sum(it.duration for it in ds.items) / 3600, 3)},
         "settings": {"base": base, "epochs": args.epochs, "pretrain_epochs":
                      args.pretrain_epochs, "pretrain_windows": args.pretrain_windows,
-                     "joint_weight": args.joint_weight,
-                     "rollup": ROLLUP_DEFAULT, "runs": str(runs)},
+                     "pair_shift_seconds": args.pair_shift, "methods": methods,
+                     "joint_weight": args.joint_weight, "rollup": ROLLUP_DEFAULT,
+                     "runs": {k: str(v.parent) for k, v in paths.items()}},
+        "systems": models,
         "seconds": timings,
         "macro_f1": f1,
-        "label_map@10": {m: label[key_of(m)]["map@10"] for m in MODELS},
+        "label_map@10": {m: label[key_of(m)]["map@10"] for m in models},
         "near_duplicate_recall@1": {m: {d: dup[key_of(m)][d]["recall@1"] for d in degradations}
-                                    for m in MODELS},
+                                    for m in models},
         "label_retrieval": label, "near_duplicate": dup,
     }
     sections = [("Pretraining, side by side", table(results, degradations, label, dup))]
@@ -158,6 +208,33 @@ def main(argv: list[str] | None = None) -> dict:
     print(sections[0][1])
     C.log(f"wrote {js} and {md}")
     return results
+
+
+def systems(picked: list[str], methods: list[str]) -> list[str]:
+    """Column names in order: pretrained systems once per method when there are several."""
+    out = []
+    for name in BASE_SYSTEMS:
+        if name not in picked:
+            continue
+        if name.startswith("pretrained") and len(methods) > 1:
+            out += [name.replace("pretrained", f"pretrained:{m}") for m in methods]
+        else:
+            out.append(name)
+    return out
+
+
+def _is_pretrained_only(name: str) -> bool:
+    return name.startswith("pretrained") and not name.endswith("+ft")
+
+
+def _run_name(kind: str, *key) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return f"pretrain-compare-{kind}-{digest[:12]}"
+
+
+def _label(run: Path) -> str:
+    """``pretrain-compare-pretrain-byol-<hash>-ft`` -> ``pretrain-byol-ft``."""
+    return re.sub(r"-[0-9a-f]{12}", "", run.name.removeprefix("pretrain-compare-"))
 
 
 def pretrain_files(ds, extra: list[Path]) -> list[str]:
@@ -191,7 +268,7 @@ def finetune(args, ds, overrides: dict, run: Path, timings: dict) -> Path:
           f"contrastive_weight {cfg.train.contrastive_weight})")
     with C.Timer() as t:
         fit(cfg, ds, run, show_progress=not args.tiny)
-    timings[run.name] = round(t.seconds, 1)
+    timings[_label(run)] = round(t.seconds, 1)
     return run / "model.pt"
 
 
@@ -209,7 +286,7 @@ def run_pretrain(args, audio: list, overrides: dict, run: Path, timings: dict) -
     with C.Timer() as t:
         pretrain(cfg, audio, run, resume=(run / "last.pt").is_file(),
                  show_progress=not args.tiny)
-    timings[run.name] = round(t.seconds, 1)
+    timings[_label(run)] = round(t.seconds, 1)
     return run / "model.pt"
 
 
@@ -246,26 +323,37 @@ def mfcc_f1(ds, sample_rate: int) -> float:
     return evaluate_baseline(train, test, sample_rate=sample_rate)["macro_f1"]
 
 
+def _column(name: str, joint_weight: float) -> str:
+    if name.startswith("pretrained"):
+        method = name.removesuffix("+ft").partition(":")[2]
+        tag = f" ({method})" if method else ""
+        return f"pretrained{tag} " + ("+ fine-tuned" if name.endswith("+ft") else "only")
+    return {"mfcc": "MFCC baseline", "scratch": "scratch",
+            "scratch+joint": f"scratch + joint ({joint_weight:g})"}[name]
+
+
 def table(results: dict, degradations: list[str], label: dict, dup: dict) -> str:
-    names = {"mfcc": "MFCC baseline", "scratch": "scratch", "scratch+joint":
-             f"scratch + joint ({results['settings']['joint_weight']:g})",
-             "pretrained": "pretrained only", "pretrained+ft": "pretrained + fine-tuned"}
+    models = results["systems"]
     f1, lm, nd = (results["macro_f1"], results["label_map@10"],
                   results["near_duplicate_recall@1"])
-    rows = [["test macro-F1"] + [f1[m] for m in MODELS],
-            ["label mAP@10"] + [lm[m] for m in MODELS]]
-    rows += [[f"dup R@1 {d}"] + [nd[m][d] for m in MODELS] for d in degradations]
-    rows.append(["dup R@1 mean"] + [float(np.mean(list(nd[m].values()))) for m in MODELS])
+    rows = [["test macro-F1"] + [f1[m] for m in models],
+            ["label mAP@10"] + [lm[m] for m in models]]
+    rows += [[f"dup R@1 {d}"] + [nd[m][d] for m in models] for d in degradations]
+    rows.append(["dup R@1 mean"] + [float(np.mean(list(nd[m].values()))) for m in models])
     c, s = results["corpus"], results["settings"]
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in results["seconds"].items())
+    shift = (f", views up to {s['pair_shift_seconds']:g} s apart"
+             if s["pair_shift_seconds"] is not None else "")
     note = (f"{c['files']} clips ({c['hours']} h, {len(c['labels'])} labels), "
             f"{c['held_out']} held out; pretraining on {c['pretrain_files']} files without "
-            f"labels ({s['pretrain_epochs']} epochs); fine-tuning {s['epochs']} epochs; "
+            f"labels ({s['pretrain_epochs']} epochs of {s['pretrain_windows']} excerpts per "
+            f"file{shift}); fine-tuning {s['epochs']} epochs; "
             f"{dup['queries']} near-duplicate excerpts of {dup['excerpt_seconds'][0]:g}-"
             f"{dup['excerpt_seconds'][1]:g} s; {label['queries']} label queries. "
             "Pretrained-only macro-F1 is a linear probe (logistic regression on file-mean "
             f"embeddings, no head). Time: {secs}.")
-    return note + "\n\n" + C.markdown_table(["metric"] + [names[m] for m in MODELS], rows)
+    header = ["metric"] + [_column(m, s["joint_weight"]) for m in models]
+    return note + "\n\n" + C.markdown_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,28 @@ def test_recall_at_k_with_a_given_model_uses_its_split(tmp_path):
     assert res["corpus"]["held_out"] == len(ds.split("test"))
 
 
+def test_pretrain_compare_tiny_with_two_methods(tmp_path):
+    degradations = ("--degradations", "clean,noise_snr10")
+    trained = _script("pretrain_compare").main(
+        ["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"), "--train-only",
+         "--methods", "ntxent,byol", "--systems", "pretrained,pretrained+ft"])
+    assert set(trained["trained"]) == {"pretrained:ntxent", "pretrained:ntxent+ft",
+                                       "pretrained:byol", "pretrained:byol+ft"}
+    assert not (tmp_path / "results").exists()
+    res, md = _run("pretrain_compare", tmp_path, "--methods", "ntxent,byol", *degradations)
+    systems = ["mfcc", "scratch", "scratch+joint", "pretrained:ntxent", "pretrained:byol",
+               "pretrained:ntxent+ft", "pretrained:byol+ft"]
+    assert res["systems"] == systems
+    assert set(res["macro_f1"]) == set(res["label_map@10"]) == set(systems)
+    assert all(0.0 <= v <= 1.0 for v in res["macro_f1"].values())
+    assert all(set(per) == {"clean", "noise_snr10"}
+               for per in res["near_duplicate_recall@1"].values())
+    assert "pretrained (byol) + fine-tuned" in md and "pretrained (ntxent) only" in md
+    # the pretrained models of the --train-only run were reused, not trained again
+    assert not any(k.startswith("pretrain-") for k in res["seconds"])
+    assert {"scratch", "joint"} <= set(trained["seconds"]) | set(res["seconds"])
+
+
 def test_throughput_tiny(tmp_path):
     res, md = _run("throughput", tmp_path)
     assert [r["batch_size"] for r in res["rows"]] == [1, 4]
