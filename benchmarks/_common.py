@@ -57,7 +57,9 @@ def add_near_duplicate_args(p: argparse.ArgumentParser) -> None:
 
 
 def mode(args: argparse.Namespace) -> str:
-    return "tiny" if args.tiny else "quick" if args.quick else "full"
+    if args.tiny:
+        return "tiny"
+    return "quick" if args.quick else "medium" if getattr(args, "medium", False) else "full"
 
 
 def preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]]) -> None:
