@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None):
                    help="comma-separated columns to train and measure")
     p.add_argument("--train-only", action="store_true",
                    help="train the picked systems' models, then stop (no measurement)")
+    p.add_argument("--finetune-config", type=Path,
+                   default=C.HERE.parent / "configs" / "finetune-pretrained.yaml",
+                   help="config of the pretrained+ft fine-tuning (scratch uses the defaults)")
     p.add_argument("--joint-weight", type=float, default=0.5,
                    help="train.contrastive_weight of the scratch+joint model")
     p.add_argument("--features", choices=sorted(FEATURES), default=None,
@@ -157,8 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
         if name in models:
             paths[name] = path
         if name + "+ft" in models:
-            paths[name + "+ft"] = finetune(args, ds, {**base, "model.weights": str(path)},
-                                           pre_run.with_name(pre_run.name + "-ft"), timings)
+            ft = {**_flat_yaml(args.finetune_config), **base, "model.weights": str(path)}
+            paths[name + "+ft"] = finetune(args, ds, ft, root / _run_name(
+                f"pretrain-{method}-ft", pre_key, ft), timings)
     if args.train_only:
         C.log("models trained (--train-only): " + ", ".join(f"{k} {v}" for k, v in paths.items()))
         return {"trained": {k: str(v) for k, v in paths.items()}, "seconds": timings}
@@ -193,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
         "corpus": {"data": str(data), "files": len(ds.items), "labels": ds.labels,
                    "held_out": len(held), "pretrain_files": len(unlabelled),
                    "hours": round(sum(it.duration for it in ds.items) / 3600, 3)},
-        "settings": {"base": base, "epochs": args.epochs, "pretrain_epochs":
+        "settings": {"base": base, "epochs": args.epochs,
+                     "finetune_config": _flat_yaml(args.finetune_config), "pretrain_epochs":
                      args.pretrain_epochs, "pretrain_windows": args.pretrain_windows,
                      "pair_shift_seconds": args.pair_shift, "methods": methods,
                      "joint_weight": args.joint_weight, "rollup": ROLLUP_DEFAULT,
@@ -233,6 +238,16 @@ def _is_pretrained_only(name: str) -> bool:
 def _run_name(kind: str, *key) -> str:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return f"pretrain-compare-{kind}-{digest[:12]}"
+
+
+def _flat_yaml(path: Path | None) -> dict:
+    """A config file as dotted overrides (``{"train.head_lr": 0.01}``)."""
+    import yaml
+
+    if path is None:
+        return {}
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return {f"{section}.{k}": v for section, keys in data.items() for k, v in keys.items()}
 
 
 def _label(run: Path) -> str:
@@ -335,6 +350,11 @@ def _column(name: str, joint_weight: float) -> str:
             "scratch+joint": f"scratch + joint ({joint_weight:g})"}[name]
 
 
+def _settings(overrides: dict) -> str:
+    return ", ".join(f"{k.split('.')[-1]} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in overrides.items()) or "the defaults"
+
+
 def table(results: dict, degradations: list[str], label: dict, dup: dict) -> str:
     models = results["systems"]
     f1, lm, nd = (results["macro_f1"], results["label_map@10"],
@@ -350,7 +370,8 @@ def table(results: dict, degradations: list[str], label: dict, dup: dict) -> str
     note = (f"{c['files']} clips ({c['hours']} h, {len(c['labels'])} labels), "
             f"{c['held_out']} held out; pretraining on {c['pretrain_files']} files without "
             f"labels ({s['pretrain_epochs']} epochs of {s['pretrain_windows']} excerpts per "
-            f"file{shift}); fine-tuning {s['epochs']} epochs; "
+            f"file{shift}); fine-tuning {s['epochs']} epochs (pretrained + fine-tuned with "
+            f"{_settings(s['finetune_config'])}); "
             f"{dup['queries']} near-duplicate excerpts of {dup['excerpt_seconds'][0]:g}-"
             f"{dup['excerpt_seconds'][1]:g} s; {label['queries']} label queries. "
             "Pretrained-only macro-F1 is a linear probe (logistic regression on file-mean "
