@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "mfcc" in models:
             indexes["mfcc"] = R.MfccSearch(ds, sr)
         label = R.label_retrieval(indexes, ds, held, [ROLLUP_DEFAULT])
-        dup = R.near_duplicates(indexes, ds, held, degradations, args, [ROLLUP_DEFAULT])
+        dup = R.near_duplicates(indexes, ds, held, degradations, args, [ROLLUP_DEFAULT], sr)
         for ix in indexes.values():
             ix.close()
     timings["retrieval_eval"] = round(t.seconds, 1)

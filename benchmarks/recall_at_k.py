@@ -273,8 +273,10 @@ def label_retrieval(indexes: dict, ds, held, rollups) -> dict:
     return out
 
 
-def near_duplicates(indexes: dict, ds, held, degradations, args, rollups) -> dict:
-    """recall@1 and @10 of the source file for degraded excerpts, per model and degradation."""
+def near_duplicates(indexes: dict, ds, held, degradations, args, rollups,
+                    sample_rate: int | None = None) -> dict:
+    """recall@1 and @10 of the source file for degraded excerpts, per model and degradation,
+    degraded at ``sample_rate`` (default: the MFCC index's)."""
     from sonicsearch.audio import load_audio
     from sonicsearch.degrade import apply
     from sonicsearch.metrics import hit_rate_at_k
@@ -285,7 +287,7 @@ def near_duplicates(indexes: dict, ds, held, degradations, args, rollups) -> dic
     pool += [others[i] for i in rng.permutation(len(others))]
     sources = pool[: args.dup_queries]
     lo, hi = (float(x) for x in args.excerpt.split(","))
-    sr = indexes["mfcc"].sample_rate
+    sr = sample_rate or indexes["mfcc"].sample_rate
     hits: dict[str, dict[str, list[list[bool]]]] = {}
     with C.Timer() as t:
         for i, it in enumerate(sources):

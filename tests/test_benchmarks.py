@@ -100,6 +100,9 @@ def test_pretrain_compare_tiny_with_two_methods(tmp_path):
     # the pretrained models of the --train-only run were reused, not trained again
     assert not any(k.startswith("pretrain-") for k in res["seconds"])
     assert {"scratch", "joint"} <= set(trained["seconds"]) | set(res["seconds"])
+    # one column, no MFCC: the degradations still get the models' sample rate
+    one, _ = _run("pretrain_compare", tmp_path, "--systems", "pretrained", *degradations)
+    assert one["systems"] == ["pretrained"] and set(one["macro_f1"]) == {"pretrained"}
 
 
 def test_throughput_tiny(tmp_path):
