@@ -47,7 +47,7 @@ PRESETS = {
     "quick": {"genres": 8, "per_genre": 20, "seconds": 15.0, "sample_rate": 16000,
               "dup_queries": 12, "excerpt": "5,10", "epochs": "1,4", "pretrain_epochs": 5,
               "pretrain_windows": 2, "features": "small"},
-    # the default corpus and recipe at the small front end: about 1 h on 2 CPU cores
+    # the default corpus and recipe at the small front end: about 1.7 h of one core
     "medium": {"genres": 8, "per_genre": 40, "seconds": 30.0, "sample_rate": 16000,
                "dup_queries": 64, "excerpt": "5,10", "epochs": "2,18", "pretrain_epochs": 15,
                "pretrain_windows": 4, "features": "small"},
@@ -70,8 +70,8 @@ BASE_SYSTEMS = ("mfcc", "scratch", "scratch+joint", "pretrained", "pretrained+ft
 def parse_args(argv: list[str] | None = None):
     p = C.base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--medium", action="store_true",
-                   help="the default corpus and recipe at a small front end (about 1 h on 2 "
-                        "CPU cores)")
+                   help="the default corpus and recipe at a small front end (about 1.7 h of "
+                        "one CPU core; --train-only lets two processes share it)")
     p.add_argument("--data", type=Path, default=None,
                    help="labelled DATA folder or CSV (default: the synthetic corpus)")
     p.add_argument("--unlabelled", type=Path, nargs="*", default=[],

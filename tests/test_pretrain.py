@@ -266,6 +266,11 @@ def test_unknown_method_is_a_one_line_error(audio, tmp_path):
                  tmp_path / "x", show_progress=False)
     res = CliRunner().invoke(app, ["pretrain", str(audio), "--method", "simsiam"])
     assert res.exit_code == 2
+    # the CLI's choices are the objectives pretrain knows, listed in two places
+    from sonicsearch.cli.pretrain import Method
+    from sonicsearch.contrastive import PRETRAIN_METHODS
+
+    assert [m.value for m in Method] == list(PRETRAIN_METHODS)
 
 
 def test_cli_errors_are_one_line(tmp_path):
