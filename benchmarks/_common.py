@@ -95,7 +95,7 @@ def machine() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
-        from sonicsearch import __version__
+        from sonicsearch._version import __version__
 
         info["sonicsearch"] = __version__
     except ImportError:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from sonicsearch._version import __version__
 from sonicsearch.audio import load_audio
-
-try:
-    __version__ = version("sonicsearch")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.1.0"
 
 __all__ = ["AudioIndex", "Embedder", "load_audio", "__version__"]
 

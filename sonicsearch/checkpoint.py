@@ -50,7 +50,7 @@ def save_checkpoint(path: str | Path, model: AudioModel, *, config: dict, labels
     import torchaudio
     import torchvision
 
-    from sonicsearch import __version__
+    from sonicsearch._version import __version__
 
     labels = list(labels)
     if len(labels) != model.backbone.num_classes:

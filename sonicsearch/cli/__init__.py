@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from sonicsearch import __version__
+from sonicsearch._version import __version__
 from sonicsearch.errors import SonicsearchError
 
 app = typer.Typer(
@@ -33,6 +33,16 @@ def _root(
     ),
 ) -> None:
     """Audio similarity search."""
+
+
+@app.command()
+def doctor() -> None:
+    """Load torch, torchvision, torchaudio, FAISS and soundfile and check they fit together."""
+    from sonicsearch.doctor import check_stack
+
+    for c in check_stack():
+        typer.echo(f"{c.name:<12} {c.version:<16} {c.detail}".rstrip())
+    typer.echo("ok")
 
 
 # Command modules register themselves on `app` when imported.

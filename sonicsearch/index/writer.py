@@ -96,7 +96,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _index_json(prev, embedder, records, n, index_type, params, reason) -> dict[str, Any]:
-    from sonicsearch import __version__
+    from sonicsearch._version import __version__
 
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return {
