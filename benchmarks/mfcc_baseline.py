@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
 
-    from sonicsearch.baseline import evaluate_baseline
     from sonicsearch.data.manifest import load_dataset, read_split
+    from sonicsearch.eval.baseline import evaluate_baseline
 
     data = load_dataset(args.data, full_decode=False)
     split = {os.path.realpath(it.path): it.split for it in data.items}

@@ -15,7 +15,7 @@ before a last run (which reuses every model) measures them all.
 
 Metrics: test macro-F1, label retrieval mAP@10 (held-out clips query all clips, their own
 file left out) and near-duplicate recall@1 per degradation (degraded excerpts of indexed
-files, ``sonicsearch.degrade``), measured with ``benchmarks/recall_at_k.py``'s functions.
+files, ``sonicsearch.eval.degrade``), measured with ``benchmarks/recall_at_k.py``'s functions.
 
     python benchmarks/pretrain_compare.py --quick                # synthetic corpus
     python benchmarks/pretrain_compare.py --data DATA [--unlabelled AUDIO ...]
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     C.set_threads(args.threads)
     from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.degrade import DEGRADATIONS
     from sonicsearch.embed import Embedder
+    from sonicsearch.eval.degrade import DEGRADATIONS
     from sonicsearch.index.search import ROLLUP_DEFAULT
 
     data = args.data or C.synth_corpus(args.cache, args.genres, args.per_genre, args.seconds,
@@ -274,7 +274,7 @@ def pretrain_files(ds, extra: list[Path]) -> list[str]:
 def finetune(args, ds, overrides: dict, run: Path, timings: dict) -> Path:
     """Fine-tune with the freeze-then-unfreeze recipe into ``run`` (reused when done)."""
     from sonicsearch.config import load_config
-    from sonicsearch.train import fit
+    from sonicsearch.training.finetune import fit
 
     p1, p2 = (int(x) for x in args.epochs.split(","))
     cfg = load_config(None, {**overrides, "train.phase1_epochs": p1, "train.phase2_epochs": p2,
@@ -292,7 +292,7 @@ def finetune(args, ds, overrides: dict, run: Path, timings: dict) -> Path:
 
 def run_pretrain(args, audio: list, overrides: dict, run: Path, timings: dict) -> Path:
     from sonicsearch.config import load_config
-    from sonicsearch.pretrain import pretrain
+    from sonicsearch.training.pretrain import pretrain
 
     cfg = load_config(None, {**overrides, "pretrain.epochs": args.pretrain_epochs,
                              "pretrain.windows_per_file": args.pretrain_windows})
@@ -318,7 +318,7 @@ def linear_probe(embedder, ds) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from sonicsearch.metrics import classification_report
+    from sonicsearch.eval.metrics import classification_report
 
     x, y, test = [], [], []
     for item, (_, emb) in zip(ds.items, embedder.embed_files([it.path for it in ds.items])):
@@ -334,7 +334,7 @@ def linear_probe(embedder, ds) -> float:
 
 
 def mfcc_f1(ds, sample_rate: int) -> float:
-    from sonicsearch.baseline import evaluate_baseline
+    from sonicsearch.eval.baseline import evaluate_baseline
 
     train = [(it.path, it.label) for it in ds.items if it.split != "test"]
     test = [(it.path, it.label) for it in ds.items if it.split == "test"]

@@ -6,7 +6,7 @@ init) and the fine-tuned model.
     out); a result is relevant when it has the query's label. precision@k, recall@k, mAP@k
     for k = 1, 5, 10.
 (b) Near-duplicates: an excerpt (5-10 s at a random offset) of an indexed file, degraded
-    (sonicsearch.degrade.DEGRADATIONS), must find its source: recall@1 and recall@10.
+    (sonicsearch.eval.degrade.DEGRADATIONS), must find its source: recall@1 and recall@10.
 
     python benchmarks/recall_at_k.py --quick                   # synthetic corpus, tiny model
     python benchmarks/recall_at_k.py --data DATA --model runs/r18/model.pt
@@ -66,8 +66,8 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     C.set_threads(args.threads)
-    from sonicsearch.degrade import DEGRADATIONS
     from sonicsearch.embed import Embedder
+    from sonicsearch.eval.degrade import DEGRADATIONS
     from sonicsearch.index.search import ROLLUP_DEFAULT, ROLLUPS
 
     cache, t0 = args.cache, time.monotonic()
@@ -144,7 +144,7 @@ def dataset_and_model(args, data: Path):
 def train_model(args, ds) -> Path:
     """Fine-tune a model on ``ds`` (short recipe in quick mode), kept in the cache."""
     from sonicsearch.config import load_config
-    from sonicsearch.train import fit
+    from sonicsearch.training.finetune import fit
 
     p1, p2 = (int(x) for x in args.epochs.split(","))
     overrides = {"model.arch": args.arch or "resnet18", "model.weights": args.weights,
@@ -169,10 +169,10 @@ def untrained_checkpoint(tuned, arch: str, ds, cache: Path, seed: int) -> Path:
     training crops, saved as a model file the index can hold."""
     import torch
 
-    from sonicsearch.checkpoint import save_checkpoint
     from sonicsearch.config import ModelConfig, load_config
     from sonicsearch.data.windows import RandomCrops
-    from sonicsearch.models import AudioModel
+    from sonicsearch.model.backbones import AudioModel
+    from sonicsearch.model.checkpoint import save_checkpoint
 
     fc = tuned.feature_config
     torch.manual_seed(seed)
@@ -211,7 +211,7 @@ class MfccSearch:
         import faiss
         from sklearn.preprocessing import StandardScaler
 
-        from sonicsearch.baseline import MfccBaseline
+        from sonicsearch.eval.baseline import MfccBaseline
 
         self.sample_rate = sample_rate
         self.paths = [os.path.realpath(it.path) for it in ds.items]
@@ -229,7 +229,7 @@ class MfccSearch:
         return np.ascontiguousarray(z, dtype=np.float32)
 
     def search(self, wave: np.ndarray, sr: int, k: int, exclude: str | None = None) -> list[str]:
-        from sonicsearch.baseline import mfcc_stats
+        from sonicsearch.eval.baseline import mfcc_stats
 
         assert sr == self.sample_rate
         _, ids = self.index.search(self._norm(mfcc_stats(wave, sr)[None]), k + 1)
@@ -245,7 +245,7 @@ class MfccSearch:
 def label_retrieval(indexes: dict, ds, held, rollups) -> dict:
     """precision/recall/mAP@k of held-out whole-file queries, per model (and roll-up)."""
     from sonicsearch.audio import load_audio
-    from sonicsearch.metrics import map_at_k, precision_at_k, recall_at_k
+    from sonicsearch.eval.metrics import map_at_k, precision_at_k, recall_at_k
 
     label_of = {os.path.realpath(it.path): it.label for it in ds.items}
     count = {lab: sum(it.label == lab for it in ds.items) for lab in ds.labels}
@@ -278,8 +278,8 @@ def near_duplicates(indexes: dict, ds, held, degradations, args, rollups,
     """recall@1 and @10 of the source file for degraded excerpts, per model and degradation,
     degraded at ``sample_rate`` (default: the MFCC index's)."""
     from sonicsearch.audio import load_audio
-    from sonicsearch.degrade import apply
-    from sonicsearch.metrics import hit_rate_at_k
+    from sonicsearch.eval.degrade import apply
+    from sonicsearch.eval.metrics import hit_rate_at_k
 
     rng = np.random.default_rng(args.seed)
     others = [it for it in ds.items if it.split != "test"]

@@ -9,7 +9,7 @@ indexed; then, for every roll-up (vote, max, mean-top), from the same window emb
 - label retrieval: each held-out (test) file queries the index; precision@10, mAP@10 and
   hit@1 (the top file has the query's label);
 - near-duplicate retrieval: 8 s excerpts of indexed files at seeded offsets, degraded as
-  named (sonicsearch.degrade), query the index; recall@1 of the source file and how often
+  named (sonicsearch.eval.degrade), query the index; recall@1 of the source file and how often
   the reported span overlaps the excerpt's true position.
 
 Writes rollups.json and rollups.md in --out.
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from sonicsearch.audio import load_audio
     from sonicsearch.data.manifest import load_dataset, read_split
-    from sonicsearch.degrade import apply
+    from sonicsearch.eval.degrade import apply
+    from sonicsearch.eval.metrics import hit_rate_at_k, map_at_k, precision_at_k
     from sonicsearch.index import ROLLUPS, AudioIndex, load_embedder
-    from sonicsearch.metrics import hit_rate_at_k, map_at_k, precision_at_k
 
     data = load_dataset(args.data, full_decode=False)
     known = read_split(args.run / "split.csv", data.root)

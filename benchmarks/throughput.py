@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from sonicsearch.audio import find_audio_files
-    from sonicsearch.train import resolve_device
+    from sonicsearch.training.finetune import resolve_device
 
     device = resolve_device(args.device)
     embedder = load_model(args, device)
@@ -106,7 +106,7 @@ def load_model(args, device):
     import torch
 
     from sonicsearch.config import FeatureConfig, ModelConfig
-    from sonicsearch.models import AudioModel
+    from sonicsearch.model.backbones import AudioModel
 
     torch.manual_seed(args.seed)
     fc = FeatureConfig(sample_rate=8000, n_mels=32, n_fft=512, hop_length=256,

@@ -28,9 +28,9 @@ def run_demo(workdir: str | Path, show: int = 3) -> dict:
     """Run the demo in ``workdir`` (reusing a corpus already there) and return its numbers."""
     from sonicsearch.data.manifest import load_dataset
     from sonicsearch.data.synth import make_synth_corpus
+    from sonicsearch.eval.metrics import hit_rate_at_k
     from sonicsearch.index import AudioIndex
-    from sonicsearch.metrics import hit_rate_at_k
-    from sonicsearch.train import fit
+    from sonicsearch.training.finetune import fit
 
     work = Path(workdir)
     corpus, run, index_dir = work / "corpus", work / "run", work / "index"

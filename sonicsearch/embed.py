@@ -51,8 +51,8 @@ class Embedder:
         Raises:
             ModelError: missing or unreadable checkpoint.
         """
-        from sonicsearch.checkpoint import load_checkpoint
-        from sonicsearch.train import resolve_device
+        from sonicsearch.model.checkpoint import load_checkpoint
+        from sonicsearch.training.finetune import resolve_device
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sonicsearch.baseline import MfccBaseline, evaluate_baseline, mfcc_stats
 from sonicsearch.data.synth import GENRES, make_synth_corpus, synth_clip
 from sonicsearch.errors import DataError, ModelError
+from sonicsearch.eval.baseline import MfccBaseline, evaluate_baseline, mfcc_stats
 
 
 @pytest.fixture(scope="module")

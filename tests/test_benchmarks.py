@@ -39,7 +39,7 @@ def _run(name: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
 
 
 def test_recall_at_k_tiny(tmp_path):
-    from sonicsearch.degrade import DEGRADATIONS
+    from sonicsearch.eval.degrade import DEGRADATIONS
 
     res, md = _run("recall_at_k", tmp_path)
     lr, nd = res["label_retrieval"], res["near_duplicate"]
@@ -65,7 +65,7 @@ def test_recall_at_k_with_a_given_model_uses_its_split(tmp_path):
     from sonicsearch.config import load_config
     from sonicsearch.data.manifest import load_dataset
     from sonicsearch.data.synth import make_synth_corpus
-    from sonicsearch.train import fit
+    from sonicsearch.training.finetune import fit
 
     bench = _script("recall_at_k")
     corpus = make_synth_corpus(tmp_path / "corpus", genres=2, per_genre=5, seconds=4.0,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from sonicsearch import checkpoint
-from sonicsearch.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from sonicsearch.config import Config, FeatureConfig, ModelConfig
 from sonicsearch.errors import ModelError
-from sonicsearch.models import AudioModel
+from sonicsearch.model import checkpoint
+from sonicsearch.model.backbones import AudioModel
+from sonicsearch.model.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 
 SMALL = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32,
                       window_seconds=1.0, hop_seconds=0.5)

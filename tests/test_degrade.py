@@ -1,11 +1,11 @@
-"""sonicsearch.degrade: achieved SNR, telephone band, codec round trips, determinism."""
+"""sonicsearch.eval.degrade: achieved SNR, telephone band, codec round trips, determinism."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sonicsearch import degrade as D
+from sonicsearch.eval import degrade as D
 
 SR = 22050
 

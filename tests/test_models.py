@@ -8,10 +8,10 @@ import pytest
 import torch
 from torchvision import models as tvm
 
-from sonicsearch.checkpoint import save_checkpoint
 from sonicsearch.config import FeatureConfig, ModelConfig, TrainConfig
 from sonicsearch.errors import ModelError, WeightsUnavailableError
-from sonicsearch.models import ARCHS, AudioModel, SpecAugment, create_backbone
+from sonicsearch.model.backbones import ARCHS, AudioModel, SpecAugment, create_backbone
+from sonicsearch.model.checkpoint import save_checkpoint
 
 EMBED = {"resnet18": 512, "resnet34": 512, "densenet121": 1024, "vgg11_bn": 4096,
          "vgg16_bn": 4096, "alexnet": 4096}

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from sonicsearch.cli import app
 from sonicsearch.config import load_config, save_config
-from sonicsearch.contrastive import nt_xent
 from sonicsearch.data.excerpts import ExcerptBatches, scan_audio
-from sonicsearch.pretrain import build_pretrain_model, pretrain
-from sonicsearch.views import ViewMaker
+from sonicsearch.training.objectives import nt_xent
+from sonicsearch.training.pretrain import build_pretrain_model, pretrain
+from sonicsearch.training.views import ViewMaker
 
 SR = 8000
 TINY = {
@@ -111,7 +111,7 @@ def test_excerpt_batches_are_planned_per_epoch(audio):
 
 
 def test_pretraining_pulls_views_of_an_excerpt_together(pretrained, audio):
-    from sonicsearch.checkpoint import load_checkpoint
+    from sonicsearch.model.checkpoint import load_checkpoint
 
     root, _ = pretrained
     cfg = load_config(root / "run" / "config.yaml")
@@ -142,7 +142,7 @@ def test_pretrain_run_files_and_skips(pretrained):
 
 def test_pretrained_model_fine_tunes_from_its_backbone_and_normalisation(pretrained, audio):
     from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.train import fit
+    from sonicsearch.training.finetune import fit
 
     root, _ = pretrained
     src = torch.load(root / "run" / "model.pt", map_location="cpu", weights_only=True)
@@ -216,7 +216,7 @@ def test_resume_gives_the_uninterrupted_result(audio, tmp_path, method):
 
 
 def test_byol_pulls_views_together_and_keeps_only_the_online_model(audio, tmp_path):
-    from sonicsearch.checkpoint import load_checkpoint
+    from sonicsearch.model.checkpoint import load_checkpoint
 
     cfg = load_config(None, {**TINY, "pretrain.method": "byol", "pretrain.epochs": 4,
                              "pretrain.windows_per_file": 6, "pretrain.lr": 0.003,
@@ -240,7 +240,7 @@ def test_byol_pulls_views_together_and_keeps_only_the_online_model(audio, tmp_pa
 def test_byol_target_follows_the_online_model_by_ema():
     from types import SimpleNamespace
 
-    from sonicsearch.contrastive import BYOLObjective
+    from sonicsearch.training.objectives import BYOLObjective
 
     online = torch.nn.Linear(4, 4)
     online.backbone = SimpleNamespace(embed_dim=4)
@@ -268,7 +268,7 @@ def test_unknown_method_is_a_one_line_error(audio, tmp_path):
     assert res.exit_code == 2
     # the CLI's choices are the objectives pretrain knows, listed in two places
     from sonicsearch.cli.pretrain import Method
-    from sonicsearch.contrastive import PRETRAIN_METHODS
+    from sonicsearch.training.objectives import PRETRAIN_METHODS
 
     assert [m.value for m in Method] == list(PRETRAIN_METHODS)
 
@@ -297,7 +297,7 @@ def test_resume_without_a_run_is_a_clear_error(audio, tmp_path):
 
 def test_joint_objective_changes_training_and_is_dropped_from_the_model(audio, tmp_path):
     from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.train import fit
+    from sonicsearch.training.finetune import fit
 
     ds = load_dataset(audio, 0.2, 0.2, seed=0)
     plain = fit(load_config(None, TINY), ds, tmp_path / "plain", show_progress=False)

@@ -13,7 +13,7 @@ from sonicsearch.cli import app
 from sonicsearch.config import load_config
 from sonicsearch.data.manifest import load_dataset
 from sonicsearch.errors import DataError, TrainingError
-from sonicsearch.train import fit
+from sonicsearch.training.finetune import fit
 
 TINY = {
     "features.sample_rate": 8000, "features.n_mels": 32, "features.n_fft": 512,
@@ -76,7 +76,7 @@ def test_tiny_training_beats_chance_and_writes_the_run(trained):
 
 
 def test_checkpoint_loads_weights_only_and_is_deterministic(trained):
-    from sonicsearch.checkpoint import load_checkpoint
+    from sonicsearch.model.checkpoint import load_checkpoint
 
     _, ds, out, _ = trained
     torch.load(out / "model.pt", map_location="cpu", weights_only=True)
@@ -90,8 +90,8 @@ def test_checkpoint_loads_weights_only_and_is_deterministic(trained):
 def test_evaluate_matches_sklearn_on_the_same_predictions(trained):
     from sklearn.metrics import accuracy_score, f1_score
 
-    from sonicsearch.checkpoint import load_checkpoint
-    from sonicsearch.evaluate import evaluate_model
+    from sonicsearch.model.checkpoint import load_checkpoint
+    from sonicsearch.training.evaluate import evaluate_model
 
     _, ds, out, _ = trained
     report = evaluate_model(ds, out / "model.pt", split="test", quiet=True)
@@ -119,7 +119,7 @@ def test_phase1_freezes_backbone_and_batchnorm(corpus):
     model = result.model
     fresh_cfg = cfg
     torch.manual_seed(fresh_cfg.train.seed)
-    from sonicsearch.models import AudioModel
+    from sonicsearch.model.backbones import AudioModel
 
     fresh = AudioModel.from_config(cfg.features, cfg.model, ds.labels, cfg.train)
     trained_sd, fresh_sd = model.backbone.state_dict(), fresh.backbone.state_dict()
@@ -161,7 +161,7 @@ def test_resume_without_a_run_is_a_clear_error(corpus, tmp_path):
 def test_evaluate_refuses_unknown_labels(trained, tmp_path):
     from conftest import tone, write_audio
 
-    from sonicsearch.evaluate import evaluate_model
+    from sonicsearch.training.evaluate import evaluate_model
 
     _, _, out, _ = trained
     for label in ("polka", "low"):

@@ -15,14 +15,14 @@ from optuna.trial import TrialState
 from test_train import TINY, separable_corpus
 from typer.testing import CliRunner
 
-import sonicsearch.tune as tune_mod
+import sonicsearch.tune.study as tune_mod
 from sonicsearch.cli import app
 from sonicsearch.config import Config, load_config, save_config
 from sonicsearch.data.manifest import load_dataset
 from sonicsearch.errors import ConfigError, TrainingError
-from sonicsearch.tune import open_study, tune
-from sonicsearch.tune_objectives import loo_retrieval
-from sonicsearch.tune_space import load_space, parse_space, stage_count
+from sonicsearch.tune.objectives import loo_retrieval
+from sonicsearch.tune.space import load_space, parse_space, stage_count
+from sonicsearch.tune.study import open_study, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {**TINY, "train.device": "cpu", "train.phase1_epochs": 1, "train.phase2_epochs": 1,

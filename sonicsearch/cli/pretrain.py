@@ -41,7 +41,7 @@ def pretrain(
     from sonicsearch.config import load_config
     from sonicsearch.data.excerpts import scan_audio
     from sonicsearch.errors import DataError
-    from sonicsearch.pretrain import pretrain as run_pretrain
+    from sonicsearch.training.pretrain import pretrain as run_pretrain
 
     if resume and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"

@@ -52,7 +52,7 @@ def train(
     """Fine-tune a backbone on labelled audio; write OUT/model.pt and the run's records."""
     from sonicsearch.config import load_config
     from sonicsearch.data.manifest import class_count_table, load_dataset
-    from sonicsearch.train import fit
+    from sonicsearch.training.finetune import fit
 
     if resume and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
@@ -88,7 +88,7 @@ def evaluate(
     """Classification metrics of a trained model on a labelled split."""
     from sonicsearch.data.manifest import load_dataset
     from sonicsearch.errors import DataError
-    from sonicsearch.evaluate import evaluate_model
+    from sonicsearch.training.evaluate import evaluate_model
 
     if split not in ("train", "val", "test", "all"):
         raise DataError(f"unknown split '{split}'; choose one of: train, val, test, all")

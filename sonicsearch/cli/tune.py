@@ -68,9 +68,9 @@ def tune(
     """Search the training recipe's hyperparameters with Optuna; write the best config."""
     from sonicsearch.config import load_config
     from sonicsearch.data.manifest import class_count_table, load_dataset
-    from sonicsearch.tune import tune as run_tune
-    from sonicsearch.tune_report import format_params, print_summary
-    from sonicsearch.tune_space import load_space
+    from sonicsearch.tune.report import format_params, print_summary
+    from sonicsearch.tune.space import load_space
+    from sonicsearch.tune.study import tune as run_tune
 
     cfg = load_config(config, {"model.arch": arch, "model.weights": weights,
                                "train.device": device.value if device else None,

@@ -10,7 +10,7 @@ passes through a codec, which clips to [-1, 1].
 The named settings used by ``benchmarks/recall_at_k.py`` are in :data:`DEGRADATIONS`, each a
 callable ``f(x, sr, rng) -> y``::
 
-    from sonicsearch.degrade import DEGRADATIONS, add_noise
+    from sonicsearch.eval.degrade import DEGRADATIONS, add_noise
     rng = np.random.default_rng(0)
     y = DEGRADATIONS["mp3_low"](x, 22050, rng)
     z = add_noise(x, 22050, snr_db=10.0, rng=rng, color="pink")

@@ -21,8 +21,8 @@ from torchvision import models as tvm
 
 from sonicsearch.config import FeatureConfig, ModelConfig, TrainConfig
 from sonicsearch.errors import ModelError
-from sonicsearch.features import LogMel
-from sonicsearch.weights import load_weights
+from sonicsearch.model.frontend import LogMel
+from sonicsearch.model.weights import load_weights
 
 Stages = Callable[[nn.Module], list[list[nn.Module]]]
 

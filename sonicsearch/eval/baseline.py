@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sonicsearch.audio import load_audio
 from sonicsearch.errors import DataError, ModelError
-from sonicsearch.metrics import classification_report
+from sonicsearch.eval.metrics import classification_report
 
 SAMPLE_RATE = 22050
 N_FFT = 2048

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from sonicsearch.data.manifest import Dataset, read_split
 from sonicsearch.data.windows import FileWindows, collate_files
 from sonicsearch.errors import DataError
-from sonicsearch.metrics import classification_report, confusion
+from sonicsearch.eval.metrics import classification_report, confusion
 from sonicsearch.progress import log
 
 
@@ -67,8 +67,8 @@ def evaluate_model(
     Raises:
         DataError: labels the model does not know, or an empty split.
     """
-    from sonicsearch.checkpoint import load_checkpoint
-    from sonicsearch.train import resolve_device
+    from sonicsearch.model.checkpoint import load_checkpoint
+    from sonicsearch.training.finetune import resolve_device
 
     dev = resolve_device(device)
     model, info = load_checkpoint(model_path, device=dev)

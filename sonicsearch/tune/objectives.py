@@ -60,7 +60,7 @@ def loo_retrieval(vectors: np.ndarray, targets: list[int] | np.ndarray, k: int =
     Returns:
         ``{"map": mAP@k, "precision": precision@k, "k": k}`` (k capped at files - 1).
     """
-    from sonicsearch.metrics import map_at_k, precision_at_k
+    from sonicsearch.eval.metrics import map_at_k, precision_at_k
 
     targets = np.asarray(targets)
     n = len(targets)

@@ -22,9 +22,9 @@ import torch
 
 from sonicsearch.config import FeatureConfig, ModelConfig
 from sonicsearch.errors import ModelError
-from sonicsearch.models import AudioModel
-from sonicsearch.weights import MODEL_FILE_KIND as KIND
-from sonicsearch.weights import load_file
+from sonicsearch.model.backbones import AudioModel
+from sonicsearch.model.weights import MODEL_FILE_KIND as KIND
+from sonicsearch.model.weights import load_file
 
 FORMAT_VERSION = 1
 

@@ -259,14 +259,14 @@ def stage_count(arch: str) -> int:
     """How many stages ``arch`` has (what ``train.unfreeze`` counts), built on no memory."""
     import torch
 
-    from sonicsearch.models import create_backbone
+    from sonicsearch.model.backbones import create_backbone
 
     with torch.device("meta"):
         return len(create_backbone(arch, 0).stages())
 
 
 def _check_archs(space: SearchSpace, p: Param) -> None:
-    from sonicsearch.models import ARCHS
+    from sonicsearch.model.backbones import ARCHS
 
     if p.type != "categorical":
         raise space._error(p, "model.arch must be categorical")

@@ -1,8 +1,8 @@
 """Self-supervised pretraining: ``pretrain()`` learns embeddings from unlabelled audio.
 
 Two views of one excerpt (two crops up to ``pair_shift_seconds`` apart, each degraded by
-:class:`~sonicsearch.views.ViewMaker` and masked by SpecAugment) are pulled together by the
-objective of ``pretrain.method`` (:mod:`sonicsearch.contrastive`): NT-Xent (SimCLR / COLA),
+:class:`~sonicsearch.training.views.ViewMaker` and masked by SpecAugment) are pulled together by the
+objective of ``pretrain.method`` (:mod:`sonicsearch.training.objectives`): NT-Xent (SimCLR / COLA),
 which also pushes them away from the other excerpts of the batch, or BYOL (BYOL-A's), which
 regresses an EMA target. Heads, predictor and target are dropped afterwards: ``out/model.pt``
 is a label-free model file (``labels == []``) that ``train --weights`` fine-tunes and
@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from sonicsearch.checkpoint import file_sha256, save_checkpoint
 from sonicsearch.config import Config, save_config
-from sonicsearch.contrastive import make_objective
 from sonicsearch.data.excerpts import AudioFile, ExcerptBatches, scan_audio
 from sonicsearch.errors import DataError, TrainingError
-from sonicsearch.models import AudioModel, SpecAugment
+from sonicsearch.model.backbones import AudioModel, SpecAugment
+from sonicsearch.model.checkpoint import file_sha256, save_checkpoint
 from sonicsearch.progress import log, progress_bar
-from sonicsearch.train import resolve_device, warmup_schedule
-from sonicsearch.views import ViewMaker
+from sonicsearch.training.finetune import resolve_device, warmup_schedule
+from sonicsearch.training.objectives import make_objective
+from sonicsearch.training.views import ViewMaker
 
 ReportFn = Callable[[int, dict], None]
 
@@ -53,7 +53,8 @@ def build_pretrain_model(config: Config) -> AudioModel:
     calling.
 
     Raises:
-        ModelError, WeightsUnavailableError: as :func:`~sonicsearch.models.create_backbone`.
+        ModelError, WeightsUnavailableError: as
+            :func:`~sonicsearch.model.backbones.create_backbone`.
     """
     pc = config.pretrain
     model = AudioModel.from_config(config.features, config.model, [])

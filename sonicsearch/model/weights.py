@@ -23,7 +23,7 @@ import torch
 from sonicsearch.errors import ModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:
-    from sonicsearch.models import Backbone
+    from sonicsearch.model.backbones import Backbone
 
 MODEL_FILE_KIND = "sonicsearch.model"  # the "kind" field of our model files
 _LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError,

@@ -1,7 +1,7 @@
 """Hyperparameter search with Optuna: an objective that reuses ``fit()``, a study runner, and
 the best trial written out as a training config.
 
-Each trial draws overrides from the YAML search space (:mod:`sonicsearch.tune_space`) over a
+Each trial draws overrides from the YAML search space (:mod:`sonicsearch.tune.space`) over a
 base config and trains with the same ``fit()`` as ``sonicsearch train``. Single-objective
 studies maximise validation macro-F1 with a seeded TPE sampler and report the best F1 so far
 after every epoch, so a pruner (Hyperband by default) stops poor trials early. A second
@@ -30,9 +30,9 @@ from sonicsearch.config import Config
 from sonicsearch.data.manifest import Dataset
 from sonicsearch.errors import ConfigError, TrainingError
 from sonicsearch.progress import log, progress_bar
-from sonicsearch.train import fit, resolve_device
-from sonicsearch.tune_objectives import second_objective
-from sonicsearch.tune_space import SearchSpace
+from sonicsearch.training.finetune import fit, resolve_device
+from sonicsearch.tune.objectives import second_objective
+from sonicsearch.tune.space import SearchSpace
 
 OBJECTIVES: dict[str, tuple[str, ...]] = {
     "f1": ("maximize",),
@@ -145,7 +145,7 @@ def tune(dataset: Dataset, base: Config, space: SearchSpace, *, trials: int,
     Raises:
         ConfigError: a bad space, objective, pruner or storage.
     """
-    from sonicsearch.tune_report import write_best, write_reports
+    from sonicsearch.tune.report import write_best, write_reports
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
@@ -233,7 +233,7 @@ def make_objective(dataset: Dataset, base: Config, space: SearchSpace, objective
 def _trained_model(result, config: Config):
     model = result.model
     if model is None:  # fit wrote the run: reload its best checkpoint
-        from sonicsearch.checkpoint import load_checkpoint
+        from sonicsearch.model.checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(result.model_path, device=resolve_device(config.train.device))
     return model
@@ -299,7 +299,7 @@ def _pruner(pruner: str | optuna.pruners.BasePruner, max_epochs: int, n_objectiv
 
 
 def _trial_line(trial: optuna.trial.FrozenTrial, objective: str) -> str:
-    from sonicsearch.tune_report import format_params
+    from sonicsearch.tune.report import format_params
 
     state = trial.state.name.lower()
     if trial.state == TrialState.COMPLETE:

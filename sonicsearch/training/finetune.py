@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from sonicsearch.checkpoint import file_sha256, save_checkpoint
 from sonicsearch.config import Config, save_config
-from sonicsearch.contrastive import JointObjective
 from sonicsearch.data.manifest import Dataset, write_split
 from sonicsearch.data.windows import FileWindows, RandomCrops, collate_files
 from sonicsearch.errors import TrainingError
-from sonicsearch.evaluate import evaluate_model, predict_files
-from sonicsearch.models import AudioModel
+from sonicsearch.model.backbones import AudioModel
+from sonicsearch.model.checkpoint import file_sha256, save_checkpoint
 from sonicsearch.progress import log, progress_bar
+from sonicsearch.training.evaluate import evaluate_model, predict_files
+from sonicsearch.training.objectives import JointObjective
 
 ReportFn = Callable[[int, dict], None]
 
@@ -188,7 +188,7 @@ def train_one_epoch(model, train_set, optimizer, scheduler, config: Config, epoc
     """One pass over fresh random crops, with mixup, clipping and a NaN guard; mean loss.
 
     With ``joint`` the loss adds ``contrastive_weight * NT-Xent`` of two degraded views of
-    the un-mixed crops (see :class:`~sonicsearch.contrastive.JointObjective`).
+    the un-mixed crops (see :class:`~sonicsearch.training.objectives.JointObjective`).
     """
     tc = config.train
     torch.manual_seed(tc.seed * 100_003 + epoch)  # dropout, SpecAugment: repeatable per epoch
@@ -249,7 +249,7 @@ def train_one_epoch(model, train_set, optimizer, scheduler, config: Config, epoc
 @torch.no_grad()
 def evaluate(model, loader, device, labels: list[str]) -> dict:
     """Validation metrics at file level (window logits averaged) and at window level."""
-    from sonicsearch.metrics import classification_report
+    from sonicsearch.eval.metrics import classification_report
 
     logits, owner, targets, _ = predict_files(model, loader, device)
     file_pred = [int(np.argmax(lg)) for lg in logits]
@@ -364,7 +364,7 @@ def _pretrained_normalization(model, weights, say) -> None:
     keep the input standardisation the backbone learned with, when the features match."""
     from dataclasses import asdict
 
-    from sonicsearch.weights import MODEL_FILE_KIND, load_file
+    from sonicsearch.model.weights import MODEL_FILE_KIND, load_file
 
     if str(weights).lower() in ("imagenet", "none"):
         return

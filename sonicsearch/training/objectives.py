@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sonicsearch.config import Config
-from sonicsearch.views import ViewMaker
+from sonicsearch.training.views import ViewMaker
 
 
 class ProjectionHead(nn.Module):
