@@ -30,6 +30,7 @@ class FeatureConfig:
     window_seconds: float = 3.0  # one model input
     hop_seconds: float = 1.5  # stride between windows at inference
     min_seconds: float = 0.5  # shorter clips are an error; shorter than a window are padded
+    level: str = "absolute"  # absolute (dB re 1.0) | window (dB minus its mean) | pcen
 
     @property
     def window_samples(self) -> int:
@@ -137,9 +138,14 @@ class PretrainConfig:
     noise_snr_min: float = 0.0  # dB; coloured noise, white to brown
     noise_snr_max: float = 30.0
     band_prob: float = 0.5  # random low-pass (1 kHz..Nyquist) and high-pass (0..500 Hz)
+    telephone_prob: float = 0.0  # 200-400 .. 3000-3700 Hz band-pass, mu-law, saturation
     codec_prob: float = 0.3  # STFT bins under a per-frame quantile dropped, then low-passed
     reverb_prob: float = 0.3
-    reverb_max_seconds: float = 0.6  # longest RT60 of the synthetic decaying-noise room
+    reverb_max_seconds: float = 0.6  # longest RT60 of the synthetic room
+    reverb_room: bool = False  # early reflections + frequency-dependent decay (else plain)
+    mix_prob: float = 0.0  # another excerpt of the batch mixed in as real background
+    mix_snr_min: float = 5.0  # dB
+    mix_snr_max: float = 20.0
     gain_db: float = 6.0  # random gain in +-gain_db
     speed_prob: float = 0.5
     speed: float = 0.05  # speed (and pitch) change in +-speed

@@ -110,7 +110,8 @@ def load_checkpoint(path: str | Path,
         raise ModelError(f"{path} has model format {obj['format_version']!r}; this version "
                          f"of sonicsearch reads format {FORMAT_VERSION}")
     try:
-        fc = FeatureConfig(**obj["feature_config"])
+        # files from before features.level hold absolute dB: keep that meaning
+        fc = FeatureConfig(**{"level": "absolute", **obj["feature_config"]})
         mc = dataclasses.replace(ModelConfig(**obj["model_config"]), weights="none")
         labels = [str(x) for x in obj["labels"]]
         with torch.random.fork_rng(devices=[]):  # building must not move the caller's RNG

@@ -48,8 +48,15 @@ class ViewMaker:
         """One degraded ``(B, window)`` view of each ``(B, span)`` excerpt (float32)."""
         c = self.c
         x = self._crop(excerpts.float(), gen)
-        for prob, degrade in ((c.band_prob, self._band_limit), (c.codec_prob, self._codec),
+        if c.mix_prob > 0 and x.shape[0] > 1:  # another excerpt of the batch as background
+            hit = self._hit(x, c.mix_prob, gen)
+            if bool(hit.any()):
+                x = torch.where(hit[:, None], self._mix(x, gen), x)
+        for prob, degrade in ((c.band_prob, self._band_limit),
+                              (c.telephone_prob, self._telephone), (c.codec_prob, self._codec),
                               (c.reverb_prob, self._reverb), (c.noise_prob, self._noise)):
+            if prob <= 0 and degrade == self._telephone:
+                continue  # drew nothing before it existed: old recipes keep their streams
             hit = self._hit(x, prob, gen)
             if prob > 0 and bool(hit.any()):
                 x = x.clone()
@@ -112,6 +119,9 @@ class ViewMaker:
         return out
 
     def _reverb(self, x: torch.Tensor, gen) -> torch.Tensor:
+        return self._room(x, gen) if self.c.reverb_room else self._decay(x, gen)
+
+    def _decay(self, x: torch.Tensor, gen) -> torch.Tensor:
         """A synthetic room: unit direct path plus exponentially decaying noise (RT60
         0.1..reverb_max_seconds), wet level 0.2..1, loudness kept."""
         b, n = x.shape
@@ -123,9 +133,73 @@ class ViewMaker:
         ir = ir / ir.norm(dim=1, keepdim=True).clamp_min(1e-8)
         ir = ir * self._uniform(b, 0.2, 1.0, gen, x)[:, None]
         ir[:, 0] = 1.0
-        size = 1 << (n + length - 1).bit_length()
-        wet = torch.fft.irfft(torch.fft.rfft(x, size) * torch.fft.rfft(ir, size), size)[:, :n]
-        return wet * (_rms(x) / _rms(wet).clamp_min(1e-8))
+        return _convolve(x, ir)
+
+    def _room(self, x: torch.Tensor, gen) -> torch.Tensor:
+        """A room: the direct path, 4-12 early reflections (3-60 ms, decaying, random sign)
+        and a late tail of noise whose decay is frequency-dependent (RT60 0.1..
+        ``reverb_max_seconds`` at mid frequencies, 1.3x that below 500 Hz, 0.5x above
+        4 kHz, as in furnished rooms); wet level 0.2..1 of the direct path, loudness kept."""
+        b, n = x.shape
+        dev = x.device
+        rt60 = self._uniform(b, 0.1, max(0.1, self.c.reverb_max_seconds), gen, x)
+        length = max(2, int(self.c.reverb_max_seconds * 1.3 * self.sr))
+        t = torch.arange(length, device=dev)[None] / self.sr
+        noise = torch.randn(b, length, generator=gen, device=dev)
+        spec = torch.fft.rfft(noise)
+        f = torch.linspace(0, self.sr / 2, spec.shape[1], device=dev)[None]
+        tail = torch.zeros(b, length, device=dev)
+        for lo, hi, scale in ((0.0, 500.0, 1.3), (500.0, 4000.0, 1.0), (4000.0, 1e9, 0.5)):
+            band = torch.fft.irfft(spec * ((f >= lo) & (f < hi)), n=length)
+            tail = tail + band * torch.exp(-6.9 * t / (rt60[:, None] * scale))
+        onset = self._uniform(b, 0.005, 0.03, gen, x)  # the tail builds up after the direct
+        tail = tail * (1 - torch.exp(-t / onset[:, None]))
+        n_early = 12
+        delay = (self._uniform(b * n_early, 0.003, 0.06, gen, x) * self.sr).long()
+        delay = delay.clamp(1, length - 1).view(b, n_early)
+        amp = (torch.rand(b, n_early, generator=gen, device=dev) * 0.6 + 0.2)
+        amp = amp * torch.exp(-6.9 * delay / self.sr / rt60[:, None])
+        sign = torch.where(torch.rand(b, n_early, generator=gen, device=dev) < 0.5, -1.0, 1.0)
+        used = torch.rand(b, n_early, generator=gen, device=dev) < 0.67
+        early = torch.zeros(b, length, device=dev).scatter_add_(1, delay, amp * sign * used)
+        ir = tail / tail.norm(dim=1, keepdim=True).clamp_min(1e-8) + early
+        ir = ir / ir.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        ir = ir * self._uniform(b, 0.2, 1.0, gen, x)[:, None]
+        ir[:, 0] = 1.0
+        return _convolve(x, ir)
+
+    def _telephone(self, x: torch.Tensor, gen) -> torch.Tensor:
+        """A phone line: a steep band-pass (high-pass 200-400 Hz, low-pass 3.0-3.7 kHz, as
+        300-3400 Hz through 8 kHz), half of the time mu-law 8-bit companding, and a gentle
+        saturation; loudness kept."""
+        b, nyq = x.shape[0], self.sr / 2
+        spec = torch.fft.rfft(x)
+        f = torch.linspace(0, nyq, spec.shape[1], device=x.device)[None]
+        hp = self._uniform(b, 200.0, 400.0, gen, x)[:, None]
+        lp = self._uniform(b, min(3000.0, nyq * 0.9), min(3700.0, nyq * 0.95), gen, x)[:, None]
+        gain = torch.sigmoid((f - hp) / 25.0) * torch.sigmoid((lp - f) / 40.0)
+        y = torch.fft.irfft(spec * gain, n=x.shape[1])
+        peak = y.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
+        mu = 255.0
+        z = y / peak
+        q = torch.sign(z) * torch.log1p(mu * z.abs()) / torch.log1p(torch.tensor(mu))
+        q = torch.round(q * 127.0) / 127.0
+        lawed = torch.sign(q) * ((1 + mu) ** q.abs() - 1) / mu * peak
+        law = self._hit(x, 0.5, gen)[:, None]
+        y = torch.where(law, lawed, y)
+        drive = self._uniform(b, 1.0, 3.0, gen, x)[:, None]
+        y = torch.tanh(drive * y / peak) * peak / torch.tanh(drive)
+        return y * (_rms(x) / _rms(y).clamp_min(1e-8))
+
+    def _mix(self, x: torch.Tensor, gen) -> torch.Tensor:
+        """Every excerpt over another one of the batch (a shifted copy, looped) at a random
+        SNR in ``mix_snr_min``..``mix_snr_max`` dB: real sounds as the background."""
+        b = x.shape[0]
+        shift = int(torch.randint(1, b, (1,), generator=gen, device=x.device).item())
+        back = torch.roll(x, shifts=shift, dims=0)
+        snr = self._uniform(b, self.c.mix_snr_min, self.c.mix_snr_max, gen, x)
+        scale = _rms(x) / _rms(back).clamp_min(1e-8) * 10.0 ** (-snr[:, None] / 20.0)
+        return x + back * scale
 
     def _noise(self, x: torch.Tensor, gen) -> torch.Tensor:
         """Noise coloured as 1/f^a (a in 0..2: white, pink, brown) at a random SNR."""
@@ -139,6 +213,14 @@ class ViewMaker:
         snr = self._uniform(b, c.noise_snr_min, c.noise_snr_max, gen, x)
         scale = _rms(x) / _rms(noise).clamp_min(1e-8) * 10.0 ** (-snr[:, None] / 20.0)
         return x + noise * scale
+
+
+def _convolve(x: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+    """``x`` through the impulse responses ``ir`` (row by row), loudness kept."""
+    n, length = x.shape[1], ir.shape[1]
+    size = 1 << (n + length - 1).bit_length()
+    wet = torch.fft.irfft(torch.fft.rfft(x, size) * torch.fft.rfft(ir, size), size)[:, :n]
+    return wet * (_rms(x) / _rms(wet).clamp_min(1e-8))
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
