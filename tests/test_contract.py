@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from sonicsearch.cli import app
 from sonicsearch.config import Config, FeatureConfig, ModelConfig
+from sonicsearch.errors import ModelError
 from sonicsearch.index.search import ROLLUPS
 from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.checkpoint import save_checkpoint
@@ -320,7 +321,7 @@ def test_docs_list_every_flag_and_argument_of_each_command(name):
     have = {o for p in options for o in p.opts}
     optional = {o for p in options for o in p.secondary_opts}  # --no-x may go unmentioned
     documented = _documented_flags(section)
-    where = f"docs/cli.md, `sonicsearch {name}`".replace(" `", "`")
+    where = f"docs/cli.md, `{f'sonicsearch {name}'.strip()}`"
     assert have - documented == set(), f"{where}: flags missing from the options table"
     assert documented - have - optional == set(), f"{where}: documented flags the CLI lacks"
     usage = re.search(r"```\n(sonicsearch.*?)```", section, flags=re.S)
@@ -364,3 +365,25 @@ def test_no_file_cites_a_spec_outside_the_repo():
     if needle in (ROOT / "README.md").read_text(encoding="utf-8"):
         hits.append("README.md")
     assert not hits, f"{needle} is not part of the repository; cite docs/ instead: {hits}"
+
+
+# -- exit codes as docs/cli.md states them -------------------------------------------------
+
+
+@pytest.mark.parametrize("raised,code,message", [
+    (KeyboardInterrupt, 130, "interrupted\n"),
+    (lambda: ModelError("bad model"), 1, "error: bad model\n"),
+])
+def test_main_exit_codes_for_interrupts_and_errors(monkeypatch, capsys, raised, code, message):
+    from sonicsearch import doctor
+    from sonicsearch.cli import main  # the entry point, which CliRunner does not run
+
+    def boom():
+        raise raised()
+
+    monkeypatch.setattr(doctor, "check_stack", boom)
+    monkeypatch.setattr("sys.argv", ["sonicsearch", "doctor"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == code
+    assert capsys.readouterr().err == message
