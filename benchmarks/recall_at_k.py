@@ -357,7 +357,8 @@ def _run_test_metrics(model_path: Path) -> dict | None:
 
 
 def _result_paths(res) -> list[str]:
-    """Resolved paths of a query's results (SPEC.md's query dict, or a list of results)."""
+    """Resolved paths of a query's results (a query JSON dict, see docs/formats.md, or a list
+    of results)."""
     results = res["results"] if isinstance(res, dict) else res
     return [os.path.realpath(r["path"]) for r in results]
 

@@ -59,7 +59,7 @@ class Embedder:
         return cls(model, info, Path(path), dev, batch_size)
 
     def embed(self, source: str | Path | np.ndarray, sample_rate: int | None = None):
-        """SPEC.md API: ``(vectors (n, dim) float32, spans (n, 2) seconds)``."""
+        """docs/api.md: ``(vectors (n, dim) float32, spans (n, 2) seconds)``."""
         out = (self.embed_waveform(source, sample_rate) if isinstance(source, np.ndarray)
                else self.embed_file(source))
         return out.vectors, out.spans

@@ -52,7 +52,7 @@ def test_excerpt_finds_its_file_first(built, rollup, seed, start, end):
 def test_result_json_shape(built):
     _, files, emb, index = built
     hits = index.query(excerpt(2, 0.5, 3.0), k=4, sample_rate=SR)
-    assert isinstance(hits, list) and hits.predicted_label in emb.labels  # SPEC: a list
+    assert isinstance(hits, list) and hits.predicted_label in emb.labels  # docs/api.md: a list
     res = hits.to_dict()
     assert list(res) == ["query", "duration", "predicted_label", "results"]
     assert res["query"] == "<waveform>" and res["duration"] == 2.5

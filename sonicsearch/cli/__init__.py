@@ -56,7 +56,13 @@ from sonicsearch.cli import tune as _tune  # noqa: E402,F401
 def main() -> None:
     """Entry point: run the app; a SonicsearchError becomes ``error: ...`` and exit 1."""
     try:
-        app(standalone_mode=False)
+        # Typer turns Ctrl-C into an exit code of 130 and, outside standalone mode, returns
+        # exit codes instead of exiting: pass them on, or an interrupted run would exit 0.
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except SonicsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

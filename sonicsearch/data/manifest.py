@@ -202,7 +202,7 @@ def load_dataset(
     allow_external_paths: bool = False,
     full_decode: bool = True,
 ) -> Dataset:
-    """Read, check and split DATA (SPEC.md). Bad files are skipped and listed in ``skipped``.
+    """Read, check and split DATA (docs/formats.md). Bad files are skipped, listed in ``skipped``.
 
     Raises:
         DataError: as :func:`read_items` and :func:`assign_split`; or no usable file at all.

@@ -130,7 +130,7 @@ def evaluate_baseline(
         **kwargs: passed to :class:`MfccBaseline`.
 
     Returns:
-        The evaluate JSON of SPEC.md: ``n``, ``accuracy``, ``macro_precision``,
+        The evaluate JSON of docs/formats.md: ``n``, ``accuracy``, ``macro_precision``,
         ``macro_recall``, ``macro_f1``, ``per_class``.
 
     Raises:

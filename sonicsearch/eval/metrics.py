@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int],
                           labels: Sequence[str]) -> dict:
-    """SPEC.md's evaluate JSON: n, accuracy, macro P/R/F1 and per-class P/R/F1/support.
+    """The evaluate JSON (docs/formats.md): n, accuracy, macro P/R/F1 and per-class P/R/F1/support.
 
     Every label counts in the macro average, also one absent from ``y_true`` (its recall is
     then 0 by scikit-learn's zero_division=0 convention).

@@ -161,7 +161,7 @@ class AudioIndex:
         return int(self.index.ntotal)
 
     def info(self) -> dict[str, Any]:
-        """SPEC.md's info JSON (files, vectors, dim, index_type, model, created), plus
+        """The info JSON of docs/formats.md (files, vectors, dim, index_type, model, created), plus
         updated, the index parameters and the reason for the type, windowing and path."""
         m, fc = self.meta["model"], self.meta["features"]
         return {
@@ -220,7 +220,8 @@ class AudioIndex:
         Returns:
             The results, best first: dicts with rank, path, score, start, end and label
             (segments add query_start, query_end), as a list that also carries ``query``,
-            ``duration`` and ``predicted_label``; ``.to_dict()`` gives SPEC.md's JSON.
+            ``duration`` and ``predicted_label``; ``.to_dict()`` gives the query JSON
+            (docs/formats.md).
 
         Raises:
             AudioError: the clip is unusable. IndexStoreError: another model.

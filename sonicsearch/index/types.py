@@ -29,8 +29,8 @@ class EmbeddedFile:
 
 
 class QueryResult(list):
-    """What ``AudioIndex.query`` returns: the list of results (dicts as in SPEC.md's query
-    JSON, best first), carrying the query's own facts as attributes."""
+    """What ``AudioIndex.query`` returns: the list of results (dicts as in the query JSON of
+    docs/formats.md, best first), carrying the query's own facts as attributes."""
 
     def __init__(self, results: Iterable[dict], query: str, duration: float,
                  predicted_label: str | None):
@@ -42,7 +42,7 @@ class QueryResult(list):
         return cls(obj["results"], obj["query"], obj["duration"], obj["predicted_label"])
 
     def to_dict(self) -> dict:
-        """SPEC.md's query JSON object."""
+        """The query JSON object (docs/formats.md, docs/schemas/query.schema.json)."""
         return {"query": self.query, "duration": self.duration,
                 "predicted_label": self.predicted_label, "results": list(self)}
 

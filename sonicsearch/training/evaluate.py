@@ -1,4 +1,4 @@
-"""Evaluation of a trained model on a labelled split: SPEC.md's evaluate JSON and a
+"""Evaluation of a trained model on a labelled split: the evaluate JSON (docs/formats.md) and a
 confusion-matrix PNG. File predictions average the logits of all the file's windows."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def evaluate_model(
         out_dir: where to write ``confusion_<split>.png`` (default: beside the model).
 
     Returns:
-        SPEC.md's evaluate JSON as a dict.
+        The evaluate JSON (docs/formats.md, docs/schemas/evaluate.schema.json) as a dict.
 
     Raises:
         DataError: labels the model does not know, or an empty split.
