@@ -51,7 +51,8 @@ async function loadInfo() {
   const labels = info.file_labels.length ? info.file_labels : info.labels;
   select.length = 1;
   for (const l of labels) select.add(new Option(l, l));
-  $("#prefix").placeholder = info.root ? `under ${info.root}` : "any folder";
+  $("#prefix").placeholder = "any (relative to the collection)";
+  $("#prefix").title = info.root ? `relative to ${info.root}` : "";
 }
 
 function queryString() {
@@ -126,12 +127,14 @@ function show(res) {
 
 function resultCard(r, id, top, res) {
   const card = el("article", "card result");
-  const slash = r.path.lastIndexOf("/");
+  const root = info && info.root ? info.root.replace(/\/$/, "") + "/" : "";
+  const shown = root && r.path.startsWith(root) ? r.path.slice(root.length) : r.path;
+  const slash = shown.lastIndexOf("/");
   const same = r.label && r.label === res.predicted_label ? " same" : "";
   const pct = Math.max(2, Math.min(100, (100 * r.score) / Math.max(top, 1e-9)));
   card.innerHTML = `<div class="rank">${r.rank}</div><div>
-    <div class="title"><span class="file">${esc(r.path.slice(slash + 1))}</span>
-      <span class="folder">${esc(r.path.slice(0, slash + 1))}</span></div>
+    <div class="title" title="${esc(r.path)}"><span class="file">${esc(shown.slice(slash + 1))}</span>
+      <span class="folder">${esc(shown.slice(0, slash + 1))}</span></div>
     <div class="meta"><span class="score">${r.score.toFixed(3)}</span>
       <span class="bar"><i style="width:${pct}%"></i></span>
       ${r.label ? `<span class="chip${same}">${esc(r.label)}</span>` : ""}
@@ -198,8 +201,9 @@ function drawSpec(canvas, spec, span) {
   if (span) {
     const x0 = ((span[0] - spec.offset) / spec.duration) * w;
     const x1 = ((span[1] - spec.offset) / spec.duration) * w;
-    ctx.fillStyle = "rgba(255,255,255,.18)";
-    ctx.fillRect(x0, 0, x1 - x0, h);
+    ctx.fillStyle = "rgba(0,0,0,.55)"; // dim what lies outside the match
+    ctx.fillRect(0, 0, Math.max(0, x0), h);
+    ctx.fillRect(x1, 0, Math.max(0, w - x1), h);
     ctx.strokeStyle = "#ffd600";
     ctx.lineWidth = 2 * devicePixelRatio;
     ctx.strokeRect(x0, 1, x1 - x0, h - 2);
