@@ -145,8 +145,6 @@ def _add_handlers(app: FastAPI) -> None:
 
 def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
                 pool: ThreadPoolExecutor, auth: Any) -> None:
-    max_bytes = int(settings.max_upload_mb * 1e6)
-
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
@@ -161,6 +159,14 @@ def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
     @app.get("/info", dependencies=[auth], summary="The index: files, model, labels, limits")
     async def info() -> dict:
         return await run(_info, live, settings)
+
+    _add_query_route(app, live, settings, auth, run)
+    _add_file_routes(app, live, auth, run)
+
+
+def _add_query_route(app: FastAPI, live: LiveIndex, settings: ServeSettings, auth: Any,
+                     run: Any) -> None:
+    max_bytes = int(settings.max_upload_mb * 1e6)
 
     @app.post("/query", dependencies=[auth], summary="Find what sounds like an uploaded clip",
               openapi_extra=_UPLOAD_DOC)
@@ -184,6 +190,8 @@ def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
         finally:
             up.discard()
 
+
+def _add_file_routes(app: FastAPI, live: LiveIndex, auth: Any, run: Any) -> None:
     @app.get("/files/{fid}", dependencies=[auth], summary="An indexed file's metadata")
     async def file_meta(fid: str) -> dict:
         with live.use() as idx:
