@@ -49,6 +49,7 @@ def doctor() -> None:
 from sonicsearch.cli import data as _data  # noqa: E402,F401
 from sonicsearch.cli import pretrain as _pretrain  # noqa: E402,F401
 from sonicsearch.cli import search as _search  # noqa: E402,F401
+from sonicsearch.cli import serve as _serve  # noqa: E402,F401
 from sonicsearch.cli import train as _train  # noqa: E402,F401
 from sonicsearch.cli import tune as _tune  # noqa: E402,F401
 

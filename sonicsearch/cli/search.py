@@ -98,19 +98,38 @@ def query(
     exclude_self: Annotated[bool, typer.Option(
         help="Leave a query file out of its own results when it is indexed.")] = False,
     device: DeviceOpt = None,
+    label: Annotated[list[str] | None, typer.Option(
+        help="Keep files with this label (repeat for any of several).")] = None,
+    path_prefix: Annotated[Path | None, typer.Option(
+        help="Keep files under this folder (or this file).")] = None,
+    min_duration: Annotated[float | None, typer.Option(
+        min=0, help="Keep files at least this long, seconds.")] = None,
+    max_duration: Annotated[float | None, typer.Option(
+        min=0, help="Keep files at most this long, seconds.")] = None,
+    max_per_folder: Annotated[int | None, typer.Option(
+        min=1, help="At most N results from one folder (album).")] = None,
+    min_score: Annotated[str | None, typer.Option(
+        help="Drop results scoring below X; 'auto': the index's no-match threshold "
+        "(1% false accepts). Nothing left: no match.")] = None,
 ) -> None:
     """Find the indexed files that sound most like each clip."""
     from sonicsearch.audio import find_audio_files
     from sonicsearch.errors import AudioError
     from sonicsearch.index import ROLLUP_DEFAULT, AudioIndex
+    from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
 
+    filters = Filters(tuple(label or ()), resolve_prefix(path_prefix), min_duration,
+                      max_duration, max_per_folder)
+    threshold = parse_min_score(min_score)
     idx = AudioIndex.open(index, device=device.value if device else "auto")
     errors: list[tuple[str, str]] = []
     paths = find_audio_files(clips, errors)
     skipped = list(errors)
     how = rollup.value if rollup else ROLLUP_DEFAULT
     for path, result in idx.query_files(paths, k=k, segments=segments, rollup=how,
-                                        exclude_self=exclude_self):
+                                        exclude_self=exclude_self,
+                                        filters=filters if filters.active else None,
+                                        min_score=threshold):
         if isinstance(result, AudioError):
             skipped.append((str(path), result.reason))
             continue
@@ -142,7 +161,7 @@ def _print_result(result: dict, segments: bool) -> None:
         typer.echo("  " + "  ".join(c.rjust(w) if i < 2 else c.ljust(w)
                                     for i, (c, w) in enumerate(zip(row, widths))) + f"  {row[4]}")
     if not rows:
-        typer.echo("  (no results)")
+        typer.echo(f"  ({result.get('reason') or 'no results'})")
     typer.echo("")
 
 

@@ -21,6 +21,7 @@ from sonicsearch.index.faiss_index import (
     resolve_gpu,
     set_search_params,
 )
+from sonicsearch.index.filters import Filters, filtered_hits
 from sonicsearch.index.search import ROLLUP_DEFAULT, Hit, search
 from sonicsearch.index.store import Store
 from sonicsearch.index.types import BuildReport, Embedder, QueryResult
@@ -206,7 +207,9 @@ class AudioIndex:
 
     def query(self, source: str | Path | np.ndarray, k: int = 10,
               sample_rate: int | None = None, rollup: str = ROLLUP_DEFAULT,
-              segments: bool = False, exclude_self: bool = False) -> QueryResult:
+              segments: bool = False, exclude_self: bool = False,
+              filters: Filters | None = None,
+              min_score: float | str | None = None) -> QueryResult:
         """Find the indexed files (or windows) that sound most like a clip.
 
         Args:
@@ -216,6 +219,10 @@ class AudioIndex:
             rollup: vote | max | mean-top: how window hits make a file's score.
             segments: list matching windows instead of files.
             exclude_self: leave the query file itself out of the results.
+            filters: keep only files that pass (see :mod:`sonicsearch.index.filters`).
+            min_score: a score below which results are dropped, or "auto" for the index's
+                calibrated no-match threshold. With filters or min_score the JSON gains
+                ``min_score``, ``no_match`` and ``reason``.
 
         Returns:
             The results, best first: dicts with rank, path, score, start, end and label
@@ -235,13 +242,15 @@ class AudioIndex:
             name, exclude = str(source), Path(source).resolve() if exclude_self else None
         return QueryResult.from_dict(self.query_vectors(
             emb.vectors, emb.spans, emb.probs, k=k, rollup=rollup, segments=segments,
-            exclude=exclude, query=name, duration=emb.duration))
+            exclude=exclude, query=name, duration=emb.duration, filters=filters,
+            min_score=min_score))
 
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
                     ) -> Iterator[tuple[Path, dict[str, Any] | AudioError]]:
         """Query many clips, decoding ahead; bad clips yield their AudioError in order.
 
-        Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self).
+        Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self, filters,
+        min_score).
         """
         exclude_self = kwargs.pop("exclude_self", False)
         for path, emb in self.embedder.embed_files(paths):
@@ -256,7 +265,8 @@ class AudioIndex:
                       probs: np.ndarray | None = None, k: int = 10,
                       rollup: str = ROLLUP_DEFAULT, segments: bool = False,
                       exclude: str | Path | None = None, query: str = "<vectors>",
-                      duration: float | None = None) -> dict[str, Any]:
+                      duration: float | None = None, filters: Filters | None = None,
+                      min_score: float | str | None = None) -> dict[str, Any]:
         """Query with precomputed window embeddings of this index's model.
 
         Args:
@@ -265,6 +275,7 @@ class AudioIndex:
             probs: (n, labels) head probabilities for ``predicted_label``, or None.
             exclude: an indexed path to leave out of the results.
             query, duration: echoed in the result.
+            filters, min_score: as in :meth:`query`.
         """
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.shape[1] != self.meta["dim"]:
@@ -277,9 +288,17 @@ class AudioIndex:
         spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
         exclude_id = (self.store.by_path.get(str(Path(exclude).resolve()))
                       if exclude is not None else None)
-        hits = search(self.index, self.store, vectors, spans, k, rollup, fc["hop_seconds"],
-                      segments=segments, exclude=exclude_id,
-                      max_k=GPU_MAX_K if self.on_gpu else None, exact=self._exact)
+
+        def run(depth: int) -> list[Hit]:
+            return search(self.index, self.store, vectors, spans, depth, rollup,
+                          fc["hop_seconds"], segments=segments, exclude=exclude_id,
+                          max_k=GPU_MAX_K if self.on_gpu else None, exact=self._exact)
+
+        extra: dict[str, Any] = {}
+        if filters is None and min_score is None:
+            hits = run(k)
+        else:
+            hits, extra = filtered_hits(self, run, k, filters, min_score, rollup, segments)
         labels = self.labels
         predicted = (labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
                      if probs is not None and len(probs) and labels else None)
@@ -288,6 +307,7 @@ class AudioIndex:
             "duration": round(float(duration if duration is not None else spans[:, 1].max()), 3),
             "predicted_label": predicted,
             "results": [self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
+            **extra,
         }
 
     def _result(self, rank: int, hit: Hit) -> dict[str, Any]:

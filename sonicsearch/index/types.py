@@ -30,21 +30,33 @@ class EmbeddedFile:
 
 class QueryResult(list):
     """What ``AudioIndex.query`` returns: the list of results (dicts as in the query JSON of
-    docs/formats.md, best first), carrying the query's own facts as attributes."""
+    docs/formats.md, best first), carrying the query's own facts as attributes.
+
+    ``extra`` holds the keys a filtered or thresholded query adds (min_score, no_match,
+    reason); it is empty otherwise."""
 
     def __init__(self, results: Iterable[dict], query: str, duration: float,
-                 predicted_label: str | None):
+                 predicted_label: str | None, extra: dict | None = None):
         super().__init__(results)
         self.query, self.duration, self.predicted_label = query, duration, predicted_label
+        self.extra = dict(extra or {})
 
     @classmethod
     def from_dict(cls, obj: dict) -> QueryResult:
-        return cls(obj["results"], obj["query"], obj["duration"], obj["predicted_label"])
+        known = ("results", "query", "duration", "predicted_label")
+        return cls(obj["results"], obj["query"], obj["duration"], obj["predicted_label"],
+                   {k: v for k, v in obj.items() if k not in known})
+
+    @property
+    def no_match(self) -> bool:
+        """True when a filtered or thresholded query found nothing (see ``extra["reason"]``)."""
+        return bool(self.extra.get("no_match", False))
 
     def to_dict(self) -> dict:
-        """The query JSON object (docs/formats.md, docs/schemas/query.schema.json)."""
+        """The query JSON object (docs/formats.md, docs/schemas/query.schema.json), plus
+        ``extra``'s keys when there are any."""
         return {"query": self.query, "duration": self.duration,
-                "predicted_label": self.predicted_label, "results": list(self)}
+                "predicted_label": self.predicted_label, "results": list(self), **self.extra}
 
     def __repr__(self) -> str:
         return (f"QueryResult(query={self.query!r}, predicted_label={self.predicted_label!r}, "

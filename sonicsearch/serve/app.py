@@ -1,0 +1,317 @@
+"""The HTTP API and the web page: one FastAPI app over a :class:`LiveIndex`.
+
+The model and the index load once, when the app is made. Each query runs in a thread
+pool (decoding, the model and FAISS never block the event loop); the model and FAISS run
+under one lock, since neither promises thread safety. A watcher switches to every new
+generation ``build-index`` commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field, ValidationError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from sonicsearch._version import __version__
+from sonicsearch.audio import load_audio
+from sonicsearch.errors import AudioError, ConfigError, IndexStoreError, SonicsearchError
+from sonicsearch.index import AudioIndex
+from sonicsearch.index.filters import Filters, calibration, parse_min_score, resolve_prefix
+from sonicsearch.index.search import ROLLUP_DEFAULT
+from sonicsearch.index.types import Embedder, QueryResult
+from sonicsearch.serve import media
+from sonicsearch.serve.live import LiveIndex
+from sonicsearch.serve.security import (
+    LOOPBACK_NAMES,
+    TOKEN_COOKIE,
+    is_loopback,
+    resolve_token,
+    token_ok,
+)
+from sonicsearch.serve.upload import UploadRejected, check_audio, receive
+
+STATIC = Path(__file__).parent / "static"
+_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class ServeSettings:
+    """How the server runs; see ``sonicsearch serve --help``."""
+
+    index_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    device: str = "auto"
+    max_upload_mb: float = 50.0
+    max_seconds: float = 600.0
+    threads: int = 4
+    poll_seconds: float = 1.0
+
+
+class QueryParams(BaseModel):
+    """Options of ``POST /query``, as query-string parameters or form fields."""
+
+    k: int = Field(10, ge=1, le=1000, description="Results wanted.")
+    rollup: Literal["vote", "max", "mean-top"] = Field(ROLLUP_DEFAULT,
+                                                       description="Window hits -> file score.")
+    segments: bool = Field(False, description="List matching windows, not files.")
+    label: list[str] = Field(default_factory=list, description="Keep files with these labels.")
+    path_prefix: str | None = Field(None, description="Keep files under this folder; "
+                                    "relative: under the collection's root (see /info).")
+    min_duration: float | None = Field(None, ge=0, description="Keep files this long, s.")
+    max_duration: float | None = Field(None, ge=0, description="Keep files this short, s.")
+    max_per_folder: int | None = Field(None, ge=1, description="Results per folder (album).")
+    min_score: str | None = Field(None, description="A number, or 'auto' (the index's "
+                                  "no-match threshold at 1% false accepts).")
+    view: bool = Field(False, description="Add a 'view' key for the web page (file ids, "
+                       "the query's spectrogram); without it the JSON is the CLI's.")
+
+
+def create_app(settings: ServeSettings, embedder: Embedder | None = None) -> FastAPI:
+    """Load the index (and its model) and return the app.
+
+    Raises:
+        IndexStoreError: no index at ``settings.index_dir``. ConfigError: a non-loopback
+            host without a token.
+    """
+    token = resolve_token(settings.token, settings.host)
+    live = LiveIndex(settings.index_dir, settings.device, embedder)
+    pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="query")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        watcher = asyncio.create_task(_watch(live, settings.poll_seconds))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            pool.shutdown(wait=True)
+            live.close()
+
+    app = FastAPI(title="sonicsearch", version=__version__, lifespan=lifespan,
+                  description="Search an audio collection by ear: upload a clip, get the "
+                  "indexed files that sound like it.")
+    app.state.live, app.state.settings, app.state.pool = live, settings, pool
+    if is_loopback(settings.host):  # no DNS rebinding: only loopback names reach the API
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES))
+
+    def auth(request: Request) -> None:
+        if not token_ok(token, request.headers.get("authorization"),
+                        request.cookies.get(TOKEN_COOKIE)):
+            raise HTTPException(401, "a bearer token is required (Authorization: Bearer "
+                                "TOKEN)", headers={"WWW-Authenticate": "Bearer"})
+
+    _add_handlers(app)
+    _add_routes(app, live, settings, pool, Depends(auth))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def _watch(live: LiveIndex, every: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        await loop.run_in_executor(None, live.refresh)
+
+
+def _add_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SonicsearchError)
+    async def _library_error(request: Request, exc: SonicsearchError) -> JSONResponse:
+        status = 503 if isinstance(exc, IndexStoreError) else 422
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(UploadRejected)
+    async def _rejected(request: Request, exc: UploadRejected) -> JSONResponse:
+        return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+
+    @app.exception_handler(media.FileRefused)
+    async def _refused(request: Request, exc: media.FileRefused) -> JSONResponse:
+        return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+
+
+def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
+                pool: ThreadPoolExecutor, auth: Any) -> None:
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz", summary="Liveness: the generation served")
+    async def healthz() -> dict:
+        return {"status": "ok", "generation": live.generation}
+
+    @app.get("/info", dependencies=[auth], summary="The index: files, model, labels, limits")
+    async def info() -> dict:
+        return await run(_info, live, settings)
+
+    _add_query_route(app, live, settings, auth, run)
+    _add_file_routes(app, live, auth, run)
+
+
+def _add_query_route(app: FastAPI, live: LiveIndex, settings: ServeSettings, auth: Any,
+                     run: Any) -> None:
+    max_bytes = int(settings.max_upload_mb * 1e6)
+
+    @app.post("/query", dependencies=[auth], summary="Find what sounds like an uploaded clip",
+              openapi_extra=_UPLOAD_DOC)
+    async def query(request: Request, params: Annotated[QueryParams, Query()],
+                    filename: Annotated[str | None, Query(description="Name of a raw-body "
+                                                          "upload.")] = None) -> dict:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes + 65536:
+            raise UploadRejected(413, f"the clip is over the {settings.max_upload_mb:g} MB "
+                                      "upload limit; send a shorter one")
+        up = await receive(request.stream(), request.headers.get("content-type", ""),
+                           max_bytes, filename)
+        try:
+            if up.fields:
+                merged = {**params.model_dump(exclude_unset=True), **up.fields}
+                try:
+                    params = QueryParams.model_validate(merged)
+                except ValidationError as exc:
+                    raise HTTPException(422, exc.errors(include_url=False)) from None
+            return await run(_query, live, up, params, settings)
+        finally:
+            up.discard()
+
+
+def _add_file_routes(app: FastAPI, live: LiveIndex, auth: Any, run: Any) -> None:
+    @app.get("/files/{fid}", dependencies=[auth], summary="An indexed file's metadata")
+    async def file_meta(fid: str) -> dict:
+        with live.use() as idx:
+            rec = _record(idx, fid)
+            return {"id": fid, "path": rec.path, "size": rec.size, "duration": rec.duration,
+                    "sample_rate": rec.sample_rate, "label": rec.label,
+                    "windows": rec.n_windows, "sha256": rec.sha256,
+                    "media_type": media.media_type(rec.path)}
+
+    @app.get("/files/{fid}/audio", dependencies=[auth], summary="An indexed file's bytes "
+             "(HTTP Range requests supported)")
+    async def file_audio(fid: str, request: Request) -> Response:
+        with live.use() as idx:
+            rec = _record(idx, fid)
+        fd, size = await run(media.open_indexed, rec)
+        try:
+            rng = media.parse_range(request.headers.get("range"), size)
+        except media.FileRefused:
+            os.close(fd)
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=60",
+                   "ETag": f'"{rec.sha256[:32]}"'}
+        start, length, status = 0, size, 200
+        if rng is not None:
+            start, length, status = rng.start, rng.length, 206
+            headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{size}"
+        headers["Content-Length"] = str(length)
+        return StreamingResponse(media.iter_fd(fd, start, length), status_code=status,
+                                 media_type=media.media_type(rec.path), headers=headers)
+
+    @app.get("/files/{fid}/spectrogram", dependencies=[auth],
+             summary="A spectrogram of the file around start..end (JSON for a canvas)")
+    async def file_spectrogram(fid: str, start: Annotated[float, Query(ge=0)] = 0.0,
+                               end: Annotated[float | None, Query(ge=0)] = None) -> dict:
+        with live.use() as idx:
+            rec = _record(idx, fid)
+        return await run(_file_spectrogram, rec, start, end)
+
+
+_UPLOAD_DOC = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "The clip: WAV, FLAC, Ogg Vorbis/Opus, MP3 or AIFF."}}}},
+    "audio/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _record(idx: AudioIndex, fid: str):
+    ids = _ids.get(idx)
+    if ids is None:
+        ids = _ids[idx] = {media.file_id(r.path): i for i, r in enumerate(idx.store.records)}
+    if fid not in ids:
+        raise HTTPException(404, f"no indexed file has id {fid[:40]!r}")
+    return idx.store.records[ids[fid]]
+
+
+def _info(live: LiveIndex, settings: ServeSettings) -> dict:
+    with live.use() as idx:
+        facts = idx.info()
+        cal = calibration(idx)
+        facts.update(
+            generation=live.generation, swaps=live.swaps, root=_root(idx),
+            labels=idx.labels, file_labels=sorted({r.label for r in idx.store.records
+                                                   if r.label}),
+            no_match={"thresholds": cal.get("thresholds", {}),
+                      "target_false_accept": cal.get("target_false_accept"),
+                      "reason": cal.get("reason")},
+            limits={"max_upload_mb": settings.max_upload_mb,
+                    "max_seconds": settings.max_seconds},
+            version=__version__)
+    return facts
+
+
+def _root(idx: AudioIndex) -> str:
+    folders = {os.path.dirname(r.path) for r in idx.store.records}
+    return os.path.commonpath(sorted(folders)) if folders else ""
+
+
+def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) -> dict:
+    check_audio(up, settings.max_seconds)
+    min_score = parse_min_score(params.min_score)
+    with live.use() as idx:
+        prefix = resolve_prefix(params.path_prefix, _root(idx)) if params.path_prefix else None
+        filters = Filters(tuple(params.label), prefix, params.min_duration,
+                          params.max_duration, params.max_per_folder)
+        embedder = idx.embedder
+        view = None
+        if params.view:  # decoded for the picture outside the lock
+            wave, sr = load_audio(up.path, sample_rate=media.SPECTRO_RATE)
+            view = {"spectrogram": media.spectrogram(wave, sr)}
+        with live.model_lock:
+            try:
+                emb = embedder.embed_file(up.path)
+            except AudioError as exc:
+                raise AudioError(up.filename, exc.reason) from None
+            res = idx.query_vectors(
+                emb.vectors, emb.spans, emb.probs, k=params.k, rollup=params.rollup,
+                segments=params.segments, query=up.filename, duration=emb.duration,
+                filters=filters if filters.active else None, min_score=min_score)
+        out = QueryResult.from_dict(res).to_dict()
+        if view is not None:
+            view.update(generation=Path(idx.gen).name,
+                        ids=[media.file_id(r["path"]) for r in out["results"]])
+            out["view"] = view
+    return out
+
+
+def _file_spectrogram(rec, start: float, end: float | None) -> dict:
+    end = rec.duration if end is None else min(end, rec.duration)
+    if end < start:
+        raise ConfigError(f"end {end} is before start {start}")
+    pad = max(1.0, 0.25 * (end - start))
+    lo = max(0.0, start - pad)
+    hi = min(rec.duration, end + pad, lo + media.SPECTRO_MAX_SECONDS)
+    fd, _ = media.open_indexed(rec)  # checked, then decoded through this very descriptor
+    try:
+        source = f"/dev/fd/{fd}" if os.path.exists(f"/dev/fd/{fd}") else rec.path
+        wave, sr = load_audio(source, media.SPECTRO_RATE, offset=lo,
+                              duration=max(hi - lo, 0.05))
+    except AudioError as exc:
+        raise AudioError(rec.path, exc.reason) from None
+    finally:
+        os.close(fd)
+    return media.spectrogram(wave, sr, offset=lo)

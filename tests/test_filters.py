@@ -1,0 +1,116 @@
+"""Filters (label, path prefix, duration, per folder) applied before the top-k cut, the
+calibrated no-match threshold, and the CLI options."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from fake_embedder import SR, FakeEmbedder, make_corpus, sound, write_sound
+
+from sonicsearch.errors import ConfigError
+from sonicsearch.index import AudioIndex, build_index
+from sonicsearch.index import filters as F
+from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("filters")
+    files = make_corpus(root / "audio", 12, seconds=6.0)
+    files.append(write_sound(root / "audio" / "long" / "s100.wav", 100, seconds=12.0))
+    emb = FakeEmbedder(root / "model.pt")
+    build_index([root / "audio"], emb, root / "idx")
+    index = AudioIndex.open(root / "idx", embedder=emb)
+    yield root, files, emb, index
+    index.close()
+
+
+def test_filters_pass_k_results_from_deep_in_the_ranking(built):
+    root, files, _, index = built
+    everything = index.query(files[3], k=13)
+    part0 = str((root / "audio" / "part0").resolve())
+    res = index.query(files[3], k=5, filters=Filters(path_prefix=part0))
+    # files[3] and the best part1 files are skipped: the search went deeper
+    want = [r["path"] for r in everything if r["path"].startswith(part0 + "/")][:5]
+    assert [r["path"] for r in res] == want and [r["rank"] for r in res] == [1, 2, 3, 4, 5]
+    assert res.extra == {"min_score": None, "no_match": False, "reason": None}
+    label = everything[-1]["label"]
+    res = index.query(files[3], k=3, filters=Filters(labels=(label,)))
+    assert res and all(r["label"] == label for r in res)
+    assert [r["path"] for r in res] == [r["path"] for r in everything
+                                         if r["label"] == label][:3]
+
+
+def test_duration_and_per_folder(built):
+    _, files, _, index = built
+    res = index.query(files[3], k=5, filters=Filters(min_duration=10))
+    assert [r["path"] for r in res] == [str(files[-1].resolve())]  # the only long file
+    res = index.query(files[3], k=20, filters=Filters(max_duration=6.5))
+    assert len(res) == 12
+    res = index.query(files[3], k=10, filters=Filters(max_per_folder=1))
+    folders = [os.path.dirname(r["path"]) for r in res]
+    assert len(res) == 3 and len(set(folders)) == 3  # part0, part1, long
+
+
+def test_segments_are_filtered_too(built):
+    root, files, _, index = built
+    part1 = str((root / "audio" / "part1").resolve())
+    res = index.query(files[4], k=6, segments=True, filters=Filters(path_prefix=part1))
+    assert len(res) == 6 and all(r["path"].startswith(part1) for r in res)
+
+
+def test_nothing_passes(built):
+    _, files, _, index = built
+    res = index.query(files[3], filters=Filters(labels=("nope",)))
+    assert res == [] and res.no_match
+    assert res.to_dict()["reason"] == "no indexed file passes the filters"
+
+
+def test_filter_validation():
+    with pytest.raises(ConfigError, match="swap"):
+        Filters(min_duration=3, max_duration=1)
+    with pytest.raises(ConfigError, match="at least 1"):
+        Filters(max_per_folder=0)
+    with pytest.raises(ConfigError, match="absolute"):
+        Filters(path_prefix="relative/dir")
+    assert not Filters().active and Filters(labels=("a",)).active
+    assert parse_min_score("AUTO") == "auto" and parse_min_score("0.5") == 0.5
+    assert parse_min_score(None) is None and parse_min_score("off") is None
+    with pytest.raises(ConfigError, match="'auto'"):
+        parse_min_score("high")
+    assert F.under("/a/b/c.wav", "/a/b") and not F.under("/a/bc/d.wav", "/a/b")
+    assert resolve_prefix("x", "/base") == "/base/x"
+
+
+def test_auto_threshold_rejects_strangers_and_keeps_excerpts(built):
+    root, files, _, index = built
+    cal = F.calibration(index)
+    assert cal["samples"] == F.CALIBRATION_SAMPLES
+    assert set(cal["thresholds"]) == {"vote", "max", "mean-top"}
+    # stored beside index.json, computed once per generation
+    saved = json.loads((index.gen / F.CALIBRATION).read_text())
+    assert saved["thresholds"] == cal["thresholds"] and saved["generation"] == index.gen.name
+    rejected = 0
+    for seed in range(500, 520):  # clips of sounds that are not in the collection
+        res = index.query(sound(seed, 5.0), sample_rate=SR, min_score="auto")
+        rejected += res.no_match
+        if res.no_match:
+            assert "below the threshold" in res.extra["reason"]
+    assert rejected >= 18  # target: 1 % false accepts
+    for seed in (1, 6, 9):  # excerpts of indexed files still match, first
+        clip = sound(seed, 6.0)[int(1.5 * SR) : int(5.0 * SR)]
+        res = index.query(clip, sample_rate=SR, min_score="auto", k=3)
+        assert not res.no_match and res[0]["path"] == str(files[seed].resolve())
+        assert all(r["score"] >= res.extra["min_score"] for r in res)
+
+
+def test_calibration_needs_a_few_files(tmp_path):
+    write_sound(tmp_path / "a" / "one.wav", 1)
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    build_index([tmp_path / "a"], emb, tmp_path / "idx")
+    with AudioIndex.open(tmp_path / "idx", embedder=emb) as idx:
+        res = idx.query(sound(7, 3.0), sample_rate=SR, min_score="auto")
+        assert len(res) == 1 and res.extra["min_score"] is None  # no threshold: listed
+        assert "at least 3" in F.calibration(idx)["reason"]

@@ -1,0 +1,124 @@
+"""The web page in a real browser (Debian's chromium, driven by selenium through Debian's
+chromedriver): upload a clip, see the expected first result with a playable <audio>,
+then the "no match" state for a clip that is not in the collection.
+
+Set SONICSEARCH_SCREENSHOT=docs/serve.png to save the page with its results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from fake_embedder import SR, FakeEmbedder, sound, write_sound
+from serve_fixtures import ThreadServer, serve_app
+
+from sonicsearch.index import build_index
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+           "chromium-driver)")
+NAMES = {"field": ["dawn-chorus", "creek", "rain-on-tin", "night-frogs"],
+         "synth": ["warm-pad", "glass-bells", "sub-drone", "arp-loop"],
+         "voice": ["choir-a", "humming", "whisper"]}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    files, seed = {}, 0
+    for folder, names in NAMES.items():
+        for name in names:
+            files[name] = write_sound(root / "collection" / folder / f"{name}.wav", seed, 8.0)
+            seed += 1
+    emb = FakeEmbedder(root / "model.pt")
+    build_index([root / "collection"], emb, root / "idx")
+    clip = root / "clip.wav"
+    sf.write(str(clip), sound(5, 8.0)[int(2.0 * SR) : int(6.0 * SR)], SR)  # glass-bells
+    stranger = root / "unknown.wav"
+    sf.write(str(stranger), sound(777, 4.0), SR)
+    with ThreadServer(serve_app(root / "idx", root / "model.pt")) as srv:
+        yield srv.url, clip, stranger
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1100,1250", "--autoplay-policy=no-user-gesture-required"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def upload(browser, url: str, clip: Path, reload: bool = True) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if reload:
+        browser.get(url + "/")
+        WebDriverWait(browser, 20).until(
+            EC.text_to_be_present_in_element((By.ID, "index-info"), "files"))
+    browser.execute_script("document.querySelector('#status').textContent = ''")
+    browser.find_element(By.ID, "file").send_keys(str(clip))
+    WebDriverWait(browser, 30).until(
+        lambda d: "result" in d.find_element(By.ID, "status").text
+        or d.find_elements(By.CSS_SELECTOR, ".nomatch")
+        or "error" in d.find_element(By.ID, "status").get_attribute("class"))
+
+
+def test_upload_shows_the_source_first_with_a_playable_player(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, clip, _ = site
+    upload(browser, url, clip)
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
+    assert cards, browser.find_element(By.ID, "status").text
+    assert cards[0].find_element(By.CSS_SELECTOR, ".file").text == "glass-bells.wav"
+    audio = cards[0].find_element(By.TAG_NAME, "audio")
+    assert "#t=" in audio.get_attribute("src")
+    WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script("return arguments[0].readyState", audio) >= 1)
+    start = float(cards[0].find_element(By.TAG_NAME, "audio").get_attribute("src")
+                  .split("#t=")[1].split(",")[0])
+    assert browser.execute_script("return arguments[0].duration", audio) == pytest.approx(8.0)
+    WebDriverWait(browser, 10).until(  # the player starts at the matched span
+        lambda d: abs(d.execute_script("return arguments[0].currentTime", audio) - start) < 0.3)
+    # every match's spectrogram was drawn (canvas pixels set)
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script(
+        "return [...document.querySelectorAll('canvas.spec')].every(c => c.width > 0 && "
+        "c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data[3] > 0)"))
+    shot = os.environ.get("SONICSEARCH_SCREENSHOT")
+    if shot:  # the ranked list, threshold off, filters shown
+        browser.execute_script("document.querySelector('#filters').open = true;"
+                               "document.querySelector('[name=k]').value = 4;"
+                               "document.querySelector('#min-mode').value = 'off';")
+        upload(browser, url, clip, reload=False)
+        WebDriverWait(browser, 10).until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('audio')].every(a => a.readyState >= 1)"))
+        browser.save_screenshot(shot)
+
+
+def test_a_clip_not_in_the_collection_shows_no_match(site, browser):
+    from selenium.webdriver.common.by import By
+
+    url, _, stranger = site
+    upload(browser, url, stranger)
+    box = browser.find_elements(By.CSS_SELECTOR, ".nomatch")
+    assert box and "No match" in box[0].text and "below the threshold" in box[0].text
+    assert not browser.find_elements(By.CSS_SELECTOR, "article.result")
