@@ -133,6 +133,104 @@ def reverb(x: np.ndarray, sr: int, rt60: float, rng: np.random.Generator,
     return _fit(_match_rms(y, x), x.size)
 
 
+ROOM_BANDS = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)  # octave centres, Hz
+
+
+def room_ir(sr: int, rt60: float, rng: np.random.Generator, drr_db: float = 0.0,
+            reflections: int = 10) -> np.ndarray:
+    """An impulse response shaped like one measured in a real room (not a measured one).
+
+    Built from what a measurement shows: the direct sound at t = 0; ``reflections``
+    discrete early reflections between 3 and 60 ms, each weaker with its path length, of
+    random sign; then a diffuse tail of noise that builds up over its first 20 ms (echo
+    density grows) and decays with a different reverberation time in each octave band
+    (:data:`ROOM_BANDS`): ``rt60`` at 1 kHz, up to 1.5x longer in the bass and down to half
+    in the top octave, as walls and air absorb high frequencies faster.
+
+    Args:
+        rt60: reverberation time at 1 kHz, seconds (> 0).
+        rng: the reflections and the tail.
+        drr_db: direct-to-reverberant energy ratio (direct sound against reflections and
+            tail), dB.
+
+    Returns:
+        float64 IR of ``1.2 * rt60 + 0.1`` seconds (at least 0.1 s), direct sound 1.0.
+
+    Raises:
+        ValueError: ``rt60`` <= 0.
+    """
+    if rt60 <= 0:
+        raise ValueError(f"rt60 must be positive, got {rt60}")
+    n = max(int(0.1 * sr), int(round((1.2 * rt60 + 0.1) * sr)))
+    t = np.arange(n) / sr
+    early = np.zeros(n)
+    for when in rng.uniform(0.003, 0.06, reflections):
+        early[int(when * sr)] += rng.choice((-1.0, 1.0)) * rng.uniform(0.4, 0.8) * math.sqrt(
+            0.003 / when)
+    tail = np.zeros(n)
+    for i, fc in enumerate(ROOM_BANDS):
+        lo, hi = fc / math.sqrt(2.0), fc * math.sqrt(2.0)
+        if lo >= 0.45 * sr:
+            break
+        if i == 0:
+            sos = signal.butter(4, hi, btype="lowpass", fs=sr, output="sos")
+        elif hi >= 0.45 * sr or i == len(ROOM_BANDS) - 1:
+            sos = signal.butter(4, lo, btype="highpass", fs=sr, output="sos")
+        else:
+            sos = signal.butter(4, [lo, hi], btype="bandpass", fs=sr, output="sos")
+        band_rt60 = rt60 * min(1.5, max(0.5, (fc / 1000.0) ** -0.3))
+        band = signal.sosfilt(sos, rng.standard_normal(n))
+        tail += band * np.exp(-math.log(1000.0) * t / band_rt60)  # -60 dB at band_rt60
+    tail *= (1.0 - np.exp(-t / 0.02)) * (t >= 0.003)
+    # the diffuse tail carries 4x the energy of the early reflections
+    tail *= math.sqrt(4.0 * max(float(np.sum(early**2)), 1e-12) / max(float(np.sum(tail**2)),
+                                                                     1e-30))
+    reverberant = early + tail
+    reverberant *= math.sqrt(10.0 ** (-drr_db / 10.0) / float(np.sum(reverberant**2)))
+    reverberant[0] = 1.0  # the direct sound
+    return reverberant
+
+
+def convolve(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """Play ``x`` through an impulse response: cut to the input's length, at its RMS level."""
+    x = _mono(x)
+    if x.size == 0:
+        return x.copy()
+    y = signal.fftconvolve(x.astype(np.float64), np.asarray(ir, dtype=np.float64))[: x.size]
+    return _fit(_match_rms(y, x), x.size)
+
+
+def room_reverb(x: np.ndarray, sr: int, rt60: float, rng: np.random.Generator,
+                drr_db: float = 0.0) -> np.ndarray:
+    """Convolve with a new :func:`room_ir` drawn from ``rng``."""
+    return convolve(x, room_ir(sr, rt60, rng, drr_db))
+
+
+def mix_noise(x: np.ndarray, noise: np.ndarray, snr_db: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """Add a recorded noise (crowd, wind, an engine...) at a signal-to-noise ratio.
+
+    A random stretch of ``noise`` (same sample rate; repeated end to end when shorter than
+    ``x``) is scaled so that 10 log10(signal power / noise power) is ``snr_db`` exactly.
+    A silent ``x`` or a silent stretch of noise returns ``x`` unchanged.
+    """
+    x = _mono(x)
+    noise = _mono(noise)
+    power = float(np.mean(x.astype(np.float64) ** 2)) if x.size else 0.0
+    if power == 0.0 or noise.size == 0:
+        return x.copy()
+    if noise.size < x.size:
+        noise = np.tile(noise, -(-x.size // noise.size))
+    start = int(rng.integers(0, noise.size - x.size + 1))
+    part = noise[start: start + x.size].astype(np.float64)
+    part -= part.mean()
+    n_power = float(np.mean(part**2))
+    if n_power == 0.0:
+        return x.copy()
+    return (x + math.sqrt(power / (n_power * 10.0 ** (snr_db / 10.0))) * part).astype(
+        np.float32)
+
+
 def gain(x: np.ndarray, db: float) -> np.ndarray:
     """Scale by ``db`` decibels."""
     return (_mono(x) * np.float32(10.0 ** (db / 20.0))).astype(np.float32)
@@ -218,11 +316,17 @@ DEGRADATIONS: dict[str, Degradation] = {
     "gain_+6db": lambda x, sr, rng: gain(x, 6.0),
     "speed_0.95": lambda x, sr, rng: speed(x, sr, 0.95),
     "speed_1.05": lambda x, sr, rng: speed(x, sr, 1.05),
+    "speed_0.97": lambda x, sr, rng: speed(x, sr, 0.97),
+    "speed_1.03": lambda x, sr, rng: speed(x, sr, 1.03),
+    "reverb_room": lambda x, sr, rng: room_reverb(x, sr, 0.7, rng),
 }
 """The named settings of the near-duplicate benchmark, each ``f(x, sr, rng) -> y``:
 ``clean`` (identity, the reference row), white noise at 20/10/0 dB SNR, pink noise at
 10 dB, MP3 at about 40 kbit/s and Vorbis at its lowest quality, a telephone line, a room
-with RT60 0.6 s, -12 dB and +6 dB gain, and 5 % slower or faster playback."""
+with RT60 0.6 s, -12 dB and +6 dB gain, and 5 % slower or faster playback; then 3 %
+slower or faster, and a room shaped like a measured one (:func:`room_ir`, RT60 0.7 s at
+1 kHz, a new room per call). Recorded noise (:func:`mix_noise`) needs recordings, so it is
+not here: ``benchmarks/robust_music.py`` adds it."""
 
 
 def apply(name: str, x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
