@@ -375,6 +375,8 @@ def pack_opus(tracks: list[Track], out_dir: str | Path, hours: float, sample_rat
     avail = {k: sum(p[2] for v in pk.values() for p in v) for k, pk in pieces.items()}
     budget = _shares(avail, {k: weights.get(k, 0.05) for k in avail}, hours * 3600.0)
     out = Path(out_dir)
+    for kind in pieces:  # a pack made before into this folder goes
+        shutil.rmtree(out / kind, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     rows, level = [], opus_level(bitrate_kbps)
     for kind in sorted(pieces):
@@ -459,5 +461,6 @@ def make(out_csv: str | Path, pool: str = "train", cache_dir: str | Path | None 
     if pack_hours > 0:
         where = Path(pack_dir) if pack_dir else Path(out_csv).parent / f"pack{pack_hours:g}h"
         summary["pack"] = {"dir": str(where), **pack_opus(tracks, where, pack_hours, seed=seed)}
+        (where / "sources.json").write_text(json.dumps(summary, indent=1) + "\n")
     Path(out_csv).with_suffix(".sources.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
