@@ -28,6 +28,11 @@ def test_pools_are_disjoint_and_follow_the_music_rule():
     assert not any("music" in p for p in D.TRAIN_POOL)
     assert set(D.TRAIN_POOL.values()) <= {D.GAME, "effects", "speech", "moh"}
     assert all(label and " " not in label for label in D.EVAL_POOL.values())
+    skipped = [n for n in ("track3_enhanced.opus", "frantic-old.ogg", "frantic.ogg",
+                           "dynamictest-battle-41-74sec.ogg", "bold.ogg", "menu.opus")
+               if D.EVAL_SKIP.search(n)]
+    assert skipped == ["track3_enhanced.opus", "frantic-old.ogg",
+                       "dynamictest-battle-41-74sec.ogg"]
 
 
 def _tree(root):
@@ -117,8 +122,12 @@ def test_sound_bank_and_licences(tmp_path):
     (doc / "copyright").write_text("Files: *\nLicense: GPL-2+\n text\nFiles: a\n"
                                    "License: CC-BY-SA-3.0\nFiles: b\nLicense: GPL-2+\n")
     assert D.licenses(tmp_path / "r", "p") == ["GPL-2+", "CC-BY-SA-3.0"]
-    (doc / "copyright").write_text("Music by someone.\nIt is released under the GNU GPL v2.\n")
-    assert D.licenses(tmp_path / "r", "p") == ["It is released under the GNU GPL v2."]
+    (doc / "copyright").write_text("Music by someone, under the GNU General Public License;\n"
+                                   "see /usr/share/common-licenses/GPL-2.\n")
+    assert D.licenses(tmp_path / "r", "p") == ["GPL-2"]
+    (doc / "copyright").write_text("License\n\n  CREATIVE COMMONS PUBLIC LICENSE ...\n"
+                                   "  this License: Attribution, ShareAlike.\n")
+    assert D.licenses(tmp_path / "r", "p") == ["CC-BY-SA"]
     assert D.licenses(tmp_path / "r", "missing") == []
 
 

@@ -1,23 +1,18 @@
 """Real audio from Debian packages: the training and evaluation pools, fetched and scanned.
 
-Debian main is DFSG-free, so the audio in these packages may be used and redistributed under
-each package's licence (``usr/share/doc/PKG/copyright``, summarised by :func:`fetch` for the
-model card). Two pools, written down here and disjoint by construction:
+Debian main is DFSG-free: the audio may be used and redistributed under each package's
+licence (``usr/share/doc/PKG/copyright``, summarised by :func:`fetch` for the model card).
+Two pools, disjoint and written down here: :data:`TRAIN_POOL` (game data, effects and UI
+sound themes, Asterisk's voice prompts and music on hold; for training and pretraining
+only) and :data:`EVAL_POOL` (the ``*music*`` packages with decodable music, never trained
+on, so a benchmark on them measures what a user's own, unseen collection would get).
 
-- :data:`TRAIN_POOL` (package -> kind): game data with music and effects, effects and UI
-  sound themes, Asterisk's voice prompts (speech) and its music on hold. For training and
-  pretraining only.
-- :data:`EVAL_POOL` (package -> label): every package whose name contains ``music`` and
-  whose audio libsndfile decodes (game soundtracks). Never trained on, so a benchmark on
-  them measures what a user's own, unseen collection would get. The label is a short,
-  descriptive name of the soundtrack's style, one per package: not genre ground truth.
-
-Steps: :func:`fetch` (``apt-get download`` + ``dpkg-deb -x`` into a cache, audio unpacked
-from .pk3/.zip archives and OpenTTD's .cat sound bank), :func:`scan` (readable audio files
-of at least ``min_seconds``, identical files once), :func:`write_manifest` (the DATA CSV)
-and :func:`pack_opus` (a balanced few hours at 16 kHz mono Ogg/Opus, small enough to carry
-to a GPU machine where only soundfile decodes). ``sonicsearch make-dataset debian`` runs
-them all (:func:`make`).
+:func:`fetch` downloads (``apt-get download``) and extracts (``dpkg-deb -x``, then the audio
+inside .pk3/.zip archives and OpenTTD's .cat sound bank); :func:`scan` lists readable audio
+of at least ``min_seconds``, identical files once; :func:`write_manifest` writes the DATA
+CSV; :func:`pack_opus` packs a balanced few hours as 16 kHz mono Ogg/Opus, small enough to
+carry to a GPU machine where only soundfile decodes. :func:`make` (``sonicsearch
+make-dataset debian``) runs them all.
 """
 
 from __future__ import annotations
@@ -60,19 +55,20 @@ kept for the record; fb-music-high and xblast-tnt-musics are left out of both po
 and raw files that libsndfile cannot decode)."""
 
 EVAL_POOL: dict[str, str] = {
-    "asc-music": "strategy-rock",
+    "asc-music": "strategy",
     "drascula-music": "adventure",
     "hyperrogue-music": "atmospheric",
     "nexuiz-music": "electronic",
     "planetblupi-music-ogg": "cheerful",
     "singularity-music": "ambient",
     "ufoai-music": "cinematic",
-    "warzone2100-music": "rts-electronic",
+    "warzone2100-music": "rts",
     "wesnoth-1.16-music": "orchestral",
 }
-"""Evaluation pool (``*music*`` packages with decodable music) -> style label."""
+"""Evaluation pool (``*music*`` packages with decodable music) -> label: the soundtrack's
+style where it is plain (orchestral, electronic, ambient...), else the kind of game."""
 
-EVAL_SKIP = re.compile(r"(_enhanced|-old|dynamictest)\.[a-z0-9]+$")
+EVAL_SKIP = re.compile(r"_enhanced\.|-old\.|^dynamictest")
 """Alternative versions of a track in the same package (warzone2100's ``*_enhanced``,
 wesnoth's ``frantic-old``) and ufoai's test loops: left out of the evaluation scan, so an
 identification query has exactly one right answer."""
@@ -82,7 +78,6 @@ assert all("music" in p for p in EVAL_POOL) and not any("music" in p for p in TR
 
 AUDIO_SUFFIXES = (".ogg", ".oga", ".opus", ".wav", ".flac", ".mp3")
 ARCHIVE_SUFFIXES = (".pk3", ".zip")
-KINDS = ("music", "effects", "speech", "ambience")
 KIND_WEIGHTS = {"music": 0.35, "effects": 0.25, "speech": 0.25, "ambience": 0.15}
 _KIND_WORDS = {"music": {"music", "musics", "cdtracks", "moh"},
                "ambience": {"ambience", "ambient", "ambiance", "ambiences"},
@@ -105,18 +100,14 @@ class Track:
 
 def fetch(packages: Iterable[str], cache_dir: str | Path,
           log: Callable[[str], None] = print) -> list[Path]:
-    """Download and extract packages into ``cache_dir`` (each step once).
+    """Download and extract packages into ``cache_dir`` (each step once); return the
+    extracted folders ``cache_dir/extracted/PKG/``, in order.
 
-    ``cache_dir/debs/PKG_VERSION_ARCH.deb`` (the exact version is in the name),
-    ``cache_dir/extracted/PKG/`` (``dpkg-deb -x``; archives unpacked by
-    :func:`unpack_archives`), and ``cache_dir/sources.json``: ``{PKG: {deb, version,
-    licenses}}`` for the model card.
-
-    Returns:
-        The extracted folders, in order.
+    The .debs stay in ``cache_dir/debs/`` as ``PKG_VERSION_ARCH.deb`` (the exact version);
+    ``cache_dir/sources.json`` records ``{PKG: {deb, version, licenses}}``.
 
     Raises:
-        DataError: no apt-get/dpkg-deb, or a package that cannot be downloaded.
+        DataError: no apt-get, or a package that cannot be downloaded.
     """
     cache = Path(cache_dir)
     index = cache / "sources.json"
@@ -217,8 +208,9 @@ def _unpack_sound_bank(cat: Path, out: Path) -> int:
 
 
 def licenses(root: str | Path, pkg: str, most: int = 5) -> list[str]:
-    """The package's licence summary: its copyright file's distinct ``License:`` names (the
-    first ``most``), or for a free-form file the first line that names a licence."""
+    """The package's licence summary for the model card: the distinct ``License:`` names of
+    a machine-readable copyright file (the first ``most``); for a free-form one, the
+    ``/usr/share/common-licenses/NAME`` it points to, else a licence its text names."""
     path = Path(root) / "usr/share/doc" / pkg / "copyright"
     try:
         text = path.read_text(errors="replace")
@@ -226,10 +218,13 @@ def licenses(root: str | Path, pkg: str, most: int = 5) -> list[str]:
         return []
     found = [ln.split(":", 1)[1].strip() for ln in text.splitlines()
              if ln.startswith("License:") and ln.split(":", 1)[1].strip()]
-    if found:
-        return list(dict.fromkeys(found))[:most]
-    pattern = re.compile(r"licen[cs]e|GPL|Creative Commons|public domain", re.I)
-    return [ln.strip()[:200] for ln in text.splitlines() if pattern.search(ln)][:1]
+    found = found or [m.rstrip(".,") for m in re.findall(r"common-licenses/([\w.+-]+)", text)]
+    found = found or [name for name, pattern in _FREE_FORM if re.search(pattern, text, re.I)][:1]
+    return list(dict.fromkeys(found))[:most]
+
+
+_FREE_FORM = (("CC-BY-SA", r"attribution[-, ]+share ?alike"), ("CC-BY", r"creative commons"),
+              ("GPL", r"general public licen[cs]e"), ("public-domain", r"public domain"))
 
 
 # -- scan and manifests --------------------------------------------------------------------
@@ -251,21 +246,14 @@ def file_kind(rel: Path, pkg_kind: str, duration: float) -> str:
 def scan(extracted_root: str | Path, pool: Mapping[str, str], min_seconds: float = 1.0,
          skipped: Counter | None = None, by_kind: bool = False,
          skip: re.Pattern | None = None) -> list[Track]:
-    """The usable audio files of the pool's packages under ``extracted_root/PKG/``.
+    """The usable audio files of ``pool``'s packages (package -> label) under
+    ``extracted_root/PKG/``, by package, then path; archives are unpacked first.
 
-    Archives are unpacked first (:func:`unpack_archives`). A file is kept when soundfile
-    reads its header and it lasts at least ``min_seconds``; of identical files (same bytes)
-    only the first, in path order, is kept.
-
-    Args:
-        pool: package -> label (:data:`TRAIN_POOL` or :data:`EVAL_POOL`).
-        skipped: a Counter that gets one count per reason a file was left out.
-        by_kind: label each file with its own kind (:func:`file_kind`) instead of the
-            package's label.
-        skip: leave out files whose name matches this pattern.
-
-    Returns:
-        Tracks sorted by package, then path.
+    A file is kept when soundfile reads its header and it lasts at least ``min_seconds``;
+    of identical files (same bytes) only the first. ``skipped`` (a Counter) gets a count
+    per reason a file was left out. ``by_kind`` labels each file with its own kind
+    (:func:`file_kind`) instead of the package's label; ``skip`` leaves out file names
+    that match it.
     """
     skipped = Counter() if skipped is None else skipped
     root = Path(extracted_root)
