@@ -53,6 +53,37 @@ def gtzan(
             "--allow-external-paths)")
 
 
+@make.command("debian")
+def debian(
+    out: Annotated[Path, typer.Argument(help="The DATA CSV to write "
+                                        "(path,label,package,duration).")],
+    pool: Annotated[str, typer.Option(help="train (game data, effects, speech; labels are "
+                                      "kinds) or eval (*music* packages; labels are styles).")
+                    ] = "train",
+    cache: Annotated[Path | None, typer.Option(help="Where .debs are downloaded and extracted "
+                                               "(default ~/.cache/sonicsearch/debian).")
+                     ] = None,
+    min_seconds: Annotated[float | None, typer.Option(
+        help="Shortest file kept (default 1 for train, 30 for eval).")] = None,
+    pack_hours: Annotated[float, typer.Option(
+        help="Also pack about this many hours as 16 kHz mono Ogg/Opus (0: no pack).")] = 0.0,
+    pack_dir: Annotated[Path | None, typer.Option(help="The pack's folder "
+                                                  "(default OUT's folder/packHh).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the pack's pick.")] = 0,
+) -> None:
+    """Real audio from Debian's archive: download, extract and list a pool (needs apt-get)."""
+    from sonicsearch.data.debian import make as make_debian
+
+    s = make_debian(out, pool, cache, min_seconds, pack_hours, pack_dir, seed, log=log)
+    per = ", ".join(f"{k} {v['hours']:.2f} h" for k, v in s["labels"].items())
+    log(f"wrote {s['files']} files ({s['hours']:.2f} h: {per}) to {out}; versions and "
+        f"licences in {out.with_suffix('.sources.json')}")
+    if "pack" in s:
+        p = s["pack"]
+        log(f"packed {p['files']} files, {p['hours']:.2f} h, {p['bytes'] / 2**20:.1f} MiB "
+            f"into {p['dir']}")
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the corpus, run and index go.")] = Path(

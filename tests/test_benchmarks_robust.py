@@ -1,0 +1,84 @@
+"""Smoke test: benchmarks/robust_music.py --tiny runs end to end offline (generated tracks
+and noise), with the MFCC system and a tiny random checkpoint, and caches index vectors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _script():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("robust_music", BENCH / "robust_music.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tiny_checkpoint(path: Path, labels: list[str]) -> Path:
+    """resnet18 at random init on a small front end (8 kHz, 32 mels, 1-s windows)."""
+    import torch
+
+    from sonicsearch.checkpoint import save_checkpoint
+    from sonicsearch.config import ModelConfig, load_config
+    from sonicsearch.models import AudioModel
+
+    config = load_config(None, {"model.arch": "resnet18", "model.weights": "none",
+                                "features.sample_rate": 8000, "features.n_mels": 32,
+                                "features.n_fft": 512, "features.hop_length": 256,
+                                "features.window_seconds": 1.0, "features.hop_seconds": 0.5})
+    torch.manual_seed(0)
+    model = AudioModel.from_config(config.features, ModelConfig("resnet18", "none", 0.0), labels)
+    save_checkpoint(path, model, config=config.to_dict(), labels=labels)
+    return path
+
+
+def test_robust_music_tiny(tmp_path):
+    mod = _script()
+    names = list(mod.DEGRADATIONS)
+    args = ["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"), "--out",
+            str(tmp_path / "out"), "--vector-cache", str(tmp_path / "vc")]
+    res = mod.main(args)
+    written = json.loads((tmp_path / "out" / "robust_music.json").read_text())
+    assert written["benchmark"] == "robust_music" and written["mode"] == "tiny"
+    assert (tmp_path / "out" / "robust_music.md").is_file()
+    ident = res["systems"]["mfcc"]["identification"]
+    assert set(ident) == set(names) | {"all", "queries_per_degradation"}
+    assert ident["queries_per_degradation"] == 4 * 2
+    assert ident["clean"]["R@1"] == 1.0  # an unaltered excerpt finds its track
+    for name in names:
+        assert 0.0 <= ident[name]["R@1"] <= ident[name]["R@10"] <= 1.0
+    assert ident["all"]["R@1"] == pytest.approx(np.mean([ident[n]["R@1"] for n in names]),
+                                                abs=1e-3)
+    assert 0.0 <= res["systems"]["mfcc"]["label_map@10"] <= 1.0
+    assert len(res["noise_files"]) == 2 and len(res["corpus"]["tracks"]) == 4
+    cached = sorted((tmp_path / "vc").rglob("*.npz"))
+    assert len(cached) == 4
+    again = mod.main(args)  # from the vector cache, the same numbers
+    assert again["systems"]["mfcc"]["identification"] == ident
+    assert sorted((tmp_path / "vc").rglob("*.npz")) == cached
+
+
+def test_robust_music_tiny_with_a_checkpoint(tmp_path):
+    mod = _script()
+    labels = ["ambient", "blues"]  # the tiny corpus' labels: the head's macro-F1 is kept
+    model = _tiny_checkpoint(tmp_path / "tiny.pt", labels)
+    res = mod.main(["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"),
+                    "--out", str(tmp_path / "out"), "--vector-cache", str(tmp_path / "vc"),
+                    "--no-mfcc", "--model", f"rand={model}", "--degradations",
+                    "clean,realnoise_snr10,reverb_room,speed_1.03"])
+    sysres = res["systems"]["rand"]
+    assert sysres["about"]["sample_rate"] == 8000
+    assert set(sysres["identification"]) >= {"clean", "realnoise_snr10", "reverb_room",
+                                             "speed_1.03", "all"}
+    assert 0.0 <= sysres["label_map@10"] <= 1.0
+    assert sysres["macro_f1"] is not None and 0.0 <= sysres["macro_f1"] <= 1.0
+    key = next((tmp_path / "vc").iterdir()).name
+    assert key.startswith("model-") and len(key) == len("model-") + 64
