@@ -19,8 +19,8 @@ import soundfile as sf
 
 from sonicsearch.audio import check_usable, frame_windows, load_audio
 from sonicsearch.config import FeatureConfig
+from sonicsearch.embedding_types import EmbeddedFile
 from sonicsearch.errors import AudioError
-from sonicsearch.index.types import EmbeddedFile
 
 SR = 8000
 N_BANDS = 64
