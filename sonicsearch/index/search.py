@@ -41,6 +41,7 @@ ROLLUP_DEFAULT = "vote"  # measured: benchmarks/rollups.py, README "Measured so 
 MEAN_TOP_M = 3
 CANDIDATE_DEPTH = 64  # indexed windows searched per query window, whatever k is
 QUERY_BLOCK = 512  # query windows per FAISS search and per similarity block
+SCORE_DECIMALS = 6  # scores are reported, and ranked, to this many decimals
 
 
 @dataclass
@@ -150,7 +151,8 @@ def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarr
     best = np.full(len(v), -np.inf)  # each file window's best match over the query
     for _, s in _similarity_blocks(x, v):
         best = np.maximum(best, s.max(axis=0))
-    order = np.lexsort((file_spans[:, 0], -best))  # best first, earliest on ties
+    # best first, the earliest of windows that tie as reported
+    order = np.lexsort((file_spans[:, 0], -np.round(best, SCORE_DECIMALS)))
     w = int(order[0])
     if rollup == "max":
         score = float(best[w])
@@ -178,7 +180,7 @@ def _vote(f: int, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
     totals = np.zeros(n_buckets)
     for _, _, pair in blocks():
         totals += pair.sum(axis=0)
-    b = int(np.argmax(totals))
+    b = int(np.argmax(np.round(totals, 9)))  # ties as computed in any block size
     voted_any = np.zeros(len(v), bool)
     near_any = np.zeros(len(v), bool)
     for s, bucket, pair in blocks():  # which windows voted for b: a second pass, bounded
@@ -208,7 +210,7 @@ def _rank_windows(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.nda
         file_spans = store.file_spans(f)
         for w in local.tolist():
             q = int(arg[w])
-            out.append((-best[w], int(store.first_rows[f]) + w,
+            out.append((-round(float(best[w]), SCORE_DECIMALS), int(store.first_rows[f]) + w,
                         Hit(f, float(best[w]), float(file_spans[w, 0]), float(file_spans[w, 1]),
                             float(spans[q, 0]), float(spans[q, 1]))))
     out.sort(key=lambda t: (t[0], t[1]))
@@ -216,4 +218,5 @@ def _rank_windows(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.nda
 
 
 def _ranked(items: list[Hit]) -> list[Hit]:
-    return sorted(items, key=lambda h: (-h.score, h.file, h.start))
+    """Best first; scores equal to SCORE_DECIMALS (as reported) tie, broken by file id."""
+    return sorted(items, key=lambda h: (-round(h.score, SCORE_DECIMALS), h.file, h.start))
