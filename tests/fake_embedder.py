@@ -53,7 +53,7 @@ class FakeEmbedder:
     def embed_file(self, path: str | Path) -> EmbeddedFile:
         wave, _ = load_audio(path, sample_rate=SR)
         out = self.embed_waveform(wave, SR, name=path)
-        out.sample_rate = sf.info(str(path)).samplerate
+        out.sample_rate = sf.info(os.fsencode(path)).samplerate
         self.embedded.append(str(path))
         if self.delay:
             time.sleep(self.delay)

@@ -256,7 +256,7 @@ def _open_previous(layout: L.IndexLayout) -> Previous | None:
         return None
     try:
         meta = L.read_index_json(gen)
-        L.check_sizes(gen, meta)
+        L.verify(gen, meta, [L.META_DB])  # what the build reads and carries over
         return Previous(gen, meta, Store(gen))
     except IndexStoreError as exc:
         if "--rebuild" in str(exc):

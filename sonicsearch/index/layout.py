@@ -256,16 +256,18 @@ def check_sizes(gen: Path, meta: dict[str, Any]) -> None:
             raise damaged(gen, name, f"has {path.stat().st_size} bytes, {size} were written")
 
 
-def verify(gen: Path, meta: dict[str, Any]) -> None:
-    """Check sizes and the sha256 recorded at commit of every file of a generation (reads
-    them all).
+def verify(gen: Path, meta: dict[str, Any], names: list[str] | None = None) -> None:
+    """Check sizes and the sha256 recorded at commit of every file of a generation (or of
+    ``names`` only; an index from before checksums passes those), reading them whole.
 
     Raises:
         IndexStoreError: the first damaged file, named, with the fix.
     """
     check_sizes(gen, meta)
     sums = meta.get("sha256")
-    if not sums:
+    if names is not None:
+        sums = {n: d for n, d in (sums or {}).items() if n in names}
+    elif not sums:
         raise IndexStoreError(f"index {gen.parent} was written by an older sonicsearch that "
                               "recorded no checksums; rebuild it with `sonicsearch build-index "
                               f"AUDIO... --index {gen.parent} --rebuild` to check it")
