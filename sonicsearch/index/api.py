@@ -381,12 +381,12 @@ class AudioIndex:
 
 
 def load_embedder(model_path: str | Path, device: str = "auto",
-                  features: dict[str, Any] | None = None) -> Embedder:
+                  features: dict[str, Any] | None = None, batch_size: int = 32) -> Embedder:
     """Load ``sonicsearch.embed.Embedder`` from a checkpoint, windowed as ``features`` say
     (an index's windowing may differ from the model's training default)."""
     from sonicsearch.embed import Embedder as TorchEmbedder
 
     features = features or {}
-    return TorchEmbedder.from_checkpoint(model_path, device=device,
+    return TorchEmbedder.from_checkpoint(model_path, device=device, batch_size=batch_size,
                                          window_seconds=features.get("window_seconds"),
                                          hop_seconds=features.get("hop_seconds"))
