@@ -420,5 +420,6 @@ def _resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    text = getattr(exc, "error_string", None) or str(exc)  # libsndfile's, without the path
+    text = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
     return text[:160]
