@@ -21,10 +21,3 @@ def skipped_by_reason(skipped: Iterable[tuple[str, str]]) -> dict[str, int]:
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
-
-def skipped_summary(skipped: list[tuple[str, str]], what: str = "files") -> str:
-    """``"3 files skipped: 2 silent, 1 truncated"``; empty when nothing was skipped."""
-    if not skipped:
-        return ""
-    why = ", ".join(f"{n} {r}" for r, n in skipped_by_reason(skipped).items())
-    return f"{len(skipped)} {what} skipped: {why}"
