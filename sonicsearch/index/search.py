@@ -177,13 +177,15 @@ def _vote(f: int, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
             np.maximum.at(votes, (rows, bucket), np.maximum(s, 0.0))  # one vote per bucket
             yield s, bucket, np.maximum(votes[:, :-1], votes[:, 1:])  # buckets b, b+1 merged
 
+    one_block = len(x) <= QUERY_BLOCK  # keep it for the second pass; else recompute
+    first = list(blocks()) if one_block else blocks()
     totals = np.zeros(n_buckets)
-    for _, _, pair in blocks():
+    for _, _, pair in first:
         totals += pair.sum(axis=0)
     b = int(np.argmax(np.round(totals, 9)))  # ties as computed in any block size
     voted_any = np.zeros(len(v), bool)
     near_any = np.zeros(len(v), bool)
-    for s, bucket, pair in blocks():  # which windows voted for b: a second pass, bounded
+    for s, bucket, pair in (first if one_block else blocks()):  # which windows voted for b
         near = (bucket == b) | (bucket == b + 1)
         voted_any |= (near & (s > 0) & (s >= pair[:, b : b + 1])).any(axis=0)
         near_any |= near.any(axis=0)
