@@ -191,13 +191,16 @@ def _print_result(result, segments: bool) -> None:
     if result.predicted_label:
         head += f", predicted: {result.predicted_label}"
     typer.echo(head + ")")
-    header = ["rank", "score", "match"] + (["query"] if segments else []) + ["predicted"]
+    labelled = result.predicted_label is not None or any(r.get("label") for r in result)
+    header = (["rank", "score", "match"] + (["query"] if segments else [])
+              + (["predicted"] if labelled else []))  # a label-free model predicts nothing
     rows = []
     for r in result:
         row = [str(r["rank"]), f"{r['score']:.3f}", f"{_clock(r['start'])}-{_clock(r['end'])}"]
         if segments:
             row.append(f"{_clock(r['query_start'])}-{_clock(r['query_end'])}")
-        rows.append((row + [r.get("label") or "-"], display_path(r["path"])))
+        rows.append((row + ([r.get("label") or "-"] if labelled else []),
+                     display_path(r["path"])))
     widths = [max(len(h), *(len(row[i]) for row, _ in rows)) if rows else len(h)
               for i, h in enumerate(header)]
     typer.echo("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  path")
