@@ -162,9 +162,9 @@ def measure(x, q, truth, kind: str, args, gpu: int | None) -> dict:
 
 
 def _rescored(index, x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    from sonicsearch.index.search import WINDOWS_PER_RESULT
+    from sonicsearch.index.search import CANDIDATE_DEPTH
 
-    _, cand = index.search(q, K * WINDOWS_PER_RESULT)
+    _, cand = index.search(q, max(K, CANDIDATE_DEPTH))  # the candidates a query scores
     out = np.full((len(q), K), -1, dtype=np.int64)
     for i, c in enumerate(cand):
         c = c[c >= 0]

@@ -196,8 +196,8 @@ def build(embedder, ds, index_dir: Path, device: str):
 
     with C.Timer() as t:
         index = AudioIndex.build([it.path for it in ds.items], embedder, index_dir,
-                                 IndexConfig(index_type="flat", device=device), rebuild=True,
-                                 device=device)
+                                 config=IndexConfig(index_type="flat", device=device),
+                                 rebuild=True, device=device)
     report = index.build_report
     C.log(f"indexed {report.files} files ({report.vectors} windows) with {embedder.arch} "
           f"in {t.seconds:.1f}s; skipped {len(report.skipped)}")

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
         embedder = load_embedder(args.model, args.device)
         t0 = time.perf_counter()
         index = AudioIndex.build(files, embedder, work / "index",
-                                 IndexConfig(device=args.device), rebuild=True)
+                                 config=IndexConfig(device=args.device), rebuild=True)
         build_s = time.perf_counter() - t0
         report = index.build_report
         audio_s = report.audio_seconds

@@ -2,6 +2,12 @@
 finding audio files under folders.
 
 Every failure is an :class:`~sonicsearch.errors.AudioError` naming the file and the reason.
+File names need not be UTF-8: a name's bytes reach libsndfile as they are on disk
+(``os.fsencode``).
+
+Truncated files are errors, not shorter files: an Ogg stream (Vorbis, Opus, FLAC in Ogg)
+must end with its end-of-stream page, and a file that decodes to fewer frames than its
+header promises (an MP3 with a Xing/Info frame count, a WAV cut short) is truncated.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from sonicsearch.audio_integrity import check_complete as _check_complete
+from sonicsearch.audio_integrity import mp3_truncated, ogg_truncated
 from sonicsearch.errors import AudioError
 
 AUDIO_EXTENSIONS = frozenset(
@@ -127,6 +135,8 @@ def iter_blocks(
                 more = _read_mono(f, path, None, chunk)
                 eof = more.size < chunk
                 raw = np.concatenate([raw, more])
+                if eof:
+                    _check_complete(path, raw_lo + raw.size, f.frames, native)
             end = raw_lo + raw.size
             if pos >= end:
                 return
@@ -277,11 +287,15 @@ def _open(path: str | Path) -> sf.SoundFile:
     if size == 0:
         raise AudioError(p, "empty file (0 bytes)")
     try:
-        f = sf.SoundFile(str(p))
+        f = sf.SoundFile(os.fsencode(p))  # the name's bytes, UTF-8 or not
     except sf.LibsndfileError as exc:
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     except (OSError, RuntimeError) as exc:
         raise AudioError(p, f"unreadable ({exc})") from None
+    check = {"OGG": ogg_truncated, "MP3": mp3_truncated}.get(f.format)
+    if check is not None and (why := check(p, size)) is not None:
+        f.close()
+        raise AudioError(p, why)
     if f.samplerate <= 0 or f.channels <= 0:
         f.close()
         raise AudioError(p, "corrupt header (no sample rate or channels)")
@@ -297,12 +311,17 @@ def _read_resampled(f: sf.SoundFile, path, start: int, count: int, target: int) 
     if count <= 0:
         return np.zeros(0, dtype=np.float32)
     if target == native:
-        return _read_mono(f, path, start, count)
+        wave = _read_mono(f, path, start, count)
+        if start + count == f.frames:
+            _check_complete(path, start + wave.size, f.frames, native)
+        return wave
     unit = native // math.gcd(native, target)
     margin = _margin(native, unit)
     lo = max(0, (start - margin) // unit * unit)
     hi = min(f.frames, start + count + margin)
     raw = _read_mono(f, path, lo, hi - lo)
+    if hi == f.frames:
+        _check_complete(path, lo + raw.size, f.frames, native)
     out = _resample(torch.from_numpy(raw), native, target).numpy()
     a = (start - lo) * target // native
     b = a + math.ceil(count * target / native)
@@ -341,5 +360,6 @@ def _resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    text = getattr(exc, "error_string", None) or str(exc)  # libsndfile's, without the path
+    text = text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
     return text[:160]

@@ -3,11 +3,17 @@ head's label probabilities.
 
 Decoding runs on a producer thread that streams windows into a bounded queue while the
 model works on the previous batch, so the model is not starved and memory stays flat
-however long the files are.
+however long the files are. An in-memory waveform is cut into windows a block at a time
+(``WAVEFORM_BLOCK_WINDOWS``), never all at once.
+
+This module does not import FAISS: the index contract it satisfies lives in
+:mod:`sonicsearch.embedding_types`.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -16,11 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sonicsearch.audio import SILENCE_PEAK, audio_info, check_usable, frame_windows, iter_windows
+from sonicsearch.audio import (
+    SILENCE_PEAK,
+    audio_info,
+    check_usable,
+    iter_windows,
+    pad_to,
+    window_starts,
+)
+from sonicsearch.embedding_types import EmbeddedFile
 from sonicsearch.errors import AudioError
-from sonicsearch.index.types import EmbeddedFile
 
 _END = object()
+WAVEFORM_BLOCK_WINDOWS = 256  # windows cut from an in-memory waveform at a time
 
 
 class Embedder:
@@ -44,9 +58,14 @@ class Embedder:
         self.dim: int = int(model.backbone.embed_dim)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto",
-                        batch_size: int = 32) -> Embedder:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32,
+                        window_seconds: float | None = None,
+                        hop_seconds: float | None = None) -> Embedder:
         """Load ``model.pt`` (from ``train`` or ``pretrain``) onto ``device``.
+
+        Args:
+            window_seconds, hop_seconds: window this embedder differently from the model's
+                training default (an index's windowing); None keeps the model's.
 
         Raises:
             ModelError: missing or unreadable checkpoint.
@@ -56,7 +75,19 @@ class Embedder:
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)
-        return cls(model, info, Path(path), dev, batch_size)
+        return cls(model, info, Path(path), dev, batch_size).with_windows(window_seconds,
+                                                                           hop_seconds)
+
+    def with_windows(self, window_seconds: float | None = None,
+                     hop_seconds: float | None = None) -> Embedder:
+        """This model windowed differently, as a new Embedder sharing the loaded weights
+        (this one is unchanged); None keeps a setting."""
+        fc = self.feature_config
+        other = copy.copy(self)
+        other.feature_config = dataclasses.replace(
+            fc, window_seconds=window_seconds or fc.window_seconds,
+            hop_seconds=hop_seconds or fc.hop_seconds)
+        return other
 
     def embed(self, source: str | Path | np.ndarray, sample_rate: int | None = None):
         """docs/api.md: ``(vectors (n, dim) float32, spans (n, 2) seconds)``."""
@@ -86,9 +117,22 @@ class Embedder:
 
             wave = _resample(torch.from_numpy(wave), sr, fc.sample_rate).numpy()
         check_usable(wave, fc.sample_rate, "<waveform>", fc.min_seconds)
-        windows, spans = frame_windows(wave, fc.sample_rate, fc.window_seconds, fc.hop_seconds)
-        vectors, probs = self._run(windows)
-        return EmbeddedFile(vectors, spans, probs, wave.size / fc.sample_rate, sr)
+        win = int(round(fc.window_seconds * fc.sample_rate))
+        hop = int(round(fc.hop_seconds * fc.sample_rate))
+        starts = window_starts(wave.size, win, hop)
+        vecs, probs = [], []
+        for i in range(0, len(starts), WAVEFORM_BLOCK_WINDOWS):  # bounded: one block of windows
+            block = np.stack([pad_to(wave[s : s + win], win)
+                              for s in starts[i : i + WAVEFORM_BLOCK_WINDOWS]])
+            v, p = self._run(block.astype(np.float32, copy=False))
+            vecs.append(v)
+            if p is not None:
+                probs.append(p)
+        start = np.asarray(starts, dtype=np.float64)
+        spans = np.stack([start, np.minimum(start + win, wave.size)], axis=1) / fc.sample_rate
+        return EmbeddedFile(np.concatenate(vecs), spans,
+                            np.concatenate(probs) if probs else None,
+                            wave.size / fc.sample_rate, sr)
 
     def embed_files(
         self, paths: Iterable[str | Path]

@@ -19,8 +19,8 @@ import soundfile as sf
 
 from sonicsearch.audio import check_usable, frame_windows, load_audio
 from sonicsearch.config import FeatureConfig
+from sonicsearch.embedding_types import EmbeddedFile
 from sonicsearch.errors import AudioError
-from sonicsearch.index.types import EmbeddedFile
 
 SR = 8000
 N_BANDS = 64
@@ -53,7 +53,7 @@ class FakeEmbedder:
     def embed_file(self, path: str | Path) -> EmbeddedFile:
         wave, _ = load_audio(path, sample_rate=SR)
         out = self.embed_waveform(wave, SR, name=path)
-        out.sample_rate = sf.info(str(path)).samplerate
+        out.sample_rate = sf.info(os.fsencode(path)).samplerate
         self.embedded.append(str(path))
         if self.delay:
             time.sleep(self.delay)

@@ -204,3 +204,35 @@ def test_unicode_path_loads(tmp_path):
     path = write_audio(tmp_path / "日本語 é.ogg", tone(1.0, 16000), 16000)
     wave, sr = load_audio(path, 16000)
     assert sr == 16000 and wave.size > 15000
+
+
+@pytest.mark.parametrize("ext", ["ogg", "opus", "mp3"])
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_truncated_encoded_files_are_errors_not_shorter_files(tmp_path, ext, keep):
+    sr = 16000 if ext == "opus" else 22050
+    rng = np.random.default_rng(1)
+    noise = (0.1 * rng.standard_normal((6 * sr, 1))).astype(np.float32)
+    good = write_audio(tmp_path / f"good.{ext}", noise, sr)
+    assert load_audio(good)[0].size == 6 * sr  # complete: fine
+    assert sum(w.size for w, _ in iter_blocks(good, 8000, block_seconds=1.0)) == 6 * 8000
+    blob = open(good, "rb").read()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(blob[: int(len(blob) * keep)])
+    readers = [lambda: audio_info(cut), lambda: load_audio(cut),
+               lambda: load_audio(cut, 8000),
+               lambda: list(iter_windows(cut, 8000, 1.0, 0.5, block_seconds=1.0))]
+    for read in readers:
+        with pytest.raises(AudioError, match="truncated"):
+            read()
+
+
+def test_a_file_name_that_is_not_utf8_loads(tmp_path):
+    name = os.fsdecode(b"caf\xe9.wav")  # Latin-1 bytes: a lone surrogate in the str
+    import soundfile as sf
+
+    sf.write(os.fsencode(tmp_path / name), tone(1.0, 8000)[:, 0], 8000)
+    files = find_audio_files([tmp_path])
+    assert [f.name for f in files] == [name]
+    assert audio_info(files[0]).frames == 8000
+    assert load_audio(files[0])[0].size == 8000
+    assert sum(w.size for w, _ in iter_blocks(files[0])) == 8000

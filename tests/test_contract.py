@@ -198,6 +198,27 @@ def test_label_free_model_gives_nulls_that_match_the_schema(world):
     assert info["model"]["labels"] == [] and info["files"] == 3
 
 
+def test_filtered_and_thresholded_query_json_matches_schema(world):
+    clip = world / "data" / "low" / "low1.wav"
+    args = ("query", clip, "--index", world / "idx", "--json", "--device", "cpu")
+    (obj,) = cli_json(*args, "--k", K, "--path-prefix", world / "data" / "high",
+                      "--max-per-folder", 2, "--min-score", "-1")
+    _check_query(obj, 2, segments=False)
+    assert (obj["min_score"], obj["no_match"], obj["reason"]) == (-1.0, False, None)
+    assert {Path(r["path"]).parent.name for r in obj["results"]} == {"high"}
+    (none,) = cli_json(*args, "--label", "no-such-label", "--min-score", "auto")
+    assert_valid(none, "query")
+    assert none["results"] == [] and none["no_match"] is True
+    assert none["reason"] == "no indexed file passes the filters"
+    assert isinstance(none["min_score"], float)  # 6 files: calibrated
+
+
+def test_info_check_json_matches_schema(world):
+    (obj,) = cli_json("info", "--index", world / "idx", "--json", "--check")
+    assert_valid(obj, "info")
+    assert obj["check"] == "ok"
+
+
 @pytest.fixture(scope="module")
 def info(world):
     (obj,) = cli_json("info", "--index", world / "idx", "--json")

@@ -14,6 +14,7 @@ from fake_embedder import SR, FakeEmbedder, make_corpus, sound, write_sound
 from sonicsearch.config import IndexConfig
 from sonicsearch.errors import AudioError, ConfigError, DataError, IndexStoreError
 from sonicsearch.index import AudioIndex, build_index
+from sonicsearch.index import api as index_api
 from sonicsearch.index.faiss_index import gpu_count
 from sonicsearch.index.layout import IndexLayout, file_sha256
 from sonicsearch.index.store import Store
@@ -235,7 +236,7 @@ def test_open_missing_or_damaged_index(corpus, emb, tmp_path):
     (gen / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(IndexStoreError, match=f"index {root / 'idx'} is damaged"):
         AudioIndex.open(root / "idx")
-    with pytest.raises(IndexStoreError, match="pass --rebuild"):
+    with pytest.raises(IndexStoreError, match="--index .* --rebuild"):
         build_index([root / "audio"], emb, root / "idx")
     assert build_index([root / "audio"], emb, root / "idx", rebuild=True).written
     (root / "idx" / "CURRENT").write_text("../../etc")
@@ -265,18 +266,29 @@ def test_progress_is_reported(corpus, emb):
     assert seconds > 0 and [c[3] for c in calls] == sorted(c[3] for c in calls)
 
 
-def test_open_index_survives_a_later_build(corpus, emb):
+def test_open_index_survives_later_builds_until_it_refreshes(corpus, emb, monkeypatch):
     root, files = corpus
+    monkeypatch.setattr(index_api, "load_embedder",
+                        lambda path, device="auto", features=None: FakeEmbedder(path))
     build_index([root / "audio"], emb, root / "idx")
-    index = AudioIndex.open(root / "idx", embedder=emb)
-    before = index.query(files[1], k=3)
+    index = AudioIndex.open(root / "idx")  # the model loads lazily from the generation
+    first = index.gen
     write_sound(root / "audio" / "more.wav", 300)
-    build_index([root / "audio"], emb, root / "idx")  # deletes the generation still open
-    assert not index.gen.exists()
-    # open files stay readable (POSIX)
-    assert index.query(files[1], k=3).to_dict() == before.to_dict()
+    build_index([root / "audio"], emb, root / "idx")  # commits gen 2 and cleans up
+    build_index([root / "audio"], emb, root / "idx", IndexConfig(index_type="hnsw"))
+    assert first.exists() and index.gen == first  # held by the open reader
+    res = index.query(files[1], k=20)  # loads model.pt of the generation it opened
+    assert len(res) == 8 and res[0]["path"] == str(files[1].resolve())
+    assert index.refresh() is True  # switches to the newest generation
+    assert index.gen.name == live(root / "idx") and index.meta["index_type"] == "hnsw"
+    assert len(index.query(files[1], k=20)) == 9 and index.info()["files"] == 9
+    assert index.refresh() is False  # already the newest
+    write_sound(root / "audio" / "again.wav", 301)
+    build_index([root / "audio"], emb, root / "idx")
+    assert not first.exists()  # released by refresh: deleted by the next clean-up
     index.close()
-    assert AudioIndex.open(root / "idx").info()["files"] == 9
+    build_index([root / "audio"], emb, root / "idx", rebuild=True)
+    assert [p.name for p in (root / "idx").glob("gen-*")] == [live(root / "idx")]
 
 
 def test_search_settings_change_without_rebuilding_faiss(corpus, emb):

@@ -70,4 +70,8 @@ def test_new_generation_is_served_without_a_failed_request(tmp_path):
     assert generations == {"gen-000001", "gen-000002"}
     assert res.json()["results"][0]["path"] == str(new_file.resolve())
     assert info["files"] == 9 and info["swaps"] == 1
-    assert not (tmp_path / "idx" / "gen-000001").exists()  # the build cleaned it up
+    # the server held gen-000001 (a reader lock) while the build committed, so that build
+    # kept it; the server let go of it on switching, so the next build's clean-up deletes it
+    assert (tmp_path / "idx" / "gen-000001").is_dir()
+    assert not build_index([tmp_path / "audio"], emb, tmp_path / "idx").written
+    assert not (tmp_path / "idx" / "gen-000001").exists()

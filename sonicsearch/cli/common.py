@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from sonicsearch.reporting import display_path, skipped_by_reason
 
 
 class Device(str, Enum):
@@ -50,3 +53,23 @@ ExternalOpt = Annotated[
     typer.Option("--allow-external-paths",
                  help="Let a CSV name absolute paths or paths outside its folder."),
 ]
+
+
+def report_skipped(skipped: list[tuple[str, str]], what: str = "files") -> None:
+    """One line per skipped file, then a count by reason (stderr)."""
+    from sonicsearch.progress import log
+
+    if not skipped:
+        return
+    for path, reason in skipped:
+        log(f"skipped {display_path(path)}: {reason}")
+    log(f"skipped {len(skipped)} {what}: "
+        + ", ".join(f"{n} {r}" for r, n in skipped_by_reason(skipped).items()))
+
+
+def echo_json(obj: Any) -> None:
+    """One JSON line on stdout. A path whose name is not UTF-8 keeps its bytes as JSON
+    escapes of its surrogates (``"caf\\udce9.wav"``), which ``json.loads`` turns back into
+    the exact ``os.fsdecode`` str: printing never fails and nothing is lost."""
+    text = json.dumps(obj, ensure_ascii=False)
+    typer.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))

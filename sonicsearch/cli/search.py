@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sonicsearch.cli import app
-from sonicsearch.cli.common import DEFAULT_INDEX, DeviceOpt, IndexOpt, IndexType, JsonOpt
-from sonicsearch.cli.train import report_skipped
+from sonicsearch.cli.common import (
+    DEFAULT_INDEX,
+    ConfigOpt,
+    DeviceOpt,
+    IndexOpt,
+    IndexType,
+    JsonOpt,
+    echo_json,
+    report_skipped,
+)
 from sonicsearch.progress import log, progress_bar
+from sonicsearch.reporting import display_path
+
+if TYPE_CHECKING:
+    from sonicsearch.config import IndexConfig
 
 
 class Rollup(str, Enum):
@@ -29,36 +39,36 @@ def build_index_cmd(
         "--model", "-m", help="model.pt from train/pretrain; default: the index's own model.")
     ] = None,
     index: IndexOpt = DEFAULT_INDEX,
+    config: ConfigOpt = None,
     window: Annotated[float | None, typer.Option(help="Window seconds (default: the model's).")
                       ] = None,
     hop: Annotated[float | None, typer.Option(help="Hop seconds (default: the model's).")] = None,
-    index_type: Annotated[IndexType, typer.Option(help="FAISS index; auto picks by size.")
-                          ] = IndexType.auto,
+    index_type: Annotated[IndexType | None, typer.Option(
+        help="FAISS index; auto picks by size (default: the config's, auto).")] = None,
     device: DeviceOpt = None,
     rebuild: Annotated[bool, typer.Option(
         help="Start over (needed to switch models or windows).")] = False,
 ) -> None:
-    """Embed audio and build (or update, incrementally) a self-contained index."""
-    from sonicsearch.config import IndexConfig
-    from sonicsearch.errors import IndexStoreError
+    """Embed audio and build (or update, incrementally) a self-contained index.
+
+    Every key of the config file's ``index:`` section applies; --index-type and --device
+    override it.
+    """
+    import time
+
     from sonicsearch.index import AudioIndex
     from sonicsearch.index.api import load_embedder
 
-    dev = device.value if device else "auto"
+    cfg, _ = _index_config(config)
+    cfg.index_type = index_type.value if index_type else cfg.index_type
+    cfg.device = device.value if device else cfg.device
     if model is None:
-        try:
-            existing = AudioIndex.open(index, device="cpu")
-        except IndexStoreError:
-            raise IndexStoreError(f"no index at {index} yet: pass --model PATH") from None
-        model = existing.model_path
-        features = existing.meta.get("features")
-        existing.close()
+        model, features = _index_model(index)
     else:
         features = None
-    embedder = load_embedder(model, dev, features)
+    embedder = load_embedder(model, cfg.device, features, batch_size=cfg.batch_size)
     log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
-        f"on {embedder.device}")
-    cfg = IndexConfig(index_type=index_type.value, device=dev)
+        f"on {getattr(embedder, 'device', cfg.device)}")
     t0 = time.monotonic()
     with progress_bar(0, "embedding") as bar:
         state = {"done": 0}
@@ -68,22 +78,54 @@ def build_index_cmd(
             if done > state["done"]:
                 speed = seconds / 3600 / max(time.monotonic() - t0, 1e-9)
                 bar.advance(done - state["done"], f"{windows} windows, {seconds / 3600:.2f} h "
-                            f"audio, {speed * 3600:.0f} audio-h/h  {Path(path).name[:30]}")
+                            f"audio, {speed * 3600:.0f} audio-h/h  "
+                            f"{display_path(Path(path).name)[:30]}")
                 state["done"] = done
 
-        idx = AudioIndex.build(audio, embedder, index, cfg, rebuild, progress, dev, window, hop)
+        idx = AudioIndex.build(audio, embedder, index, config=cfg, rebuild=rebuild,
+                               progress=progress, device=cfg.device, window_seconds=window,
+                               hop_seconds=hop)
     report = idx.build_report
     idx.close()
     report_skipped(report.skipped)
-    wall = time.monotonic() - t0
-    log(f"added {len(report.added)}, updated {len(report.updated)}, removed "
-        f"{len(report.removed)}, unchanged {report.unchanged}, skipped {len(report.skipped)}")
-    if report.audio_seconds:
-        log(f"embedded {report.audio_seconds / 3600:.2f} h of audio in {wall:.1f}s "
-            f"({report.audio_seconds / max(wall, 1e-9):.0f}x real time)")
-    state_word = "wrote" if report.written else "unchanged:"
-    log(f"{state_word} {index}: {report.files} files, {report.vectors} vectors, "
-        f"{report.index_type} ({report.reason})")
+    log(f"{'wrote' if report.written else 'unchanged:'} {index}: {report.summary()}")
+
+
+def _index_config(path: Path | None) -> tuple[IndexConfig, set[str]]:
+    """The ``index:`` section of a config file (defaults without one), and the keys the
+    file sets."""
+    import yaml
+
+    from sonicsearch.config import load_config
+
+    cfg = load_config(path).index
+    if path is None:
+        return cfg, set()
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    section = data.get("index") if isinstance(data, dict) else None
+    return cfg, set(section) if isinstance(section, dict) else set()
+
+
+def _index_model(index: Path) -> tuple[Path, dict | None]:
+    """The model an existing index holds, and its windowing, without opening the rest (so
+    that ``--rebuild`` works on an index whose other files are damaged)."""
+    from sonicsearch.errors import IndexStoreError
+    from sonicsearch.index import layout as L
+
+    try:
+        gen = L.IndexLayout(index).current()
+    except IndexStoreError:
+        gen = None
+    meta = None
+    if gen is not None:
+        try:
+            meta = L.read_index_json(gen)
+        except IndexStoreError:
+            meta = None
+    if meta is None or not (gen / L.MODEL).is_file():
+        raise IndexStoreError(f"no usable index at {index} to take the model from: pass "
+                              "--model PATH")
+    return gen / L.MODEL, meta.get("features")
 
 
 @app.command()
@@ -99,7 +141,8 @@ def query(
         help="Leave a query file out of its own results when it is indexed.")] = False,
     device: DeviceOpt = None,
     label: Annotated[list[str] | None, typer.Option(
-        help="Keep files with this label (repeat for any of several).")] = None,
+        help="Keep files the model labels so, the predicted column (repeat for any of "
+        "several).")] = None,
     path_prefix: Annotated[Path | None, typer.Option(
         help="Keep files under this folder (or this file).")] = None,
     min_duration: Annotated[float | None, typer.Option(
@@ -111,55 +154,79 @@ def query(
     min_score: Annotated[str | None, typer.Option(
         help="Drop results scoring below X; 'auto': the index's no-match threshold "
         "(1% false accepts). Nothing left: no match.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML config: its index: hnsw_ef_search / ivf_nprobe / device "
+        "override the index's search settings.")] = None,
 ) -> None:
-    """Find the indexed files that sound most like each clip."""
-    from sonicsearch.audio import find_audio_files
-    from sonicsearch.errors import AudioError
+    """Find the indexed files that sound most like each clip.
+
+    Labels are the model's predictions: the query's (in its heading) and each indexed
+    file's (the "predicted" column); nobody's hand labels.
+    """
+    from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
+    from sonicsearch.errors import AudioError, DataError
     from sonicsearch.index import ROLLUP_DEFAULT, AudioIndex
     from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
 
     filters = Filters(tuple(label or ()), resolve_prefix(path_prefix), min_duration,
                       max_duration, max_per_folder)
     threshold = parse_min_score(min_score)
-    idx = AudioIndex.open(index, device=device.value if device else "auto")
+    cfg, keys = _index_config(config)
+    dev = device.value if device else (cfg.device if "device" in keys else "auto")
     errors: list[tuple[str, str]] = []
     paths = find_audio_files(clips, errors)
+    if not paths and not errors:
+        raise DataError(f"no audio files found in {', '.join(map(str, clips))} (looked for "
+                        f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
+    idx = AudioIndex.open(index, device=dev,
+                          nprobe=cfg.ivf_nprobe if "ivf_nprobe" in keys else None,
+                          ef_search=cfg.hnsw_ef_search if "hnsw_ef_search" in keys else None)
     skipped = list(errors)
     how = rollup.value if rollup else ROLLUP_DEFAULT
-    for path, result in idx.query_files(paths, k=k, segments=segments, rollup=how,
-                                        exclude_self=exclude_self,
-                                        filters=filters if filters.active else None,
-                                        min_score=threshold):
-        if isinstance(result, AudioError):
-            skipped.append((str(path), result.reason))
-            continue
-        if json_out:
-            typer.echo(json.dumps(result, ensure_ascii=False))
-        else:
-            _print_result(result, segments)
-    idx.close()
-    if skipped:
+    try:
+        for path, result in idx.query_files(paths, k=k, segments=segments, rollup=how,
+                                            exclude_self=exclude_self,
+                                            filters=filters if filters.active else None,
+                                            min_score=threshold):
+            if isinstance(result, AudioError):
+                skipped.append((str(path), result.reason))
+            elif json_out:
+                echo_json(result.to_dict())
+            else:
+                _print_result(result, segments)
+    finally:
+        idx.close()
+    if len(skipped) == len(paths) + len(errors):  # nothing answered: one error, said once
+        if len(skipped) == 1:
+            raise AudioError(skipped[0][0], skipped[0][1])
         report_skipped(skipped, "clips")
-        if len(skipped) == len(paths) + len(errors):
-            raise AudioError(skipped[0][0], "no usable query clip" if len(skipped) > 1
-                             else skipped[0][1])
+        raise AudioError(skipped[0][0], f"no usable query clip ({len(skipped)} skipped)")
+    report_skipped(skipped, "clips")
 
 
-def _print_result(result: dict, segments: bool) -> None:
-    head = f"{result['query']}  ({result['duration']:.1f}s"
-    if result.get("predicted_label"):
-        head += f", predicted: {result['predicted_label']}"
+def _print_result(result, segments: bool) -> None:
+    """A table: rank, score, the matching span (with the query's span in segments mode),
+    the model's predicted label for the match, and its path."""
+    head = f"{display_path(result.query)}  ({result.duration:.1f}s"
+    if result.predicted_label:
+        head += f", predicted: {result.predicted_label}"
     typer.echo(head + ")")
-    rows = [(str(r["rank"]), f"{r['score']:.3f}",
-             f"{_clock(r['start'])}-{_clock(r['end'])}", r.get("label") or "-", r["path"])
-            for r in result["results"]]
-    header = ("rank", "score", "match" if not segments else "window", "label", "path")
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
-              for i in range(4)]
+    labelled = result.predicted_label is not None or any(r.get("label") for r in result)
+    header = (["rank", "score", "match"] + (["query"] if segments else [])
+              + (["predicted"] if labelled else []))  # a label-free model predicts nothing
+    rows = []
+    for r in result:
+        row = [str(r["rank"]), f"{r['score']:.3f}", f"{_clock(r['start'])}-{_clock(r['end'])}"]
+        if segments:
+            row.append(f"{_clock(r['query_start'])}-{_clock(r['query_end'])}")
+        rows.append((row + ([r.get("label") or "-"] if labelled else []),
+                     display_path(r["path"])))
+    widths = [max(len(h), *(len(row[i]) for row, _ in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
     typer.echo("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  path")
-    for row in rows:
+    for row, path in rows:
         typer.echo("  " + "  ".join(c.rjust(w) if i < 2 else c.ljust(w)
-                                    for i, (c, w) in enumerate(zip(row, widths))) + f"  {row[4]}")
+                                    for i, (c, w) in enumerate(zip(row, widths))) + f"  {path}")
     if not rows:
         typer.echo(f"  ({result.get('reason') or 'no results'})")
     typer.echo("")
@@ -172,14 +239,24 @@ def _clock(seconds: float) -> str:
 
 
 @app.command()
-def info(index: IndexOpt = DEFAULT_INDEX, json_out: JsonOpt = False) -> None:
+def info(
+    index: IndexOpt = DEFAULT_INDEX,
+    json_out: JsonOpt = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Read every file: checksums recorded at build time and SQLite's "
+        "integrity check; a damaged index is an error naming the file.")] = False,
+) -> None:
     """Describe an index: files, vectors, type and the model it holds."""
     from sonicsearch.index import AudioIndex
 
     with AudioIndex.open(index, device="cpu") as idx:
+        if check:
+            idx.check()
         facts = idx.info()
+    if check:
+        facts["check"] = "ok"
     if json_out:
-        typer.echo(json.dumps(facts, ensure_ascii=False))
+        echo_json(facts)
         return
     model = facts["model"]
     labels = ", ".join(model["labels"]) if model["labels"] else "(none: label-free model)"
@@ -187,4 +264,5 @@ def info(index: IndexOpt = DEFAULT_INDEX, json_out: JsonOpt = False) -> None:
         f"index       {index}\nfiles       {facts['files']}\nvectors     {facts['vectors']}\n"
         f"dim         {facts['dim']}\ntype        {facts['index_type']}\n"
         f"model       {model['arch']} sha256 {model['sha256'][:16]}\nlabels      {labels}\n"
-        f"created     {facts['created']}")
+        f"created     {facts['created']}" + ("\ncheck       ok: every file matches its checksum"
+                                            if check else ""))

@@ -19,21 +19,9 @@ from sonicsearch.cli.common import (
     ModelOpt,
     SeedOpt,
     WeightsOpt,
+    report_skipped,
 )
 from sonicsearch.progress import log
-
-
-def report_skipped(skipped: list[tuple[str, str]], what: str = "files") -> None:
-    """One line per skipped file, then a count by reason."""
-    if not skipped:
-        return
-    for path, reason in skipped:
-        log(f"skipped {path}: {reason}")
-    reasons: dict[str, int] = {}
-    for _, reason in skipped:
-        key = reason.split(" (")[0]
-        reasons[key] = reasons.get(key, 0) + 1
-    log(f"skipped {len(skipped)} {what}: " + ", ".join(f"{n} {r}" for r, n in reasons.items()))
 
 
 @app.command()

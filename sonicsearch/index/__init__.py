@@ -3,10 +3,10 @@ and query by example with window-to-file roll-up.
 
     faiss_index.py  choose_index_type / build_faiss_index (CPU or GPU)
     store.py        meta.sqlite (files, windows: row i = FAISS id i), vectors.npy, probs.npy
-    layout.py       DIR/CURRENT -> DIR/gen-NNNNNN/, lock, atomic commit, cleanup
+    layout.py       DIR/CURRENT -> DIR/gen-NNNNNN/, locks, atomic commit, checksums, cleanup
     writer.py       writing one generation
     build.py        build_index: incremental update from files and folders
-    search.py       window search and roll-ups (vote, max, mean-top)
+    search.py       candidate search, then exact roll-ups (vote, max, mean-top)
     api.py          AudioIndex
 """
 

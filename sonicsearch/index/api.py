@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import faiss
 import numpy as np
 
 from sonicsearch.config import IndexConfig
+from sonicsearch.embedding_types import with_windows
 from sonicsearch.errors import AudioError, ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
@@ -33,15 +33,21 @@ class AudioIndex:
     """A built index, opened read-only: FAISS index, metadata, and the model it holds.
 
     Use :meth:`open` (or :meth:`build`); the model is loaded on the first query by file or
-    waveform, unless an embedder is given.
+    waveform, unless an embedder is given. The opened generation stays on disk (a reader
+    lock that builds respect) and keeps answering until :meth:`close`; :meth:`refresh`
+    switches to the newest one a build committed since. Refresh between queries, not while
+    another thread queries the same object.
     """
 
     def __init__(self, root: Path, gen: Path, meta: dict[str, Any], store: Store,
-                 index: faiss.Index, on_gpu: bool, embedder: Embedder | None, device: str):
+                 index: faiss.Index, on_gpu: bool, embedder: Embedder | None, device: str,
+                 hold: int | None = None):
         self.root, self.gen, self.meta, self.store = root, gen, meta, store
         self.index, self.on_gpu, self.device = index, on_gpu, device
-        # IVF-PQ scores are approximate: re-score its hits from the stored vectors (mmap)
-        self._exact = store.vectors() if meta["index_type"] == "ivfpq" else None
+        self._hold = hold  # the reader lock on ``gen`` (layout.hold_generation)
+        # candidates are scored exactly from the stored raw vectors (a memory map)
+        self._exact = store.vectors()
+        self._search_overrides: tuple[int | None, int | None] = (None, None)
         self._embedder = None
         self.build_report: BuildReport | None = None
         if embedder is not None:
@@ -73,33 +79,42 @@ class AudioIndex:
             if gen is None:
                 raise IndexStoreError(f"no index at {layout.root}: it has no CURRENT file "
                                       "(build one with `sonicsearch build-index`)")
+            hold = None
             try:
-                return cls._load(layout.root, gen, embedder, device, nprobe, ef_search)
+                hold = L.hold_generation(gen)  # clean-up now leaves it alone
+                index = cls._load(layout.root, gen, embedder, device, nprobe, ef_search, hold)
             except IndexStoreError:
+                L.release_generation(hold)
                 if layout.current_name() == gen.name:
                     raise
+                continue
+            except BaseException:
+                L.release_generation(hold)
+                raise
+            index._search_overrides = (nprobe, ef_search)
+            return index
         raise IndexStoreError(f"index {layout.root} keeps changing while opening it; try again")
 
     @classmethod
-    def _load(cls, root, gen, embedder, device, nprobe, ef_search) -> AudioIndex:
+    def _load(cls, root, gen, embedder, device, nprobe, ef_search, hold=None) -> AudioIndex:
         meta = L.read_index_json(gen)
         L.check_sizes(gen, meta)
         for name in (L.INDEX_FILE, L.MODEL):
             if not (gen / name).is_file():
-                raise IndexStoreError(f"index {root} is damaged: {gen.name}/{name} is missing")
+                raise L.damaged(gen, name, "is missing")
         store = Store(gen)
         try:
             index = read_faiss_index(str(gen / L.INDEX_FILE))
         except RuntimeError as exc:
             store.close()
-            raise IndexStoreError(f"index {root} is damaged: {gen.name}/{L.INDEX_FILE} is "
-                                  f"unreadable ({str(exc).splitlines()[0][:120]})") from None
+            raise L.damaged(gen, L.INDEX_FILE, f"is unreadable "
+                            f"({str(exc).splitlines()[0][:120]})") from None
         counts = meta.get("counts", {})
         if not (index.ntotal == store.n_rows == counts.get("vectors")
                 and index.d == meta.get("dim") and len(store.records) == counts.get("files")):
             store.close()
-            raise IndexStoreError(f"index {root} is damaged: {L.INDEX_FILE}, {L.META_DB} and "
-                                  f"{L.INFO} disagree on the number of vectors")
+            raise L.damaged(gen, L.INDEX_FILE, f"disagrees with {L.META_DB} and {L.INFO} on "
+                            "the number of vectors")
         kind, params = meta["index_type"], meta["index_params"]
         set_search_params(index, kind, params, nprobe=nprobe, ef_search=ef_search)
         gpu, on_gpu = resolve_gpu(device), False
@@ -112,7 +127,11 @@ class AudioIndex:
                     raise ConfigError(f"cannot move this {kind} index to {device} "
                                       f"({str(exc).splitlines()[0][:120]}); use --device "
                                       "cpu or auto") from None
-        return cls(root, gen, meta, store, index, on_gpu, embedder, device)
+        try:
+            return cls(root, gen, meta, store, index, on_gpu, embedder, device, hold)
+        except BaseException:
+            store.close()
+            raise
 
     @classmethod
     def build(
@@ -120,6 +139,7 @@ class AudioIndex:
         inputs: Iterable[str | Path],
         model: str | Path | Embedder,
         index_dir: str | Path = DEFAULT_INDEX_DIR,
+        *,
         config: IndexConfig | None = None,
         rebuild: bool = False,
         progress: Callable[[int, int, str, int, float], None] | None = None,
@@ -131,15 +151,11 @@ class AudioIndex:
         open it; the report is in ``.build_report``.
 
         Args:
-            model: a ``model.pt`` path, or a loaded Embedder.
+            model: a ``model.pt`` path, or a loaded Embedder (not modified).
             window_seconds, hop_seconds: override the model's windowing for this index.
         """
         embedder = load_embedder(model, device) if isinstance(model, str | Path) else model
-        if window_seconds is not None or hop_seconds is not None:
-            fc = embedder.feature_config
-            embedder.feature_config = dataclasses.replace(
-                fc, window_seconds=window_seconds or fc.window_seconds,
-                hop_seconds=hop_seconds or fc.hop_seconds)
+        embedder = with_windows(embedder, window_seconds, hop_seconds)
         config = config or IndexConfig(device=device)
         report = build_index(inputs, embedder, index_dir, config, rebuild, progress)
         index = cls.open(index_dir, embedder=embedder, device=device)
@@ -180,6 +196,51 @@ class AudioIndex:
             "path": str(self.root),
         }
 
+    def check(self) -> None:
+        """Read every file of the generation: sizes and the sha256 recorded at commit, and
+        SQLite's integrity check of the metadata (``sonicsearch info --check``).
+
+        Raises:
+            IndexStoreError: one line naming the first damaged file and the fix.
+        """
+        L.verify(self.gen, self.meta)
+        problem = self.store.integrity_problem()
+        if problem is not None:
+            raise L.damaged(self.gen, L.META_DB, f"fails SQLite's integrity check ({problem})")
+
+    # -- a newer generation --------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Switch to the newest committed generation, if a build committed one since this
+        index was opened (what a long-running server calls). The model moves along when
+        the new generation was built with the same model and windows.
+
+        Returns:
+            True when it switched, False when this is already the newest.
+
+        Raises:
+            IndexStoreError: the newest generation cannot be opened (this one stays open).
+        """
+        name = L.IndexLayout(self.root).current_name()
+        if name is None or name == self.gen.name:
+            return False
+        nprobe, ef_search = self._search_overrides
+        new = AudioIndex.open(self.root, device=self.device, nprobe=nprobe,
+                              ef_search=ef_search)
+        keep = self._embedder
+        if keep is not None and (new.meta["model"]["sha256"] != self.meta["model"]["sha256"]
+                                 or new.meta["features"] != self.meta["features"]):
+            keep = None
+        old_store, old_hold = self.store, self._hold
+        self.gen, self.meta, self.store, self.index = new.gen, new.meta, new.store, new.index
+        self.on_gpu, self._exact, self._hold = new.on_gpu, new._exact, new._hold
+        self._embedder = keep
+        old_store.close()
+        L.release_generation(old_hold)
+        return True
+
+    reload = refresh
+
     # -- the model -----------------------------------------------------------------------
 
     @property
@@ -214,9 +275,10 @@ class AudioIndex:
 
         Args:
             source: an audio file, or a mono waveform (float array).
-            k: number of results.
+            k: number of results; the results for k are the first k for any larger k, and
+                a file's score does not depend on k.
             sample_rate: the waveform's rate; None means the model's rate.
-            rollup: vote | max | mean-top: how window hits make a file's score.
+            rollup: vote | max | mean-top: how window pairs make a file's score.
             segments: list matching windows instead of files.
             exclude_self: leave the query file itself out of the results.
             filters: keep only files that pass (see :mod:`sonicsearch.index.filters`).
@@ -225,10 +287,9 @@ class AudioIndex:
                 ``min_score``, ``no_match`` and ``reason``.
 
         Returns:
-            The results, best first: dicts with rank, path, score, start, end and label
-            (segments add query_start, query_end), as a list that also carries ``query``,
-            ``duration`` and ``predicted_label``; ``.to_dict()`` gives the query JSON
-            (docs/formats.md).
+            A :class:`QueryResult`: the results, best first (see its docstring for the
+            fields), with ``query``, ``duration``, ``predicted_label`` and ``extra``;
+            ``.to_dict()`` gives the query JSON (docs/formats.md).
 
         Raises:
             AudioError: the clip is unusable. IndexStoreError: another model.
@@ -240,13 +301,13 @@ class AudioIndex:
         else:
             emb = self.embedder.embed_file(source)
             name, exclude = str(source), Path(source).resolve() if exclude_self else None
-        return QueryResult.from_dict(self.query_vectors(
-            emb.vectors, emb.spans, emb.probs, k=k, rollup=rollup, segments=segments,
-            exclude=exclude, query=name, duration=emb.duration, filters=filters,
-            min_score=min_score))
+        return self.query_vectors(emb.vectors, emb.spans, emb.probs, k=k, rollup=rollup,
+                                  segments=segments, exclude=exclude, query=name,
+                                  duration=emb.duration, filters=filters,
+                                  min_score=min_score)
 
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
-                    ) -> Iterator[tuple[Path, dict[str, Any] | AudioError]]:
+                    ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
         """Query many clips, decoding ahead; bad clips yield their AudioError in order.
 
         Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self, filters,
@@ -266,8 +327,11 @@ class AudioIndex:
                       rollup: str = ROLLUP_DEFAULT, segments: bool = False,
                       exclude: str | Path | None = None, query: str = "<vectors>",
                       duration: float | None = None, filters: Filters | None = None,
-                      min_score: float | str | None = None) -> dict[str, Any]:
+                      min_score: float | str | None = None) -> QueryResult:
         """Query with precomputed window embeddings of this index's model.
+
+        Long queries are searched and scored in blocks of windows (see
+        :mod:`sonicsearch.index.search`), so memory stays bounded.
 
         Args:
             vectors: (n, dim) L2-normalised window vectors.
@@ -276,6 +340,9 @@ class AudioIndex:
             exclude: an indexed path to leave out of the results.
             query, duration: echoed in the result.
             filters, min_score: as in :meth:`query`.
+
+        Returns:
+            A :class:`QueryResult`, the same shape :meth:`query` returns.
         """
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.shape[1] != self.meta["dim"]:
@@ -289,10 +356,11 @@ class AudioIndex:
         exclude_id = (self.store.by_path.get(str(Path(exclude).resolve()))
                       if exclude is not None else None)
 
-        def run(depth: int) -> list[Hit]:
+        def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
             return search(self.index, self.store, vectors, spans, depth, rollup,
                           fc["hop_seconds"], segments=segments, exclude=exclude_id,
-                          max_k=GPU_MAX_K if self.on_gpu else None, exact=self._exact)
+                          max_k=GPU_MAX_K if self.on_gpu else None, exact=self._exact,
+                          allowed=allowed)
 
         extra: dict[str, Any] = {}
         if filters is None and min_score is None:
@@ -302,13 +370,9 @@ class AudioIndex:
         labels = self.labels
         predicted = (labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
                      if probs is not None and len(probs) and labels else None)
-        return {
-            "query": query,
-            "duration": round(float(duration if duration is not None else spans[:, 1].max()), 3),
-            "predicted_label": predicted,
-            "results": [self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
-            **extra,
-        }
+        seconds = float(duration if duration is not None else spans[:, 1].max())
+        return QueryResult([self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
+                           query, round(seconds, 3), predicted, extra)
 
     def _result(self, rank: int, hit: Hit) -> dict[str, Any]:
         rec = self.store.records[hit.file]
@@ -320,7 +384,10 @@ class AudioIndex:
         return out
 
     def close(self) -> None:
+        """Close the metadata and release the generation (a later build may delete it)."""
         self.store.close()
+        L.release_generation(self._hold)
+        self._hold = None
 
     def __enter__(self) -> AudioIndex:
         return self
@@ -334,14 +401,12 @@ class AudioIndex:
 
 
 def load_embedder(model_path: str | Path, device: str = "auto",
-                  features: dict[str, Any] | None = None) -> Embedder:
+                  features: dict[str, Any] | None = None, batch_size: int = 32) -> Embedder:
     """Load ``sonicsearch.embed.Embedder`` from a checkpoint, windowed as ``features`` say
     (an index's windowing may differ from the model's training default)."""
     from sonicsearch.embed import Embedder as TorchEmbedder
 
-    embedder = TorchEmbedder.from_checkpoint(model_path, device=device)
-    if features:
-        fc = embedder.feature_config
-        embedder.feature_config = dataclasses.replace(
-            fc, window_seconds=features["window_seconds"], hop_seconds=features["hop_seconds"])
-    return embedder
+    features = features or {}
+    return TorchEmbedder.from_checkpoint(model_path, device=device, batch_size=batch_size,
+                                         window_seconds=features.get("window_seconds"),
+                                         hop_seconds=features.get("hop_seconds"))

@@ -29,16 +29,17 @@ from sonicsearch.index import layout as L
 from sonicsearch.index.faiss_index import check_index_type, choose_index_type, resolve_gpu
 from sonicsearch.index.store import Store
 from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord
-from sonicsearch.index.writer import NEW_VECTORS, write_generation
+from sonicsearch.index.writer import (
+    NEW_VECTORS,
+    GenerationPlan,
+    NewRows,
+    OldRows,
+    Previous,
+    RowSource,
+    write_generation,
+)
 
 Progress = Callable[[int, int, str], None]  # (files done, files to embed, current path)
-
-
-@dataclasses.dataclass
-class _Previous:
-    gen: Path
-    meta: dict[str, Any]
-    store: Store
 
 
 def build_index(
@@ -160,8 +161,9 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
             report.generation = prev.gen.name
             return _finish(report, t0)
         gen = gen or layout.new_generation()
-        write_generation(gen, prev, records, sources, embedder, same_vectors, same_index,
-                          index_type, params, reason, config)
+        write_generation(GenerationPlan(
+            gen, prev, records, sources, embedder, index_type, params, reason, config,
+            same_vectors=same_vectors, same_index=same_index))
         layout.commit(gen)
     except BaseException:
         if gen is not None:
@@ -172,12 +174,12 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
     return _finish(report, t0)
 
 
-def _embed(embedder, to_embed, gen, report, progress) -> dict[str, tuple[FileRecord, Any]]:
+def _embed(embedder, to_embed, gen, report, progress) -> dict[str, tuple[FileRecord, NewRows]]:
     """Embed files, appending their vectors to a raw file in ``gen``; bad files are skipped.
 
-    Returns path -> (record, (offset in the raw file, spans, probs)).
+    Returns path -> (record, where its rows are in the raw file).
     """
-    new: dict[str, tuple[FileRecord, Any]] = {}
+    new: dict[str, tuple[FileRecord, NewRows]] = {}
     info = {path: (st, sha) for path, st, sha in to_embed}
     total, row = len(to_embed), 0
     if progress:
@@ -202,7 +204,7 @@ def _embed(embedder, to_embed, gen, report, progress) -> dict[str, tuple[FileRec
                                  int(result.sample_rate), _label(result.probs, embedder.labels),
                                  len(vectors))
                 probs = None if result.probs is None else np.asarray(result.probs, np.float32)
-                new[path] = (rec, (row, np.asarray(result.spans, np.float64), probs))
+                new[path] = (rec, NewRows(row, np.asarray(result.spans, np.float64), probs))
                 row += len(vectors)
                 report.audio_seconds += float(result.duration)
             if progress:
@@ -230,31 +232,35 @@ def _label(probs: np.ndarray | None, labels: list[str]) -> str | None:
     return labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
 
 
-def _assemble(kept, new) -> tuple[list[FileRecord], list[tuple[str, Any]]]:
+def _assemble(kept, new) -> tuple[list[FileRecord], list[RowSource]]:
     """Records in path order with renumbered rows, and where each one's rows come from."""
-    records, sources, row = [], [], 0
+    records: list[FileRecord] = []
+    sources: list[RowSource] = []
+    row = 0
     for path in sorted(set(kept) | set(new)):
+        source: RowSource
         if path in kept:
             rec, old_first = kept[path]
-            source = ("old", old_first)
+            source = OldRows(old_first)
         else:
-            rec, payload = new[path]
-            source = ("new", payload)
+            rec, source = new[path]
         records.append(dataclasses.replace(rec, first_row=row))
         sources.append(source)
         row += rec.n_windows
     return records, sources
 
 
-def _open_previous(layout: L.IndexLayout) -> _Previous | None:
+def _open_previous(layout: L.IndexLayout) -> Previous | None:
     gen = layout.current()
     if gen is None:
         return None
     try:
         meta = L.read_index_json(gen)
-        L.check_sizes(gen, meta)
-        return _Previous(gen, meta, Store(gen))
+        L.verify(gen, meta, [L.META_DB])  # what the build reads and carries over
+        return Previous(gen, meta, Store(gen))
     except IndexStoreError as exc:
+        if "--rebuild" in str(exc):
+            raise
         raise IndexStoreError(f"{exc}; pass --rebuild to build it again from scratch") from None
 
 

@@ -2,8 +2,11 @@
 
 Filters keep the results whose indexed file has one of the given labels, lies under a path
 (a folder, or one file), lasts between a minimum and a maximum duration, and caps the
-results per folder (an album). They apply before the top-``k`` cut: the search goes deeper
-until ``k`` results pass or the candidates run out.
+results per folder (an album). They apply before the top-``k`` cut: files outside the
+labels, path and durations are never candidates of the exact scoring
+(:func:`sonicsearch.index.search.search`'s ``allowed``), and the search goes deeper until
+``k`` results pass (the per-folder cap included) or the candidates run out. For a fixed
+filter, the results for ``k`` are the first ``k`` for any larger ``k``.
 
 A minimum score turns a weak best match into "no match". ``min_score="auto"`` takes it
 from the index itself: excerpts of indexed files are searched against the rest of the
@@ -135,14 +138,16 @@ def parse_min_score(value: str | float | None) -> float | str | None:
         raise ConfigError(f"min score must be a number or 'auto', got {value!r}") from None
 
 
-def filtered_hits(index: AudioIndex, run: Callable[[int], list[Hit]], k: int,
-                  filters: Filters | None, min_score: float | str | None, rollup: str,
+def filtered_hits(index: AudioIndex, run: Callable[[int, np.ndarray | None], list[Hit]],
+                  k: int, filters: Filters | None, min_score: float | str | None, rollup: str,
                   segments: bool) -> tuple[list[Hit], dict[str, Any]]:
     """Top-``k`` hits that pass ``filters`` and ``min_score``, searching deeper as needed.
 
     Args:
         index: the index searched (for its records and calibration).
-        run: ``run(depth)`` returns the best ``depth`` hits, best first (fewer: no more).
+        run: ``run(depth, allowed)`` returns the best ``depth`` hits among the files of the
+            mask ``allowed`` (None: all), best first (fewer: no more); the hits for a depth
+            are the first ones for any larger depth.
         k, rollup, segments: as in ``AudioIndex.query``.
 
     Returns:
@@ -155,8 +160,9 @@ def filtered_hits(index: AudioIndex, run: Callable[[int], list[Hit]], k: int,
     mask = filters.file_mask(records) if filters is not None else None
     limit = index.ntotal if segments else len(records)
     depth, best = k, None
-    while True:
-        hits = run(depth)
+    kept: list[Hit] = []
+    while mask is None or mask.any():
+        hits = run(depth, mask)
         if hits and best is None:
             best = hits[0].score
         kept, below = _admit(hits, records, mask, filters, threshold, k)
@@ -178,7 +184,7 @@ def _admit(hits: list[Hit], records: Sequence[FileRecord], mask: np.ndarray | No
     cap = filters.max_per_folder if filters is not None else None
     for hit in hits:
         if threshold is not None and hit.score < threshold:
-            return kept, True  # hits come best first: the rest score lower still
+            return kept, True  # best first (per search stage): stop, as for any larger k
         if mask is not None and not mask[hit.file]:
             continue
         if cap:

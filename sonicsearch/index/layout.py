@@ -8,7 +8,8 @@
         vectors.npy         float32 (n, dim): the raw window vectors, row i = id i
         probs.npy           float32 (n, labels): head probabilities (label models only)
         model.pt            the model the vectors came from (a copy)
-        index.json          facts: format, model, features, dim, type, counts, times
+        index.json          facts: format, model, features, dim, type, counts, times, and
+                            the size and sha256 of every other file (``verify`` checks them)
 
 A build never touches a live generation. It writes a new folder completely, fsyncs every
 file and the folder, then points CURRENT at it with a temp file + ``os.replace`` (atomic on
@@ -16,6 +17,11 @@ POSIX) and fsyncs DIR. Only then are older generations and leftovers of killed b
 deleted. So a kill at any moment leaves CURRENT naming a complete generation. Files in a
 generation are never modified after it is written, which also makes hard links between
 generations safe.
+
+A reader holds a shared ``flock`` on the folder of the generation it opened
+(:func:`hold_generation`); clean-up deletes only generations nobody holds, so a long-lived
+reader keeps answering (and can load its model lazily) until it closes or refreshes, and
+the next build deletes what it left.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ INFO = "index.json"
 MODEL = "model.pt"
 _GEN_RE = re.compile(r"^gen-(\d{6,})$")
 _TMP_PREFIX = CURRENT + ".tmp-"
+_REBUILD = "rebuild it with `sonicsearch build-index AUDIO... --index DIR --rebuild`"
 
 
 class IndexLayout:
@@ -65,9 +72,10 @@ class IndexLayout:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise IndexStoreError(f"index {self.root} is damaged: cannot read CURRENT "
-                                  f"({exc.__class__.__name__})") from None
+                                  f"({exc.__class__.__name__}); {_REBUILD}") from None
         if not _GEN_RE.match(name):
-            raise IndexStoreError(f"index {self.root} is damaged: CURRENT holds {name[:40]!r}")
+            raise IndexStoreError(f"index {self.root} is damaged: CURRENT holds "
+                                  f"{name[:40]!r}; {_REBUILD}")
         return name
 
     def current(self) -> Path | None:
@@ -126,21 +134,71 @@ class IndexLayout:
         fsync_dir(self.root)
 
     def cleanup(self) -> list[str]:
-        """Delete every generation but the live one, and temp files of killed builds.
+        """Delete every generation but the live one and those a reader holds, and temp files
+        of killed builds.
 
         Call with the lock held. Returns the names deleted.
         """
         live = self.current_name()
         removed = []
         for gen in self.generations():
-            if gen.name != live:
-                shutil.rmtree(gen, ignore_errors=True)
+            if gen.name != live and _delete_unless_held(gen):
                 removed.append(gen.name)
         if self.root.is_dir():
             for tmp in self.root.glob(_TMP_PREFIX + "*"):
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp.name)
         return removed
+
+
+def hold_generation(gen: Path) -> int:
+    """Take a reader's shared lock on a generation folder; returns the fd to release with
+    :func:`release_generation`. Clean-up does not delete a held generation.
+
+    Raises:
+        IndexStoreError: the generation is gone or being deleted (open the newest instead).
+    """
+    try:
+        fd = os.open(gen, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        raise IndexStoreError(f"index {gen.parent}: generation {gen.name} is gone") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise IndexStoreError(f"index {gen.parent}: generation {gen.name} is being "
+                              "deleted") from None
+    return fd
+
+
+def release_generation(fd: int | None) -> None:
+    """Release :func:`hold_generation`'s lock (None: nothing held)."""
+    if fd is not None:
+        os.close(fd)
+
+
+def _delete_unless_held(gen: Path) -> bool:
+    """Delete a generation folder unless a reader holds it; True when deleted."""
+    try:
+        fd = os.open(gen, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a reader has it open: a later clean-up deletes it
+        shutil.rmtree(gen, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def damaged(gen: Path, name: str, why: str) -> IndexStoreError:
+    """The one-line error for a damaged file of a generation, naming it and the fix."""
+    return IndexStoreError(
+        f"index {gen.parent} is damaged: {gen.name}/{name} {why}; rebuild it with "
+        f"`sonicsearch build-index AUDIO... --index {gen.parent} --rebuild`")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -161,11 +219,9 @@ def read_index_json(gen: Path) -> dict[str, Any]:
     try:
         meta = json.loads((gen / INFO).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{INFO} is missing") \
-            from None
+        raise damaged(gen, INFO, "is missing") from None
     except (OSError, ValueError) as exc:
-        raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{INFO} is unreadable "
-                              f"({exc.__class__.__name__})") from None
+        raise damaged(gen, INFO, f"is unreadable ({exc.__class__.__name__})") from None
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
         raise IndexStoreError(f"index {gen.parent} has format version {version!r}; this "
@@ -179,16 +235,47 @@ def file_sizes(gen: Path) -> dict[str, int]:
             if p.is_file() and p.name != INFO}
 
 
+def file_checksums(gen: Path, known: dict[str, str] | None = None) -> dict[str, str]:
+    """SHA-256 of a generation's files (but index.json), recorded in index.json at commit.
+
+    ``known`` gives digests already computed (a hard-linked file of the previous
+    generation, the model whose digest the embedder knows), used without reading again.
+    """
+    known = known or {}
+    return {p.name: known.get(p.name) or file_sha256(p) for p in sorted(gen.iterdir())
+            if p.is_file() and p.name != INFO}
+
+
 def check_sizes(gen: Path, meta: dict[str, Any]) -> None:
     """Raise IndexStoreError when a file of the generation is missing or truncated."""
     for name, size in meta.get("sizes", {}).items():
         path = gen / name
         if not path.is_file():
-            raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{name} is "
-                                  "missing")
+            raise damaged(gen, name, "is missing")
         if path.stat().st_size != size:
-            raise IndexStoreError(f"index {gen.parent} is damaged: {gen.name}/{name} has "
-                                  f"{path.stat().st_size} bytes, {size} were written")
+            raise damaged(gen, name, f"has {path.stat().st_size} bytes, {size} were written")
+
+
+def verify(gen: Path, meta: dict[str, Any], names: list[str] | None = None) -> None:
+    """Check sizes and the sha256 recorded at commit of every file of a generation (or of
+    ``names`` only; an index from before checksums passes those), reading them whole.
+
+    Raises:
+        IndexStoreError: the first damaged file, named, with the fix.
+    """
+    check_sizes(gen, meta)
+    sums = meta.get("sha256")
+    if names is not None:
+        sums = {n: d for n, d in (sums or {}).items() if n in names}
+    elif not sums:
+        raise IndexStoreError(f"index {gen.parent} was written by an older sonicsearch that "
+                              "recorded no checksums; rebuild it with `sonicsearch build-index "
+                              f"AUDIO... --index {gen.parent} --rebuild` to check it")
+    for name, digest in sums.items():
+        if not (gen / name).is_file():
+            raise damaged(gen, name, "is missing")
+        if file_sha256(gen / name) != digest:
+            raise damaged(gen, name, "does not match the checksum recorded when it was written")
 
 
 def fsync_file(path: Path) -> None:

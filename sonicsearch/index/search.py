@@ -1,20 +1,35 @@
-"""Query: search window vectors, then roll window hits up to files.
+"""Query: find candidate files by window search, then score each candidate exactly.
 
-Roll-ups (``rollup=``):
+The FAISS index only proposes candidates: every query window's ``CANDIDATE_DEPTH`` nearest
+indexed windows (a depth that does not depend on ``k``). Each candidate file is then scored
+exactly from the stored raw vectors of all its windows against all the query's windows, so
+a file's score never depends on ``k``, on which other hits came back, or on the index type
+(IVF-PQ's approximate distances only pick candidates). Results for ``k`` are the first
+``k`` results for any larger ``k``: when the candidates are too few for ``k``, the search
+deepens (x4) and ranks the files it adds after those already ranked.
 
-- ``max``: a file scores its best window hit.
-- ``mean-top``: each of the file's hit windows scores its best match against the query's
-  windows; the file scores the mean of its top ``m`` (windows of the file that were not
-  returned count as the lowest score returned, an upper bound for them).
-- ``vote``: time-consistent voting. A query window at ``q`` s that hits the file's window
-  at ``t`` s votes for the offset bucket ``round((t - q) / hop)`` with its score. Each
-  query window counts once per bucket pair (b, b+1), so an excerpt whose offset falls
-  half-way between two hops is not split; the file scores its best pair, divided by the
-  number of query windows (1.0 = every query window matched perfectly, in order). The
-  best span is that of the windows that voted for it.
+Roll-ups (``rollup=``), with S = the cosine similarities of query windows x file windows:
 
-IVF-PQ scores are approximate; their hits are re-scored exactly from the stored vectors.
-Every result names the best-matching span ``start``..``end`` (seconds) in the indexed file.
+- ``max``: a file scores its best window pair; the span is that window.
+- ``mean-top``: each window of the file scores its best match against the query's windows;
+  the file scores the mean of its top ``m`` (all of them when it has fewer).
+- ``vote``: time-consistent voting. A query window at ``q`` s and the file's window at
+  ``t`` s vote for the offset bucket ``round((t - q) / hop)`` with their (positive)
+  similarity. Each query window counts once per bucket pair (b, b+1), so an excerpt whose
+  offset falls half-way between two hops is not split; the file scores its best pair,
+  divided by the number of query windows (1.0 = every query window matched perfectly, in
+  order). The best span is that of the windows that voted for it.
+- segments mode ranks windows instead: each candidate window scores its best match
+  against the query's windows, and names that query window's span.
+
+A filter (``allowed``, a mask over file ids) applies before the cut: files outside it are
+never candidates, so the search deepens until ``k`` allowed results are ranked or the
+candidates run out; once the allowed windows are no more than the depth, the last stage
+scores every allowed file. The stages depend on the filter, not on ``k``, so for a fixed
+filter the results for ``k`` are still the first ``k`` for any larger ``k``.
+
+Long queries are processed in blocks of ``QUERY_BLOCK`` windows (FAISS searches and the
+similarity blocks), so memory stays bounded however long the query clip is.
 """
 
 from __future__ import annotations
@@ -30,7 +45,9 @@ from sonicsearch.index.store import Store
 ROLLUPS = ("vote", "max", "mean-top")
 ROLLUP_DEFAULT = "vote"  # measured: benchmarks/rollups.py, README "Measured so far"
 MEAN_TOP_M = 3
-WINDOWS_PER_RESULT = 8  # window hits searched per file wanted
+CANDIDATE_DEPTH = 64  # indexed windows searched per query window, whatever k is
+QUERY_BLOCK = 512  # query windows per FAISS search and per similarity block
+SCORE_DECIMALS = 6  # scores are reported, and ranked, to this many decimals
 
 
 @dataclass
@@ -45,16 +62,6 @@ class Hit:
     query_end: float | None = None
 
 
-@dataclass
-class _Hits:
-    q: np.ndarray  # query window index
-    row: np.ndarray  # FAISS id
-    file: np.ndarray  # file id
-    score: np.ndarray
-    start: np.ndarray  # span of the indexed window
-    end: np.ndarray
-
-
 def search(
     index: faiss.Index,
     store: Store,
@@ -67,6 +74,7 @@ def search(
     exclude: int | None = None,
     max_k: int | None = None,
     exact: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
 ) -> list[Hit]:
     """Top-``k`` files (or windows with ``segments``) for a query's window vectors.
 
@@ -81,8 +89,9 @@ def search(
         segments: return window hits instead of files.
         exclude: a file id to leave out (the query file itself).
         max_k: most neighbours one search may ask for (GPU indexes have a limit).
-        exact: the stored raw vectors (row = id); when given, hit scores are recomputed
-            exactly (for compressed IVF-PQ indexes, whose own scores are approximate).
+        exact: the stored raw vectors (row = id) candidates are scored from; None reads
+            them from ``store``.
+        allowed: a boolean mask over file ids: only these files may be results (None: all).
 
     Raises:
         ConfigError: unknown rollup or k < 1.
@@ -94,100 +103,162 @@ def search(
     ntotal = int(index.ntotal)
     if ntotal == 0 or len(vectors) == 0:
         return []
-    limit = min(ntotal, max_k or ntotal)
-    extra = int(store.n_windows[exclude]) if exclude is not None else 0
-    kw = min(limit, (k if segments else k * WINDOWS_PER_RESULT) + extra)
+    stored = exact if exact is not None else store.vectors()
     x = np.ascontiguousarray(vectors, dtype=np.float32)
+    spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+    limit = min(ntotal, max_k or ntotal)
+    depth = min(limit, CANDIDATE_DEPTH)
+    keep = _eligible(store, allowed, exclude)
+    pool = int(store.n_windows[keep].sum()) if keep is not None else ntotal
+    ranked: list[Hit] = []
+    seen = np.zeros(0, dtype=np.int64)
     while True:
-        scores, ids = index.search(x, kw)
-        hits = _collect(x, scores, ids, store, exclude, exact)
-        if segments:
-            ranked = _segments(hits, spans)
-        elif rollup == "max":
-            ranked = _max(hits)
-        elif rollup == "mean-top":
-            floor = float(hits.score.min()) if hits.score.size else 0.0
-            ranked = _mean_top(hits, store.n_windows, MEAN_TOP_M, floor)
+        last = depth >= limit or (keep is not None and pool <= depth)
+        if keep is not None and pool <= depth:  # no more work than the search: score them all
+            found = _all_of(store, keep, segments)
         else:
-            ranked = _vote(hits, spans[:, 0], hop, len(x))
-        # Too few distinct files among the hits: search deeper (cheap next to embedding).
-        if len(ranked) >= k or kw >= limit:
+            found = _candidates(index, store, x, depth, segments, exclude, keep)
+        fresh = np.setdiff1d(found, seen)  # a deeper search adds after what is ranked
+        seen = np.union1d(seen, fresh)
+        if segments:
+            ranked += _rank_windows(store, stored, x, spans, fresh)
+        else:
+            ranked += _ranked([_score_file(store, stored, x, spans, int(f), rollup, hop)
+                               for f in fresh])
+        if len(ranked) >= k or last:
             return ranked[:k]
-        kw = min(limit, kw * 4)
+        depth = min(limit, depth * 4)
 
 
-def _collect(x, scores, ids, store: Store, exclude: int | None, exact) -> _Hits:
-    q, col = np.nonzero(ids >= 0)
-    row = ids[q, col].astype(np.int64)
-    file = store.file_of_rows(row)
-    keep = file != exclude if exclude is not None else np.ones(row.size, bool)
-    q, row, file, score = q[keep], row[keep], file[keep], scores[q, col][keep]
-    if exact is not None and row.size:
-        unique, inverse = np.unique(row, return_inverse=True)  # sorted reads of the map
-        score = np.einsum("ij,ij->i", x[q], np.asarray(exact[unique])[inverse])
-    spans = store.spans(row)
-    return _Hits(q, row, file, score.astype(np.float64), spans[:, 0], spans[:, 1])
+def _eligible(store: Store, allowed: np.ndarray | None, exclude: int | None
+              ) -> np.ndarray | None:
+    """The files that may be results as a mask (None: every file but ``exclude``)."""
+    if allowed is None:
+        return None
+    keep = np.asarray(allowed, dtype=bool).copy()
+    if keep.shape != (len(store.n_windows),):
+        raise ConfigError(f"a filter mask needs one entry per indexed file "
+                          f"({len(store.n_windows)}), got shape {keep.shape}")
+    if exclude is not None:
+        keep[exclude] = False
+    return keep
 
 
-def _groups(keys: np.ndarray, order: np.ndarray):
-    """Yield (key, indices) for runs of equal keys[order]."""
-    sorted_keys = keys[order]
-    cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
-    for part in np.split(order, cuts):
-        if part.size:
-            yield int(keys[part[0]]), part
+def _all_of(store: Store, keep: np.ndarray, segments: bool) -> np.ndarray:
+    """Every eligible file id (or window row with ``segments``)."""
+    files = np.flatnonzero(keep).astype(np.int64)
+    if not segments:
+        return files
+    return np.concatenate([np.arange(int(store.first_rows[f]),
+                                     int(store.first_rows[f]) + int(store.n_windows[f]))
+                           for f in files.tolist()] or [np.zeros(0, np.int64)])
+
+
+def _candidates(index, store: Store, x: np.ndarray, depth: int, segments: bool,
+                exclude: int | None, keep: np.ndarray | None = None) -> np.ndarray:
+    """Sorted unique candidate file ids (or window rows with ``segments``)."""
+    parts = []
+    for a in range(0, len(x), QUERY_BLOCK):
+        _, ids = index.search(x[a : a + QUERY_BLOCK], depth)
+        rows = np.unique(ids[ids >= 0].astype(np.int64))
+        files = store.file_of_rows(rows)
+        if keep is not None:
+            rows, files = rows[keep[files]], files[keep[files]]
+        elif exclude is not None:
+            rows, files = rows[files != exclude], files[files != exclude]
+        parts.append(rows if segments else np.unique(files))
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def _similarity_blocks(x: np.ndarray, v: np.ndarray):
+    """Yield (first query window, S block) of the cosine similarities x @ v.T."""
+    for a in range(0, len(x), QUERY_BLOCK):
+        yield a, (x[a : a + QUERY_BLOCK] @ v.T).astype(np.float64)
+
+
+def _file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
+    a = int(store.first_rows[f])
+    return np.ascontiguousarray(stored[a : a + int(store.n_windows[f])], dtype=np.float32)
+
+
+def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray, f: int,
+                rollup: str, hop: float) -> Hit:
+    """The exact roll-up of one file from all its windows' vectors."""
+    v = _file_vectors(store, stored, f)
+    file_spans = store.file_spans(f)
+    if rollup == "vote":
+        return _vote(f, x, v, spans[:, 0], file_spans, hop)
+    best = np.full(len(v), -np.inf)  # each file window's best match over the query
+    for _, s in _similarity_blocks(x, v):
+        best = np.maximum(best, s.max(axis=0))
+    # best first, the earliest of windows that tie as reported
+    order = np.lexsort((file_spans[:, 0], -np.round(best, SCORE_DECIMALS)))
+    w = int(order[0])
+    if rollup == "max":
+        score = float(best[w])
+    else:
+        score = float(np.mean(best[order[: max(1, min(MEAN_TOP_M, len(v)))]]))
+    return Hit(f, score, float(file_spans[w, 0]), float(file_spans[w, 1]))
+
+
+def _vote(f: int, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
+          file_spans: np.ndarray, hop: float) -> Hit:
+    hop = hop if hop > 0 else 1.0
+    starts = file_spans[:, 0]
+    lo = int(np.rint((starts.min() - query_starts.max()) / hop))
+    n_buckets = int(np.rint((starts.max() - query_starts.min()) / hop)) - lo + 1
+
+    def blocks():
+        for a, s in _similarity_blocks(x, v):
+            qs = query_starts[a : a + len(s)]
+            bucket = np.rint((starts[None, :] - qs[:, None]) / hop).astype(np.int64) - lo
+            votes = np.zeros((len(s), n_buckets + 1))
+            rows = np.broadcast_to(np.arange(len(s))[:, None], s.shape)
+            np.maximum.at(votes, (rows, bucket), np.maximum(s, 0.0))  # one vote per bucket
+            yield s, bucket, np.maximum(votes[:, :-1], votes[:, 1:])  # buckets b, b+1 merged
+
+    one_block = len(x) <= QUERY_BLOCK  # keep it for the second pass; else recompute
+    first = list(blocks()) if one_block else blocks()
+    totals = np.zeros(n_buckets)
+    for _, _, pair in first:
+        totals += pair.sum(axis=0)
+    b = int(np.argmax(np.round(totals, 9)))  # ties as computed in any block size
+    voted_any = np.zeros(len(v), bool)
+    near_any = np.zeros(len(v), bool)
+    for s, bucket, pair in (first if one_block else blocks()):  # which windows voted for b
+        near = (bucket == b) | (bucket == b + 1)
+        voted_any |= (near & (s > 0) & (s >= pair[:, b : b + 1])).any(axis=0)
+        near_any |= near.any(axis=0)
+    voted = voted_any if voted_any.any() else near_any
+    return Hit(f, float(totals[b] / len(x)), float(file_spans[voted, 0].min()),
+               float(file_spans[voted, 1].max()))
+
+
+def _rank_windows(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray,
+                  rows: np.ndarray) -> list[Hit]:
+    """Candidate windows ranked by their best match over the query (segments mode)."""
+    out = []
+    files = store.file_of_rows(rows)
+    for f in np.unique(files):
+        f = int(f)
+        v = _file_vectors(store, stored, f)  # whole file: the same sums whatever the rows
+        local = rows[files == f] - int(store.first_rows[f])
+        best, arg = np.full(len(v), -np.inf), np.zeros(len(v), np.int64)
+        for a, s in _similarity_blocks(x, v):
+            i = s.argmax(axis=0)
+            m = s[i, np.arange(len(v))]
+            better = m > best  # strictly: the earliest query window wins ties
+            best[better], arg[better] = m[better], a + i[better]
+        file_spans = store.file_spans(f)
+        for w in local.tolist():
+            q = int(arg[w])
+            out.append((-round(float(best[w]), SCORE_DECIMALS), int(store.first_rows[f]) + w,
+                        Hit(f, float(best[w]), float(file_spans[w, 0]), float(file_spans[w, 1]),
+                            float(spans[q, 0]), float(spans[q, 1]))))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return [h for _, _, h in out]
 
 
 def _ranked(items: list[Hit]) -> list[Hit]:
-    return sorted(items, key=lambda h: (-h.score, h.file, h.start))
-
-
-def _max(h: _Hits) -> list[Hit]:
-    order = np.lexsort((h.start, -h.score, h.file))
-    out = []
-    for f, idx in _groups(h.file, order):
-        i = idx[0]
-        out.append(Hit(f, float(h.score[i]), float(h.start[i]), float(h.end[i])))
-    return _ranked(out)
-
-
-def _mean_top(h: _Hits, n_windows: np.ndarray, m: int, floor: float) -> list[Hit]:
-    order = np.lexsort((-h.score, h.row))
-    best = order[np.r_[True, h.row[order][1:] != h.row[order][:-1]]] if order.size else order
-    out = []
-    for f, idx in _groups(h.file, best[np.lexsort((h.start[best], -h.score[best],
-                                                   h.file[best]))]):
-        m_eff = max(1, min(m, int(n_windows[f])))
-        top = list(h.score[idx[:m_eff]]) + [floor] * (m_eff - min(m_eff, idx.size))
-        i = idx[0]
-        out.append(Hit(f, float(np.mean(top)), float(h.start[i]), float(h.end[i])))
-    return _ranked(out)
-
-
-def _vote(h: _Hits, query_starts: np.ndarray, hop: float, nq: int) -> list[Hit]:
-    hop = hop if hop > 0 else 1.0
-    bucket = np.rint((h.start - query_starts[h.q]) / hop).astype(np.int64)
-    positive = np.maximum(h.score, 0.0)
-    out = []
-    for f, idx in _groups(h.file, np.argsort(h.file, kind="stable")):
-        bq, bs = h.q[idx], positive[idx]
-        bb = bucket[idx] - bucket[idx].min()
-        votes = np.zeros((nq, int(bb.max()) + 2))
-        np.maximum.at(votes, (bq, bb), bs)  # one vote per query window and bucket
-        pair = np.maximum(votes[:, :-1], votes[:, 1:])  # buckets b and b+1 merged
-        totals = pair.sum(axis=0)
-        b = int(np.argmax(totals))
-        voted = ((bb == b) | (bb == b + 1)) & (bs > 0) & (bs >= pair[bq, b])
-        if not voted.any():
-            voted = (bb == b) | (bb == b + 1)
-        out.append(Hit(f, float(totals[b] / nq), float(h.start[idx][voted].min()),
-                       float(h.end[idx][voted].max())))
-    return _ranked(out)
-
-
-def _segments(h: _Hits, query_spans: np.ndarray) -> list[Hit]:
-    order = np.lexsort((h.q, -h.score, h.row))
-    best = order[np.r_[True, h.row[order][1:] != h.row[order][:-1]]] if order.size else order
-    best = best[np.lexsort((h.row[best], -h.score[best]))]
-    return [Hit(int(h.file[i]), float(h.score[i]), float(h.start[i]), float(h.end[i]),
-                float(query_spans[h.q[i], 0]), float(query_spans[h.q[i], 1])) for i in best]
+    """Best first; scores equal to SCORE_DECIMALS (as reported) tie, broken by file id."""
+    return sorted(items, key=lambda h: (-round(h.score, SCORE_DECIMALS), h.file, h.start))

@@ -9,6 +9,12 @@ Each build writes the whole store afresh, files sorted by path and rows renumber
 so a file's windows are the contiguous rows ``first_row .. first_row + n_windows - 1`` and
 ``files.id`` is the file's position. Removing a file works for every index type: its rows
 are simply not copied into the next generation.
+
+Paths are stored losslessly: as TEXT when they are valid UTF-8, else as a BLOB of the file
+name's bytes (``os.fsencode``), read back with ``os.fsdecode`` (surrogate escapes).
+
+Any SQLite error while reading (a damaged file) is an IndexStoreError naming the file and
+the fix.
 """
 
 from __future__ import annotations
@@ -20,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sonicsearch.errors import IndexStoreError
-from sonicsearch.index.layout import META_DB, PROBS, VECTORS, fsync_file
+from sonicsearch.index.layout import META_DB, PROBS, VECTORS, damaged, fsync_file
 from sonicsearch.index.types import FileRecord
 
 _SCHEMA = """
@@ -60,8 +65,8 @@ def write_meta(gen: Path, records: Sequence[FileRecord], spans: np.ndarray) -> N
         conn.executescript(_SCHEMA)
         conn.executemany(
             f"INSERT INTO files (id, {_FILE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            ((i, r.path, r.size, r.mtime_ns, r.sha256, r.duration, r.sample_rate, r.label,
-              r.n_windows, r.first_row) for i, r in enumerate(records)))
+            ((i, _path_value(r.path), r.size, r.mtime_ns, r.sha256, r.duration, r.sample_rate,
+              r.label, r.n_windows, r.first_row) for i, r in enumerate(records)))
         file_of_row = np.repeat(np.arange(len(records)), [r.n_windows for r in records])
         conn.executemany(
             'INSERT INTO windows (row, file_id, start, "end") VALUES (?,?,?,?)',
@@ -72,11 +77,17 @@ def write_meta(gen: Path, records: Sequence[FileRecord], spans: np.ndarray) -> N
     fsync_file(db)
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
+def _path_value(path: str) -> str | bytes:
+    """How a path is stored: TEXT when it is valid UTF-8, else its bytes as a BLOB."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _path_of(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 class Store:
@@ -90,8 +101,7 @@ class Store:
         self.gen = Path(gen)
         db = (self.gen / META_DB).resolve()
         if not db.is_file():
-            raise IndexStoreError(f"index {self.gen.parent} is damaged: "
-                                  f"{self.gen.name}/{META_DB} is missing")
+            raise damaged(self.gen, META_DB, "is missing")
         try:
             # immutable: no locks, no journal; the file is never written after its build
             self._conn = sqlite3.connect(db.as_uri() + "?mode=ro&immutable=1", uri=True,
@@ -101,9 +111,8 @@ class Store:
             n_rows, max_row = self._conn.execute(
                 "SELECT count(*), max(row) FROM windows").fetchone()
         except sqlite3.Error as exc:
-            raise IndexStoreError(f"index {self.gen.parent} is damaged: {META_DB} is "
-                                  f"unreadable ({exc})") from None
-        self.records = [FileRecord(*r) for r in rows]
+            raise damaged(self.gen, META_DB, f"is unreadable ({exc})") from None
+        self.records = [FileRecord(_path_of(r[0]), *r[1:]) for r in rows]
         self.first_rows = np.array([r.first_row for r in self.records], dtype=np.int64)
         self.n_windows = np.array([r.n_windows for r in self.records], dtype=np.int64)
         self.n_rows = int(n_rows)
@@ -111,8 +120,7 @@ class Store:
         if (not np.array_equal(self.first_rows, expected)
                 or int(self.n_windows.sum()) != self.n_rows
                 or (self.n_rows and max_row != self.n_rows - 1)):
-            raise IndexStoreError(f"index {self.gen.parent} is damaged: {META_DB} rows do not "
-                                  "match its files")
+            raise damaged(self.gen, META_DB, "has rows that do not match its files")
         self.by_path = {r.path: i for i, r in enumerate(self.records)}
 
     def file_of_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -127,15 +135,43 @@ class Store:
         for i in range(0, unique.size, _IN_CHUNK):
             chunk = unique[i : i + _IN_CHUNK].tolist()
             marks = ",".join("?" * len(chunk))
-            for row, start, end in self._conn.execute(
+            for row, start, end in self._sql(
                     f'SELECT row, start, "end" FROM windows WHERE row IN ({marks})', chunk):
                 found[row] = (start, end)
+        if len(found) != unique.size:
+            raise damaged(self.gen, META_DB, "lacks rows of its windows table")
         return np.array([found[r] for r in rows.tolist()], dtype=np.float64).reshape(-1, 2)
+
+    def file_spans(self, file_id: int) -> np.ndarray:
+        """(n_windows, 2) start, end seconds of one file's windows, in row order."""
+        a, n = int(self.first_rows[file_id]), int(self.n_windows[file_id])
+        data = self._sql('SELECT start, "end" FROM windows WHERE row BETWEEN ? AND ? '
+                         "ORDER BY row", (a, a + n - 1))
+        if len(data) != n:
+            raise damaged(self.gen, META_DB, "lacks rows of its windows table")
+        return np.array(data, dtype=np.float64).reshape(-1, 2)
 
     def all_spans(self) -> np.ndarray:
         """(n_rows, 2) spans of every row, in row order."""
-        data = self._conn.execute('SELECT start, "end" FROM windows ORDER BY row').fetchall()
+        data = self._sql('SELECT start, "end" FROM windows ORDER BY row')
+        if len(data) != self.n_rows:
+            raise damaged(self.gen, META_DB, "lacks rows of its windows table")
         return np.array(data, dtype=np.float64).reshape(-1, 2)
+
+    def integrity_problem(self) -> str | None:
+        """SQLite's ``PRAGMA integrity_check``: None when fine, else its first complaint."""
+        try:
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        except sqlite3.Error as exc:
+            return str(exc)
+        first = str(rows[0][0]) if rows else "no answer"
+        return None if first == "ok" else first[:160]
+
+    def _sql(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.gen, META_DB, f"is unreadable ({exc})") from None
 
     def vectors(self) -> np.ndarray:
         """The raw vectors, memory-mapped read-only."""
@@ -149,11 +185,9 @@ class Store:
         try:
             array = np.load(self.gen / name, mmap_mode="r")
         except (OSError, ValueError) as exc:
-            raise IndexStoreError(f"index {self.gen.parent} is damaged: {self.gen.name}/{name} "
-                                  f"is unreadable ({exc.__class__.__name__})") from None
+            raise damaged(self.gen, name, f"is unreadable ({exc.__class__.__name__})") from None
         if array.ndim != 2 or len(array) != self.n_rows:
-            raise IndexStoreError(f"index {self.gen.parent} is damaged: {self.gen.name}/{name} "
-                                  f"has shape {array.shape} for {self.n_rows} windows")
+            raise damaged(self.gen, name, f"has shape {array.shape} for {self.n_rows} windows")
         return array
 
     def close(self) -> None:

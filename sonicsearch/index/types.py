@@ -1,39 +1,42 @@
-"""What the index needs from an embedder, and the records it keeps and returns.
+"""The records the index keeps and returns.
 
-The index programs against :class:`Embedder` (a structural protocol) so that it can be built
-and tested without torch: ``sonicsearch.embed.Embedder`` satisfies it, and so do test fakes.
+What the index needs from a model (``EmbedderProtocol``, ``EmbeddedFile``) lives in
+:mod:`sonicsearch.embedding_types`; ``Embedder`` here is that protocol's older name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
+from sonicsearch.embedding_types import EmbeddedFile, EmbedderProtocol
+from sonicsearch.reporting import display_path, skipped_by_reason
 
-from sonicsearch.config import FeatureConfig
-from sonicsearch.errors import AudioError
-
-
-@dataclass
-class EmbeddedFile:
-    """Window embeddings of one file or waveform."""
-
-    vectors: np.ndarray  # (n, dim) float32, L2-normalised, one row per window
-    spans: np.ndarray  # (n, 2) float64 start, end seconds in the file
-    probs: np.ndarray | None  # (n, n_labels) head probabilities; None for label-free models
-    duration: float  # of the source, seconds
-    sample_rate: int  # of the source file
+Embedder = EmbedderProtocol  # the older name of the protocol (not sonicsearch.embed.Embedder)
+__all__ = ["BuildReport", "EmbeddedFile", "Embedder", "EmbedderProtocol", "FileRecord",
+           "QueryResult", "display_path", "skipped_by_reason"]
 
 
 class QueryResult(list):
-    """What ``AudioIndex.query`` returns: the list of results (dicts as in the query JSON of
-    docs/formats.md, best first), carrying the query's own facts as attributes.
+    """What every query returns: the list of results, best first, carrying the query's own
+    facts as attributes; ``.to_dict()`` is the query JSON of docs/formats.md
+    (docs/schemas/query.schema.json), what ``query --json`` prints.
+
+    Each result is a dict: ``rank``, ``path`` (exact: a non-UTF-8 file name keeps its bytes
+    as surrogate escapes), ``score``, ``start``/``end`` (the best-matching span of the
+    indexed file, seconds), ``label`` (the model's prediction for that indexed file, not a
+    label anyone gave it), and in segments mode ``query_start``/``query_end``.
+    ``predicted_label`` is the model's prediction for the query.
 
     ``extra`` holds the keys a filtered or thresholded query adds (min_score, no_match,
-    reason); it is empty otherwise."""
+    reason); it is empty otherwise.
+
+    For callers of the older dict shape, ``result["results"]``, ``result["query"]``,
+    ``result.get("reason")`` etc. read the keys of :meth:`to_dict`.
+    """
+
+    _FIELDS = ("query", "duration", "predicted_label", "results")
 
     def __init__(self, results: Iterable[dict], query: str, duration: float,
                  predicted_label: str | None, extra: dict | None = None):
@@ -43,9 +46,11 @@ class QueryResult(list):
 
     @classmethod
     def from_dict(cls, obj: dict) -> QueryResult:
-        known = ("results", "query", "duration", "predicted_label")
+        """From the query JSON object (a QueryResult is returned as it is)."""
+        if isinstance(obj, QueryResult):
+            return obj
         return cls(obj["results"], obj["query"], obj["duration"], obj["predicted_label"],
-                   {k: v for k, v in obj.items() if k not in known})
+                   {k: v for k, v in obj.items() if k not in cls._FIELDS})
 
     @property
     def no_match(self) -> bool:
@@ -58,33 +63,23 @@ class QueryResult(list):
         return {"query": self.query, "duration": self.duration,
                 "predicted_label": self.predicted_label, "results": list(self), **self.extra}
 
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return self.to_dict()[key]
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``result[key]`` for a key of :meth:`to_dict`, else ``default``."""
+        return self[key] if key in self.keys() else default
+
+    def keys(self) -> tuple[str, ...]:
+        return self._FIELDS + tuple(self.extra)
+
     def __repr__(self) -> str:
         return (f"QueryResult(query={self.query!r}, predicted_label={self.predicted_label!r}, "
                 f"results={list.__repr__(self)})")
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """A loaded model that turns audio into window vectors.
-
-    ``model_sha256`` must be the SHA-256 of the bytes of the file at ``model_path``: the
-    index copies that file and checks the copy against it.
-    """
-
-    dim: int
-    labels: list[str]
-    model_sha256: str
-    model_path: Path
-    arch: str
-    feature_config: FeatureConfig  # window_seconds / hop_seconds used
-
-    def embed_file(self, path: str | Path) -> EmbeddedFile: ...
-
-    def embed_files(
-        self, paths: Iterable[str | Path]
-    ) -> Iterator[tuple[Path, EmbeddedFile | AudioError]]: ...
-
-    def embed_waveform(self, wave: np.ndarray, sample_rate: int) -> EmbeddedFile: ...
 
 
 @dataclass
@@ -130,20 +125,22 @@ class BuildReport:
 
     def skipped_by_reason(self) -> dict[str, int]:
         """Skipped files counted per reason, most frequent first."""
-        counts: dict[str, int] = {}
-        for _, reason in self.skipped:
-            counts[reason] = counts.get(reason, 0) + 1
-        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return skipped_by_reason(self.skipped)
 
     def summary(self) -> str:
-        """One line for humans: what changed, the totals, and why files were skipped."""
+        """One line for humans: what changed, the totals, the audio embedded, why this index
+        type, and why files were skipped (what ``build-index`` prints)."""
         if self.written:
             head = (f"{len(self.added)} added, {len(self.updated)} updated, "
                     f"{len(self.removed)} removed, {self.unchanged} unchanged")
         else:
             head = f"up to date ({self.unchanged} unchanged)"
         text = (f"{head}; index has {self.files} files, {self.vectors} vectors "
-                f"({self.index_type}) in {self.seconds:.1f}s")
+                f"({self.index_type}: {self.reason}) in {self.seconds:.1f}s")
+        if self.audio_seconds:
+            speed = self.audio_seconds / max(self.seconds, 1e-9)
+            text += (f"; embedded {self.audio_seconds / 3600:.2f} h of audio "
+                     f"({speed:.0f}x real time)")
         if self.skipped:
             why = ", ".join(f"{n} {r}" for r, n in self.skipped_by_reason().items())
             text += f"; {len(self.skipped)} skipped ({why})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,57 +18,92 @@ from typing import Any
 import faiss
 import numpy as np
 
+from sonicsearch.config import IndexConfig
+from sonicsearch.embedding_types import EmbedderProtocol
 from sonicsearch.index import layout as L
 from sonicsearch.index.faiss_index import build_faiss_index
-from sonicsearch.index.store import write_meta
+from sonicsearch.index.store import Store, write_meta
+from sonicsearch.index.types import FileRecord
 
 NEW_VECTORS = "new-vectors.f32"  # raw float32 rows embedded by this build (temporary)
 
 
-def write_generation(gen, prev, records, sources, embedder, same_vectors, same_index,
-                      index_type, params, reason, config) -> None:
-    n, dim, n_labels = sum(r.n_windows for r in records), embedder.dim, len(embedder.labels)
-    has_probs = _has_probs(prev, sources)
-    if same_vectors:  # only metadata or the index type changed: reuse the stored arrays
+@dataclass(frozen=True)
+class OldRows:
+    """A kept file's rows: copied from the previous generation, starting at ``first_row``."""
+
+    first_row: int
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """An embedded file's rows: at ``offset`` (rows) in this build's raw vector file."""
+
+    offset: int
+    spans: np.ndarray  # (n, 2) seconds
+    probs: np.ndarray | None  # (n, labels); None for a label-free model
+
+
+RowSource = OldRows | NewRows
+
+
+@dataclass
+class Previous:
+    """The generation a build starts from."""
+
+    gen: Path
+    meta: dict[str, Any]
+    store: Store
+
+
+@dataclass
+class GenerationPlan:
+    """Everything :func:`write_generation` writes into one new generation.
+
+    ``records`` are in row order (``first_row`` renumbered); ``sources[i]`` says where the
+    rows of ``records[i]`` come from. ``same_vectors``: no file was added or removed, so
+    the previous vectors are linked as they are; ``same_index``: the FAISS file too.
+    """
+
+    gen: Path
+    prev: Previous | None
+    records: list[FileRecord]
+    sources: list[RowSource]
+    embedder: EmbedderProtocol
+    index_type: str
+    params: dict[str, Any]
+    reason: str
+    config: IndexConfig
+    same_vectors: bool = False
+    same_index: bool = False
+
+    @property
+    def n_rows(self) -> int:
+        return sum(r.n_windows for r in self.records)
+
+
+def write_generation(plan: GenerationPlan) -> None:
+    """Write the generation ``plan`` describes, every file fsynced, index.json last (with
+    the size and sha256 of every other file)."""
+    gen, prev = plan.gen, plan.prev
+    linked: list[str] = []
+    if plan.same_vectors:  # only metadata or the index type changed: reuse the arrays
         for name in (L.VECTORS, L.PROBS):
             if (prev.gen / name).is_file():
                 L.link_or_copy(prev.gen / name, gen / name)
+                linked.append(name)
         spans = prev.store.all_spans()
     else:
-        old_vec = prev.store.vectors() if prev else None
-        old_probs = prev.store.probs() if prev else None
-        old_spans = prev.store.all_spans() if prev else None
-        raw_path = gen / NEW_VECTORS
-        raw = (np.memmap(raw_path, dtype=np.float32, mode="r").reshape(-1, dim)
-               if raw_path.is_file() and raw_path.stat().st_size else None)
-        vec = np.lib.format.open_memmap(gen / L.VECTORS, "w+", np.float32, (n, dim))
-        probs = np.zeros((n, n_labels), np.float32) if has_probs else None
-        spans = np.zeros((n, 2), np.float64)
-        for rec, (kind, src) in zip(records, sources):
-            a, b = rec.first_row, rec.first_row + rec.n_windows
-            if kind == "old":
-                vec[a:b] = old_vec[src : src + rec.n_windows]
-                spans[a:b] = old_spans[src : src + rec.n_windows]
-                if probs is not None:
-                    probs[a:b] = old_probs[src : src + rec.n_windows]
-            else:
-                offset, new_spans, new_probs = src
-                vec[a:b] = raw[offset : offset + rec.n_windows]
-                spans[a:b] = new_spans
-                if probs is not None:
-                    probs[a:b] = new_probs
-        vec.flush()
-        del vec, raw
-        L.fsync_file(gen / L.VECTORS)
-        if probs is not None:
-            _save_npy(gen / L.PROBS, probs)
+        spans = _write_arrays(plan)
     (gen / NEW_VECTORS).unlink(missing_ok=True)
-    write_meta(gen, records, spans)
-    if same_index:
+    write_meta(gen, plan.records, spans)
+    if plan.same_index:
         L.link_or_copy(prev.gen / L.INDEX_FILE, gen / L.INDEX_FILE)
+        linked.append(L.INDEX_FILE)
     else:
         vectors = np.load(gen / L.VECTORS, mmap_mode="r")
-        index = build_faiss_index(vectors, index_type, params, device=config.device)
+        index = build_faiss_index(vectors, plan.index_type, plan.params,
+                                  device=plan.config.device)
         try:
             faiss.write_index(index, str(gen / L.INDEX_FILE))
         except RuntimeError as exc:
@@ -75,17 +111,55 @@ def write_generation(gen, prev, records, sources, embedder, same_vectors, same_i
                 from None
         L.fsync_file(gen / L.INDEX_FILE)
         del index
-    L.install_model(gen, Path(embedder.model_path), embedder.model_sha256,
-                    prev.gen if prev else None)
-    meta = _index_json(prev, embedder, records, n, index_type, params, reason)
+    emb = plan.embedder
+    L.install_model(gen, Path(emb.model_path), emb.model_sha256, prev.gen if prev else None)
+    meta = _index_json(plan)
     meta["sizes"] = L.file_sizes(gen)
+    old_sums = prev.meta.get("sha256", {}) if prev else {}
+    known = {name: old_sums[name] for name in linked if name in old_sums}
+    meta["sha256"] = L.file_checksums(gen, {**known, L.MODEL: emb.model_sha256})
     L.write_json(gen / L.INFO, meta)
 
 
-def _has_probs(prev, sources) -> bool:
+def _write_arrays(plan: GenerationPlan) -> np.ndarray:
+    """vectors.npy and probs.npy from kept and new rows; returns the spans of every row."""
+    gen, prev, n = plan.gen, plan.prev, plan.n_rows
+    dim, n_labels = plan.embedder.dim, len(plan.embedder.labels)
+    old_vec = prev.store.vectors() if prev else None
+    old_probs = prev.store.probs() if prev else None
+    old_spans = prev.store.all_spans() if prev else None
+    raw_path = gen / NEW_VECTORS
+    raw = (np.memmap(raw_path, dtype=np.float32, mode="r").reshape(-1, dim)
+           if raw_path.is_file() and raw_path.stat().st_size else None)
+    vec = np.lib.format.open_memmap(gen / L.VECTORS, "w+", np.float32, (n, dim))
+    probs = np.zeros((n, n_labels), np.float32) if _has_probs(plan) else None
+    spans = np.zeros((n, 2), np.float64)
+    for rec, src in zip(plan.records, plan.sources):
+        a, b = rec.first_row, rec.first_row + rec.n_windows
+        if isinstance(src, OldRows):
+            old = slice(src.first_row, src.first_row + rec.n_windows)
+            vec[a:b], spans[a:b] = old_vec[old], old_spans[old]
+            if probs is not None:
+                probs[a:b] = old_probs[old]
+        else:
+            vec[a:b] = raw[src.offset : src.offset + rec.n_windows]
+            spans[a:b] = src.spans
+            if probs is not None:
+                probs[a:b] = src.probs
+    vec.flush()
+    del vec, raw
+    L.fsync_file(gen / L.VECTORS)
+    if probs is not None:
+        _save_npy(gen / L.PROBS, probs)
+    return spans
+
+
+def _has_probs(plan: GenerationPlan) -> bool:
     """Whether the model gives probabilities (all files agree: they share the model)."""
-    kind, src = sources[0]
-    return (src[2] is not None) if kind == "new" else (prev.gen / L.PROBS).is_file()
+    src = plan.sources[0]
+    if isinstance(src, NewRows):
+        return src.probs is not None
+    return (plan.prev.gen / L.PROBS).is_file()
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -95,22 +169,23 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-def _index_json(prev, embedder, records, n, index_type, params, reason) -> dict[str, Any]:
+def _index_json(plan: GenerationPlan) -> dict[str, Any]:
     from sonicsearch._version import __version__
 
+    prev, emb = plan.prev, plan.embedder
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return {
         "format_version": L.FORMAT_VERSION,
         "sonicsearch_version": __version__,
         "created": prev.meta["created"] if prev else now,
         "updated": now,
-        "model": {"arch": embedder.arch, "sha256": embedder.model_sha256,
-                  "labels": list(embedder.labels), "file": L.MODEL},
-        "features": dataclasses.asdict(embedder.feature_config),
-        "dim": int(embedder.dim),
+        "model": {"arch": emb.arch, "sha256": emb.model_sha256,
+                  "labels": list(emb.labels), "file": L.MODEL},
+        "features": dataclasses.asdict(emb.feature_config),
+        "dim": int(emb.dim),
         "metric": "inner_product",
-        "index_type": index_type,
-        "index_params": params,
-        "index_reason": reason,
-        "counts": {"files": len(records), "vectors": int(n)},
+        "index_type": plan.index_type,
+        "index_params": plan.params,
+        "index_reason": plan.reason,
+        "counts": {"files": len(plan.records), "vectors": int(plan.n_rows)},
     }

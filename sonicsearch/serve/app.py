@@ -29,7 +29,7 @@ from sonicsearch.errors import AudioError, ConfigError, IndexStoreError, Sonicse
 from sonicsearch.index import AudioIndex
 from sonicsearch.index.filters import Filters, calibration, parse_min_score, resolve_prefix
 from sonicsearch.index.search import ROLLUP_DEFAULT
-from sonicsearch.index.types import Embedder, QueryResult
+from sonicsearch.index.types import Embedder
 from sonicsearch.serve import media
 from sonicsearch.serve.live import LiveIndex
 from sonicsearch.serve.security import (
@@ -290,7 +290,7 @@ def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) ->
                 emb.vectors, emb.spans, emb.probs, k=params.k, rollup=params.rollup,
                 segments=params.segments, query=up.filename, duration=emb.duration,
                 filters=filters if filters.active else None, min_score=min_score)
-        out = QueryResult.from_dict(res).to_dict()
+        out = res.to_dict()
         if view is not None:
             view.update(generation=Path(idx.gen).name,
                         ids=[media.file_id(r["path"]) for r in out["results"]])

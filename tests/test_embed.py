@@ -1,0 +1,85 @@
+"""The torch Embedder without a checkpoint (a stub model): waveforms are embedded a block of
+windows at a time with the same result, windowing changes make a new object, and importing
+it does not import FAISS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sonicsearch import embed as embed_mod
+from sonicsearch.audio import frame_windows
+from sonicsearch.config import FeatureConfig
+from sonicsearch.embedding_types import EmbedderProtocol, with_windows
+
+SR = 8000
+
+
+class StubModel(torch.nn.Module):
+    """Band energies of each window as its embedding; two labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.feature_config = FeatureConfig(sample_rate=SR, window_seconds=1.0, hop_seconds=0.5,
+                                            min_seconds=0.25)
+        self.backbone = type("B", (), {"embed_dim": 16})()
+        self.batches: list[int] = []
+
+    def embed(self, x: torch.Tensor):
+        self.batches.append(len(x))
+        spec = torch.fft.rfft(x, dim=1).abs()[:, 1:3201].reshape(len(x), 16, -1).mean(dim=2)
+        return spec, torch.softmax(spec[:, :2], dim=1)
+
+
+@pytest.fixture
+def embedder(tmp_path):
+    info = {"arch": "stub", "sha256": "0" * 64, "labels": ["a", "b"]}
+    return embed_mod.Embedder(StubModel(), info, tmp_path / "model.pt", torch.device("cpu"),
+                              batch_size=8)
+
+
+def wave(seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (0.1 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+
+
+def test_a_long_waveform_is_embedded_block_by_block(embedder, monkeypatch):
+    w = wave(40.3)  # 80 windows and an end-aligned tail
+    whole = embedder.embed_waveform(w, SR)
+    windows, spans = frame_windows(w, SR, 1.0, 0.5)  # what the model must see, in order
+    assert len(whole.vectors) == len(windows) and np.allclose(whole.spans, spans)
+    monkeypatch.setattr(embed_mod, "WAVEFORM_BLOCK_WINDOWS", 7)
+    cuts = []
+    run = embedder._run
+
+    def counting(windows):
+        cuts.append(len(windows))  # windows cut and held at one time
+        return run(windows)
+
+    monkeypatch.setattr(embedder, "_run", counting)
+    blocked = embedder.embed_waveform(w, SR)
+    assert cuts and max(cuts) <= 7 and sum(cuts) == len(windows)  # never all windows at once
+    assert np.allclose(blocked.vectors, whole.vectors, atol=1e-6)
+    assert np.allclose(blocked.probs, whole.probs, atol=1e-6)
+    assert np.array_equal(blocked.spans, whole.spans) and blocked.duration == whole.duration
+
+
+def test_with_windows_returns_a_new_embedder(embedder):
+    other = embedder.with_windows(2.0, 1.0)
+    assert other is not embedder and other.model is embedder.model
+    assert (other.feature_config.window_seconds, other.feature_config.hop_seconds) == (2.0, 1.0)
+    assert embedder.feature_config.window_seconds == 1.0  # unchanged
+    assert len(other.embed_waveform(wave(5.0), SR).vectors) == 4
+    assert with_windows(embedder) is embedder and isinstance(other, EmbedderProtocol)
+
+
+def test_importing_embed_does_not_import_faiss():
+    code = "import sys, sonicsearch.embed; print('faiss' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
