@@ -186,7 +186,7 @@ def noise_bank(rows: list[dict], seed: int, most: int = 24) -> tuple[list[np.nda
 
 
 def degradations(names: list[str], bank: list[np.ndarray]) -> dict:
-    from sonicsearch import degrade
+    from sonicsearch.eval import degrade
 
     out = {}
     for name in names:
@@ -237,7 +237,7 @@ class MfccSystem:
     """MFCC (20) + delta mean/std per window: the baseline's statistics at window level."""
 
     def __init__(self, window: float, hop: float, n_mfcc: int = 20):
-        from sonicsearch import baseline as B
+        from sonicsearch.eval import baseline as B
 
         self.name, self.window, self.hop, self.n_mfcc = "mfcc", window, hop, n_mfcc
         self.frame_hop, self.n_fft, self.n_mels, self.sample_rate = B.HOP, B.N_FFT, B.N_MELS, SR
@@ -390,6 +390,10 @@ class _Store:
     def spans(self, rows: np.ndarray) -> np.ndarray:
         return self._spans[np.asarray(rows, dtype=np.int64)].reshape(-1, 2)
 
+    def file_spans(self, f: int) -> np.ndarray:
+        a = int(self.first_rows[f])
+        return self._spans[a : a + int(self.n_windows[f])].reshape(-1, 2)
+
 
 def identify(system, index: dict, tracks, queries, names, degrade, args) -> dict:
     """R@1 and R@10 of the source track for every (excerpt, degradation)."""
@@ -404,7 +408,7 @@ def identify(system, index: dict, tracks, queries, names, degrade, args) -> dict
             wave = degrade[name](clean, SR, np.random.default_rng((args.seed, qi, j)))
             vectors, spans = system.query(wave, SR)
             found = search(index["faiss"], index["store"], vectors, spans, k, args.rollup,
-                           system.hop)
+                           system.hop, exact=index["vectors"])
             ranked = [h.file for h in found] + [-1] * max(KS)
             hits[name].append([f == ti for f in ranked[: max(KS)]])
     out = {name: {f"R@{kk}": round(float(np.mean([any(r[:kk]) for r in rows])), 4)
@@ -417,7 +421,7 @@ def identify(system, index: dict, tracks, queries, names, degrade, args) -> dict
 
 def label_map(index: dict, tracks: list[dict], k: int = 10) -> float:
     """mAP@k of label retrieval: each track's mean window vector ranks the other tracks."""
-    from sonicsearch.metrics import map_at_k
+    from sonicsearch.eval.metrics import map_at_k
 
     store, v = index["store"], index["vectors"]
     means = np.stack([v[a:a + n].mean(axis=0) for a, n in zip(store.first_rows,
@@ -435,7 +439,7 @@ def label_map(index: dict, tracks: list[dict], k: int = 10) -> float:
 def head_macro_f1(system, index: dict, tracks: list[dict]) -> float | None:
     """Macro-F1 of the head's track-level prediction, when the head knows every eval label
     (else None: a head trained on other labels says nothing about these)."""
-    from sonicsearch.metrics import classification_report
+    from sonicsearch.eval.metrics import classification_report
 
     labels = sorted({t["label"] for t in tracks})
     if not system.labels or not set(labels) <= set(system.labels):

@@ -26,9 +26,9 @@ def _tiny_checkpoint(path: Path, labels: list[str]) -> Path:
     """resnet18 at random init on a small front end (8 kHz, 32 mels, 1-s windows)."""
     import torch
 
-    from sonicsearch.checkpoint import save_checkpoint
     from sonicsearch.config import ModelConfig, load_config
-    from sonicsearch.models import AudioModel
+    from sonicsearch.model.backbones import AudioModel
+    from sonicsearch.model.checkpoint import save_checkpoint
 
     config = load_config(None, {"model.arch": "resnet18", "model.weights": "none",
                                 "features.sample_rate": 8000, "features.n_mels": 32,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from sonicsearch import degrade as D
+from sonicsearch.eval import degrade as D
 
 SR = 16000
 
