@@ -61,7 +61,8 @@ class Embedder:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32,
                         window_seconds: float | None = None,
                         hop_seconds: float | None = None) -> Embedder:
-        """Load ``model.pt`` (from ``train`` or ``pretrain``) onto ``device``.
+        """Load ``model.pt`` (from ``train`` or ``pretrain``), or ``"base"`` for the shipped
+        base model, onto ``device``.
 
         Args:
             window_seconds, hop_seconds: window this embedder differently from the model's
@@ -75,7 +76,7 @@ class Embedder:
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)
-        return cls(model, info, Path(path), dev, batch_size).with_windows(window_seconds,
+        return cls(model, info, Path(info["path"]), dev, batch_size).with_windows(window_seconds,
                                                                            hop_seconds)
 
     def with_windows(self, window_seconds: float | None = None,

@@ -236,3 +236,12 @@ def test_a_file_name_that_is_not_utf8_loads(tmp_path):
     assert audio_info(files[0]).frames == 8000
     assert load_audio(files[0])[0].size == 8000
     assert sum(w.size for w, _ in iter_blocks(files[0])) == 8000
+
+
+def test_a_small_shortfall_against_the_header_is_not_truncation():
+    from sonicsearch.audio_integrity import check_complete
+
+    sr, promised = 44100, 441 * 44100
+    check_complete("a.mp3", promised - int(0.38 * sr), promised, sr)  # 0.09 %: complete
+    with pytest.raises(AudioError, match="truncated"):
+        check_complete("a.mp3", int(promised * 0.97), promised, sr)

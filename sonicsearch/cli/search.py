@@ -36,7 +36,8 @@ class Rollup(str, Enum):
 def build_index_cmd(
     audio: Annotated[list[Path], typer.Argument(help="Audio files and/or folders (recursive).")],
     model: Annotated[Path | None, typer.Option(
-        "--model", "-m", help="model.pt from train/pretrain; default: the index's own model.")
+        "--model", "-m", help="model.pt from train/pretrain, or 'base' (the shipped base "
+        "model); default: the index's own model, or base for a new index.")
     ] = None,
     index: IndexOpt = DEFAULT_INDEX,
     config: ConfigOpt = None,
@@ -57,12 +58,16 @@ def build_index_cmd(
     import time
 
     from sonicsearch.index import AudioIndex
+    from sonicsearch.index import layout as L
     from sonicsearch.index.api import load_embedder
 
     cfg, _ = _index_config(config)
     cfg.index_type = index_type.value if index_type else cfg.index_type
     cfg.device = device.value if device else cfg.device
-    if model is None:
+    if model is None and not (index / L.CURRENT).exists():
+        model, features = Path("base"), None  # a new index: the shipped base model
+        log("no --model given: embedding with the shipped base model (base-v1)")
+    elif model is None:
         model, features = _index_model(index)
     else:
         features = None

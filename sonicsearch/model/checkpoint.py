@@ -90,7 +90,7 @@ def load_checkpoint(path: str | Path,
     """Load a model file written by :func:`save_checkpoint` (``weights_only=True``).
 
     Args:
-        path: the model file.
+        path: the model file, or ``"base"`` for the shipped base model.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device.
 
     Returns:
@@ -101,7 +101,9 @@ def load_checkpoint(path: str | Path,
         ModelError: a missing, corrupt or truncated file, not a model file, or an unknown
             format version.
     """
-    path = Path(path)
+    from sonicsearch.model import base
+
+    path = base.resolve(path)
     obj = load_file(path, "model file")
     if not isinstance(obj, dict) or obj.get("kind") != KIND or "format_version" not in obj:
         raise ModelError(f"{path} is not a sonicsearch model file (a plain state_dict is "

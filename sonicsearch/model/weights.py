@@ -31,14 +31,22 @@ _LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, Type
 
 
 def load_weights(model: Backbone, weights: str | Path) -> None:
-    """Load ``"imagenet"`` or a weights file into ``model`` (see :func:`fit_state_dict`).
+    """Load ``"imagenet"``, ``"base"`` (the shipped base model) or a weights file into
+    ``model`` (see :func:`fit_state_dict`).
 
     Raises:
         WeightsUnavailableError: ImageNet weights are neither cached nor downloadable.
         ModelError: a missing, unreadable or non-fitting weights file.
     """
+    from sonicsearch.model import base
+
     if str(weights).lower() == "imagenet":
         fit_state_dict(model, imagenet_state_dict(model.spec.weights), "imagenet")
+    elif base.is_base(weights):
+        if model.arch != base.ARCH:
+            raise ModelError(f"--weights base is a {base.ARCH}; use --arch {base.ARCH} "
+                             f"(got {model.arch})")
+        fit_state_dict(model, read_weights(base.base_model_path(), model.arch), base.VERSION)
     else:
         fit_state_dict(model, read_weights(weights, model.arch), str(weights))
 

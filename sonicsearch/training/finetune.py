@@ -368,7 +368,9 @@ def _pretrained_normalization(model, weights, say) -> None:
 
     if str(weights).lower() in ("imagenet", "none"):
         return
-    obj = load_file(Path(weights), "weights file")
+    from sonicsearch.model import base
+
+    obj = load_file(base.resolve(weights), "weights file")
     if not isinstance(obj, dict) or obj.get("kind") != MODEL_FILE_KIND:
         return
     sd = obj.get("state_dict") or {}

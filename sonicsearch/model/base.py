@@ -1,0 +1,57 @@
+"""The base model that ships in the package: what ``build-index`` uses when no model is
+given, and what ``train --weights base`` / ``pretrain --weights base`` start from.
+
+A ResNet-18 pretrained without labels (NT-Xent on two degraded views of each excerpt:
+noise, recorded background, telephone line, room reverb, codec loss, speed and gain) on
+about 6 hours of licence-clean Debian audio (game music and effects, speech prompts,
+ambience); 16 kHz, 64 mels, 2 s windows, level-invariant front end (``features.level:
+window``). Weights are stored in fp16 (21.5 MiB) and load into a float32 model. The model
+card is docs/base-model.md; the file's sha256 is checked before first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sonicsearch.errors import ModelError
+
+NAME = "base"  # what --model / --weights accept
+VERSION = "base-v1"
+FILE = Path(__file__).resolve().parent.parent / "assets" / f"{VERSION}.pt"
+SHA256 = "c1fe1c62c92b76796ed01d559ecfdc78a0a4a9635a2d065f80493c40db305baa"
+ARCH = "resnet18"
+_verified: set[Path] = set()
+
+
+def is_base(spec: str | Path | None) -> bool:
+    """True for the name that selects the shipped model (``base``, any case)."""
+    return spec is not None and str(spec).strip().lower() == NAME
+
+
+def base_model_path(path: Path | None = None) -> Path:
+    """The shipped model file, its checksum verified once per process.
+
+    Raises:
+        ModelError: the file is missing or does not match its checksum.
+    """
+    path = path or FILE
+    if path in _verified:
+        return path
+    if not path.is_file():
+        raise ModelError(f"the shipped base model is missing ({path}); reinstall sonicsearch "
+                         "or pass --model PATH")
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != SHA256:
+        raise ModelError(f"the shipped base model {path} is damaged (checksum mismatch); "
+                         "reinstall sonicsearch")
+    _verified.add(path)
+    return path
+
+
+def resolve(spec: str | Path) -> Path:
+    """``base`` -> the shipped file; any other spec is a path."""
+    return base_model_path() if is_base(spec) else Path(spec)
