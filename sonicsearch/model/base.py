@@ -55,3 +55,25 @@ def base_model_path(path: Path | None = None) -> Path:
 def resolve(spec: str | Path) -> Path:
     """``base`` -> the shipped file; any other spec is a path."""
     return base_model_path() if is_base(spec) else Path(spec)
+
+
+def feature_config():
+    """The base model's front end (a ``FeatureConfig``), read from the shipped file."""
+    import torch
+
+    from sonicsearch.config import FeatureConfig
+
+    obj = torch.load(base_model_path(), map_location="cpu", weights_only=True)
+    return FeatureConfig(**{"level": "absolute", **obj["feature_config"]})
+
+
+def adopt_features(config):
+    """``config`` with the base model's front end when ``model.weights`` is ``base``: its
+    filters were learned on that input (16 kHz, 64 mels, level-invariant), so fine-tuning or
+    pretraining from it on another front end would start from weights that no longer fit.
+    Other configs are returned unchanged."""
+    import dataclasses
+
+    if not is_base(config.model.weights):
+        return config
+    return dataclasses.replace(config, features=feature_config())
