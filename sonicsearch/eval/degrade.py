@@ -28,13 +28,23 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from sonicsearch.degradations import (
+    BENCHMARK_ROOM_RT60,
+    BENCHMARK_RT60,
+    EARLY_REFLECTIONS,
+    MP3_LOW_QUALITY,
+    OGG_LOW_QUALITY,
+    TAIL_ONSET,
+    TELEPHONE_BAND,
+    TELEPHONE_RATE,
+    band_rt60,
+)
+
 Degradation = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
 NOISE_COLORS = ("white", "pink")
 CODECS = {"mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS")}
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-TELEPHONE_BAND = (300.0, 3400.0)
-TELEPHONE_RATE = 8000
 
 
 def add_noise(x: np.ndarray, sr: int, snr_db: float, rng: np.random.Generator,
@@ -164,7 +174,7 @@ def room_ir(sr: int, rt60: float, rng: np.random.Generator, drr_db: float = 0.0,
     n = max(int(0.1 * sr), int(round((1.2 * rt60 + 0.1) * sr)))
     t = np.arange(n) / sr
     early = np.zeros(n)
-    for when in rng.uniform(0.003, 0.06, reflections):
+    for when in rng.uniform(*EARLY_REFLECTIONS, reflections):
         early[int(when * sr)] += rng.choice((-1.0, 1.0)) * rng.uniform(0.4, 0.8) * math.sqrt(
             0.003 / when)
     tail = np.zeros(n)
@@ -178,10 +188,9 @@ def room_ir(sr: int, rt60: float, rng: np.random.Generator, drr_db: float = 0.0,
             sos = signal.butter(4, lo, btype="highpass", fs=sr, output="sos")
         else:
             sos = signal.butter(4, [lo, hi], btype="bandpass", fs=sr, output="sos")
-        band_rt60 = rt60 * min(1.5, max(0.5, (fc / 1000.0) ** -0.3))
         band = signal.sosfilt(sos, rng.standard_normal(n))
-        tail += band * np.exp(-math.log(1000.0) * t / band_rt60)  # -60 dB at band_rt60
-    tail *= (1.0 - np.exp(-t / 0.02)) * (t >= 0.003)
+        tail += band * np.exp(-math.log(1000.0) * t / band_rt60(rt60, fc))  # -60 dB there
+    tail *= (1.0 - np.exp(-t / TAIL_ONSET)) * (t >= EARLY_REFLECTIONS[0])
     # the diffuse tail carries 4x the energy of the early reflections
     tail *= math.sqrt(4.0 * max(float(np.sum(early**2)), 1e-12) / max(float(np.sum(tail**2)),
                                                                      1e-30))
@@ -308,17 +317,17 @@ DEGRADATIONS: dict[str, Degradation] = {
     "noise_snr10": lambda x, sr, rng: add_noise(x, sr, 10.0, rng),
     "noise_snr0": lambda x, sr, rng: add_noise(x, sr, 0.0, rng),
     "pink_snr10": lambda x, sr, rng: add_noise(x, sr, 10.0, rng, color="pink"),
-    "mp3_low": lambda x, sr, rng: reencode(x, sr, "mp3", quality=0.2),
-    "ogg_low": lambda x, sr, rng: reencode(x, sr, "ogg", quality=0.0),
+    "mp3_low": lambda x, sr, rng: reencode(x, sr, "mp3", quality=MP3_LOW_QUALITY),
+    "ogg_low": lambda x, sr, rng: reencode(x, sr, "ogg", quality=OGG_LOW_QUALITY),
     "telephone": lambda x, sr, rng: telephone(x, sr),
-    "reverb": lambda x, sr, rng: reverb(x, sr, 0.6, rng),
+    "reverb": lambda x, sr, rng: reverb(x, sr, BENCHMARK_RT60, rng),
     "gain_-12db": lambda x, sr, rng: gain(x, -12.0),
     "gain_+6db": lambda x, sr, rng: gain(x, 6.0),
     "speed_0.95": lambda x, sr, rng: speed(x, sr, 0.95),
     "speed_1.05": lambda x, sr, rng: speed(x, sr, 1.05),
     "speed_0.97": lambda x, sr, rng: speed(x, sr, 0.97),
     "speed_1.03": lambda x, sr, rng: speed(x, sr, 1.03),
-    "reverb_room": lambda x, sr, rng: room_reverb(x, sr, 0.7, rng),
+    "reverb_room": lambda x, sr, rng: room_reverb(x, sr, BENCHMARK_ROOM_RT60, rng),
 }
 """The named settings of the near-duplicate benchmark, each ``f(x, sr, rng) -> y``:
 ``clean`` (identity, the reference row), white noise at 20/10/0 dB SNR, pink noise at

@@ -17,6 +17,12 @@ import math
 import torch
 
 from sonicsearch.config import PretrainConfig
+from sonicsearch.degradations import (
+    EARLY_REFLECTIONS,
+    TELEPHONE_HIGHPASS_RANGE,
+    TELEPHONE_LOWPASS_RANGE,
+    band_rt60,
+)
 
 
 class ViewMaker:
@@ -149,13 +155,14 @@ class ViewMaker:
         spec = torch.fft.rfft(noise)
         f = torch.linspace(0, self.sr / 2, spec.shape[1], device=dev)[None]
         tail = torch.zeros(b, length, device=dev)
-        for lo, hi, scale in ((0.0, 500.0, 1.3), (500.0, 4000.0, 1.0), (4000.0, 1e9, 0.5)):
+        for lo, hi, centre in ((0.0, 500.0, 420.0), (500.0, 4000.0, 1000.0),
+                               (4000.0, 1e9, 10000.0)):  # 1.3x, 1.0x, 0.5x the RT60
             band = torch.fft.irfft(spec * ((f >= lo) & (f < hi)), n=length)
-            tail = tail + band * torch.exp(-6.9 * t / (rt60[:, None] * scale))
+            tail = tail + band * torch.exp(-6.9 * t / (band_rt60(1.0, centre) * rt60[:, None]))
         onset = self._uniform(b, 0.005, 0.03, gen, x)  # the tail builds up after the direct
         tail = tail * (1 - torch.exp(-t / onset[:, None]))
         n_early = 12
-        delay = (self._uniform(b * n_early, 0.003, 0.06, gen, x) * self.sr).long()
+        delay = (self._uniform(b * n_early, *EARLY_REFLECTIONS, gen, x) * self.sr).long()
         delay = delay.clamp(1, length - 1).view(b, n_early)
         amp = (torch.rand(b, n_early, generator=gen, device=dev) * 0.6 + 0.2)
         amp = amp * torch.exp(-6.9 * delay / self.sr / rt60[:, None])
@@ -175,8 +182,9 @@ class ViewMaker:
         b, nyq = x.shape[0], self.sr / 2
         spec = torch.fft.rfft(x)
         f = torch.linspace(0, nyq, spec.shape[1], device=x.device)[None]
-        hp = self._uniform(b, 200.0, 400.0, gen, x)[:, None]
-        lp = self._uniform(b, min(3000.0, nyq * 0.9), min(3700.0, nyq * 0.95), gen, x)[:, None]
+        hp = self._uniform(b, *TELEPHONE_HIGHPASS_RANGE, gen, x)[:, None]
+        lo, hi = TELEPHONE_LOWPASS_RANGE
+        lp = self._uniform(b, min(lo, nyq * 0.9), min(hi, nyq * 0.95), gen, x)[:, None]
         gain = torch.sigmoid((f - hp) / 25.0) * torch.sigmoid((lp - f) / 40.0)
         y = torch.fft.irfft(spec * gain, n=x.shape[1])
         peak = y.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
