@@ -285,7 +285,7 @@ def finetune(args, ds, overrides: dict, run: Path, timings: dict) -> Path:
     C.log(f"fine-tuning into {run} ({p1}+{p2} epochs, weights {cfg.model.weights}, "
           f"contrastive_weight {cfg.train.contrastive_weight})")
     with C.Timer() as t:
-        fit(cfg, ds, run, show_progress=not args.tiny)
+        fit(cfg, ds, run, overwrite=True, show_progress=not args.tiny)
     timings[_label(run)] = round(t.seconds, 1)
     return run / "model.pt"
 
@@ -302,7 +302,8 @@ def run_pretrain(args, audio: list, overrides: dict, run: Path, timings: dict) -
         return run / "model.pt"
     C.log(f"pretraining into {run} ({cfg.pretrain.epochs} epochs on {len(audio)} files)")
     with C.Timer() as t:
-        pretrain(cfg, audio, run, resume=(run / "last.pt").is_file(),
+        resume = (run / "last.pt").is_file()
+        pretrain(cfg, audio, run, resume=resume, overwrite=not resume,
                  show_progress=not args.tiny)
     timings[_label(run)] = round(t.seconds, 1)
     return run / "model.pt"

@@ -160,7 +160,7 @@ def train_model(args, ds) -> Path:
         C.log(f"reusing the model trained before in {run}")
         return run / "model.pt"
     C.log(f"training {overrides['model.arch']} ({p1}+{p2} epochs) into {run}")
-    fit(load_config(None, overrides), ds, run, show_progress=not args.tiny)
+    fit(load_config(None, overrides), ds, run, overwrite=True, show_progress=not args.tiny)
     return run / "model.pt"
 
 

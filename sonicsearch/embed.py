@@ -19,6 +19,7 @@ import torch
 from sonicsearch.audio import SILENCE_PEAK, audio_info, check_usable, frame_windows, iter_windows
 from sonicsearch.errors import AudioError
 from sonicsearch.index.types import EmbeddedFile
+from sonicsearch.runtime import prepare_torch
 
 _END = object()
 
@@ -31,7 +32,7 @@ class Embedder:
 
     def __init__(self, model, info: dict, model_path: Path, device: torch.device,
                  batch_size: int = 32):
-        torch.set_flush_denormal(True)  # denormals make CPU convolutions many times slower
+        prepare_torch()
         self.model = model.eval()
         self.info = info
         self.model_path = Path(model_path)
@@ -52,7 +53,7 @@ class Embedder:
             ModelError: missing or unreadable checkpoint.
         """
         from sonicsearch.model.checkpoint import load_checkpoint
-        from sonicsearch.training.finetune import resolve_device
+        from sonicsearch.runtime import resolve_device
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)

@@ -19,7 +19,7 @@ def test_partial_file_and_overrides(tmp_path):
     path.write_text("train:\n  head_lr: 0.1\n  phase2_epochs: 3\nmodel:\n  arch: resnet34\n")
     cfg = load_config(path, {"train.seed": 7, "model.arch": None})
     assert cfg.train.head_lr == 0.1 and cfg.train.phase2_epochs == 3
-    assert cfg.model.arch == "resnet34" and cfg.train.seed == 7
+    assert cfg.model.arch == "resnet34" and cfg.runtime.seed == 7
     assert cfg.features.sample_rate == Config().features.sample_rate
 
 

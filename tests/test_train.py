@@ -118,7 +118,7 @@ def test_phase1_freezes_backbone_and_batchnorm(corpus):
     result = fit(cfg, ds, None, show_progress=False)
     model = result.model
     fresh_cfg = cfg
-    torch.manual_seed(fresh_cfg.train.seed)
+    torch.manual_seed(fresh_cfg.runtime.seed)
     from sonicsearch.model.backbones import AudioModel
 
     fresh = AudioModel.from_config(cfg.features, cfg.model, ds.labels, cfg.train)

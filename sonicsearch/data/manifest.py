@@ -219,16 +219,24 @@ def load_dataset(
     return Dataset(Path(root), good, labels, skipped, given)
 
 
+def split_csv_text(dataset: Dataset) -> str:
+    """The ``path,label,split`` CSV of a dataset, paths relative to its root where possible."""
+    import io
+
+    root = dataset.root.resolve()
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "split"])
+    for it in dataset.items:
+        p = it.path.resolve()
+        rel = p.relative_to(root) if p.is_relative_to(root) else p
+        w.writerow([rel.as_posix() if not rel.is_absolute() else str(rel), it.label, it.split])
+    return buf.getvalue()
+
+
 def write_split(dataset: Dataset, path: str | Path) -> None:
     """Write ``path,label,split`` with paths relative to the dataset root where possible."""
-    root = dataset.root.resolve()
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "split"])
-        for it in dataset.items:
-            p = it.path.resolve()
-            rel = p.relative_to(root) if p.is_relative_to(root) else p
-            w.writerow([rel.as_posix() if not rel.is_absolute() else str(rel), it.label, it.split])
+    Path(path).write_text(split_csv_text(dataset), encoding="utf-8", newline="")
 
 
 def read_split(path: str | Path, root: str | Path) -> dict[str, str]:
