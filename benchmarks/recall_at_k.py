@@ -245,7 +245,7 @@ class MfccSearch:
 def label_retrieval(indexes: dict, ds, held, rollups) -> dict:
     """precision/recall/mAP@k of held-out whole-file queries, per model (and roll-up)."""
     from sonicsearch.audio import load_audio
-    from sonicsearch.eval.metrics import map_at_k, precision_at_k, recall_at_k
+    from sonicsearch.eval.metrics import map_at_k, precision_at_k, relevant_recall_at_k
 
     label_of = {os.path.realpath(it.path): it.label for it in ds.items}
     count = {lab: sum(it.label == lab for it in ds.items) for lab in ds.labels}
@@ -269,7 +269,8 @@ def label_retrieval(indexes: dict, ds, held, rollups) -> dict:
                         zip(held, rows)], dtype=bool).reshape(len(held), max(KS))
         out[key] = {f"{m}@{k}": round(f(rel, k, n_rel) if m != "precision" else f(rel, k), 4)
                     for k in KS for m, f in (("precision", precision_at_k),
-                                             ("recall", recall_at_k), ("map", map_at_k))}
+                                             ("recall", relevant_recall_at_k),
+                                             ("map", map_at_k))}
     return out
 
 
