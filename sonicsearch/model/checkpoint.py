@@ -115,6 +115,32 @@ def load_checkpoint(path: str | Path,
     return model, info
 
 
+def copy_normalization(model: AudioModel, weights: str | Path) -> bool:
+    """Starting from one of our model files (``--weights PATH``, e.g. a ``pretrain`` run),
+    keep the input standardisation the backbone learned with.
+
+    Returns:
+        False when ``weights`` is one of our model files made with other features (the
+        caller keeps the standardisation fitted on its data); True otherwise.
+
+    Raises:
+        ModelError: an unreadable weights file.
+    """
+    if str(weights).lower() in ("imagenet", "none"):
+        return True
+    obj = load_file(Path(weights), "weights file")
+    if not isinstance(obj, dict) or obj.get("kind") != KIND:
+        return True
+    sd = obj.get("state_dict") or {}
+    if obj.get("feature_config") != dataclasses.asdict(model.feature_config) or (
+            "norm_mean" not in sd):
+        return False
+    with torch.no_grad():
+        model.norm_mean.copy_(sd["norm_mean"])
+        model.norm_std.copy_(sd["norm_std"])
+    return True
+
+
 def _plain(value: Any) -> Any:
     """Only what ``torch.load(weights_only=True)`` reads back: dicts, lists, tuples, str,
     numbers, bool, None and tensors (numpy values, paths, enums, dataclasses converted)."""

@@ -25,7 +25,7 @@ from sonicsearch.data.manifest import Dataset, split_csv_text, write_split
 from sonicsearch.data.windows import FileWindows, RandomCrops, collate_files
 from sonicsearch.errors import TrainingError
 from sonicsearch.model.backbones import AudioModel
-from sonicsearch.model.checkpoint import save_checkpoint
+from sonicsearch.model.checkpoint import copy_normalization, save_checkpoint
 from sonicsearch.progress import log, progress_bar
 from sonicsearch.runtime import prepare_torch, resolve_device
 from sonicsearch.training.evaluate import evaluate_model, validation_metrics
@@ -125,7 +125,9 @@ def _setup(config: Config, dataset: Dataset, out_dir: str | Path | None, resume:
     val_loader = DataLoader(FileWindows(val_items, dataset.labels, fc), batch_size=4,
                             num_workers=rc.num_workers, collate_fn=collate_files)
     _fit_normalization(model, train_set)
-    _pretrained_normalization(model, config.model.weights, say)
+    if not copy_normalization(model, config.model.weights):
+        say(f"note: {config.model.weights} was trained with other features; input "
+            "standardisation refitted on this data")
     place_model(model, device, rc.channels_last)
     joint = (JointObjective(config, model.backbone.embed_dim, device)
              if tc.contrastive_weight > 0 else None)
@@ -253,14 +255,7 @@ def train_one_epoch(model, train_set, optimizer, scheduler, config: Config, epoc
     torch.manual_seed(rc.seed * 100_003 + epoch)  # dropout, SpecAugment: repeatable per epoch
     gen = torch.Generator().manual_seed(rc.seed * 7919 + epoch)
     train_set.set_epoch(epoch)
-    if tc.balance == "sampler":
-        sampler = WeightedRandomSampler(train_set.sample_weights(), len(train_set),
-                                        generator=gen)
-        loader = DataLoader(train_set, tc.batch_size, sampler=sampler,
-                            num_workers=rc.num_workers, drop_last=len(train_set) > tc.batch_size)
-    else:
-        loader = DataLoader(train_set, tc.batch_size, shuffle=True, generator=gen,
-                            num_workers=rc.num_workers, drop_last=len(train_set) > tc.batch_size)
+    loader = _train_loader(train_set, config, gen)
     model.train()
     amp = device.type == "cuda" and rc.amp
     total, count = 0.0, 0
@@ -304,6 +299,19 @@ def train_one_epoch(model, train_set, optimizer, scheduler, config: Config, epoc
             count += wave.shape[0]
             bar.advance(1, f"loss {total / count:.3f}")
     return total / max(count, 1)
+
+
+def _train_loader(train_set: RandomCrops, config: Config, gen: torch.Generator) -> DataLoader:
+    """This epoch's batches: shuffled, or drawn label-balanced with ``balance: sampler``."""
+    tc, rc = config.train, config.runtime
+    drop_last = len(train_set) > tc.batch_size
+    if tc.balance == "sampler":
+        sampler = WeightedRandomSampler(train_set.sample_weights(), len(train_set),
+                                        generator=gen)
+        return DataLoader(train_set, tc.batch_size, sampler=sampler,
+                          num_workers=rc.num_workers, drop_last=drop_last)
+    return DataLoader(train_set, tc.batch_size, shuffle=True, generator=gen,
+                      num_workers=rc.num_workers, drop_last=drop_last)
 
 
 def _ce(logits, target, weights, smoothing):
@@ -370,28 +378,6 @@ def _save_last(run: _Run) -> None:
     extra = {"projection": run.joint.head.state_dict()} if run.joint is not None else {}
     run.folder.save_last({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                           "scheduler": run.scheduler.state_dict(), "state": run.state, **extra})
-
-
-def _pretrained_normalization(model, weights, say) -> None:
-    """Starting from one of our model files (``--weights PATH``, e.g. a ``pretrain`` run),
-    keep the input standardisation the backbone learned with, when the features match."""
-    from dataclasses import asdict
-
-    from sonicsearch.model.weights import MODEL_FILE_KIND, load_file
-
-    if str(weights).lower() in ("imagenet", "none"):
-        return
-    obj = load_file(Path(weights), "weights file")
-    if not isinstance(obj, dict) or obj.get("kind") != MODEL_FILE_KIND:
-        return
-    sd = obj.get("state_dict") or {}
-    if obj.get("feature_config") != asdict(model.feature_config) or "norm_mean" not in sd:
-        say(f"note: {weights} was trained with other features; input standardisation "
-            "refitted on this data")
-        return
-    with torch.no_grad():
-        model.norm_mean.copy_(sd["norm_mean"])
-        model.norm_std.copy_(sd["norm_std"])
 
 
 def _plot_curves(history: list[dict], out: Path) -> None:

@@ -100,32 +100,14 @@ def pretrain(
     prepare_torch()
     pc, rc, fc = config.pretrain, config.runtime, config.features
     say = log if show_progress else (lambda _msg: None)
-    skipped: list[tuple[str, str]] = []
-    if audio and all(isinstance(a, AudioFile) for a in audio):
-        files = list(audio)
-    else:
-        files, skipped = scan_audio(audio, fc.min_seconds)
-    if not files:
-        raise DataError(f"no usable audio files in {', '.join(map(str, audio)) or 'the input'}"
-                        + (f" ({len(skipped)} skipped)" if skipped else ""))
+    files, skipped = _usable_files(audio, fc.min_seconds)
     device = resolve_device(rc.device)
     if out_dir is None and resume:
         raise TrainingError("cannot resume without an output folder")
     folder = (RunFolder.open(out_dir, config, resume=resume, overwrite=overwrite)
               if out_dir is not None else None)
 
-    torch.manual_seed(rc.seed)
-    model = build_pretrain_model(config)
-    views = ViewMaker(pc, fc.sample_rate, fc.window_samples)
-    data = ExcerptBatches(files, fc.sample_rate, views.span_samples(), pc.batch_size,
-                          pc.windows_per_file, rc.seed)
-    clean = data.sample(pc.normalization_excerpts)
-    start = (clean.shape[1] - fc.window_samples) // 2
-    with torch.no_grad():
-        model.fit_normalization(model.frontend(clean[:, start:start + fc.window_samples]))
-    model.backbone.set_trainable("all")
-    objective = make_pretrain_objective(pc.method, model, pc)  # BYOL's target copies the model
-    place_model(model, device, rc.channels_last, objective)
+    model, views, data, objective = _build(config, files, device)
     optimizer, scheduler = _optimizer(model, objective, pc, len(data))
 
     state: dict = {"epoch": 0, "history": []}
@@ -161,6 +143,35 @@ def pretrain(
         result.sha256 = folder.finish_model()
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _usable_files(audio, min_seconds: float) -> tuple[list[AudioFile], list[tuple[str, str]]]:
+    if audio and all(isinstance(a, AudioFile) for a in audio):
+        return list(audio), []
+    files, skipped = scan_audio(audio, min_seconds)
+    if not files:
+        raise DataError(f"no usable audio files in {', '.join(map(str, audio)) or 'the input'}"
+                        + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return files, skipped
+
+
+def _build(config: Config, files: list[AudioFile], device: torch.device):
+    """Seeded model, views, excerpt plan, input standardisation (clean excerpts) and the
+    objective, on ``device``."""
+    pc, rc, fc = config.pretrain, config.runtime, config.features
+    torch.manual_seed(rc.seed)
+    model = build_pretrain_model(config)
+    views = ViewMaker(pc, fc.sample_rate, fc.window_samples)
+    data = ExcerptBatches(files, fc.sample_rate, views.span_samples(), pc.batch_size,
+                          pc.windows_per_file, rc.seed)
+    clean = data.sample(pc.normalization_excerpts)
+    start = (clean.shape[1] - fc.window_samples) // 2
+    with torch.no_grad():
+        model.fit_normalization(model.frontend(clean[:, start:start + fc.window_samples]))
+    model.backbone.set_trainable("all")
+    objective = make_pretrain_objective(pc.method, model, pc)  # BYOL's target copies the model
+    place_model(model, device, rc.channels_last, objective)
+    return model, views, data, objective
 
 
 def pretrain_one_epoch(model: AudioModel, objective, views: ViewMaker,
