@@ -171,3 +171,13 @@ def test_metrics_rows_match_the_resumed_state(small, tmp_path):
     fit(cfg, ds, out, resume=True, show_progress=False)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]
+
+
+def test_resume_with_other_data_is_refused(small, tmp_path):
+    from dataclasses import replace
+
+    _, ds, run, _ = small
+    out = _copy(run, tmp_path)
+    fewer = replace(ds, items=ds.items[1:])
+    with pytest.raises(TrainingError, match="split differs"):
+        fit(load_config(None, ONE_EPOCH), fewer, out, resume=True, show_progress=False)

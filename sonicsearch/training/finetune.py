@@ -10,6 +10,8 @@ folder, epoch loop and schedule are :mod:`sonicsearch.training.run`'s, shared wi
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,7 +157,9 @@ def _check_or_write_split(folder: RunFolder, dataset: Dataset, resume: bool) -> 
     if not resume or not path.is_file():
         write_split(dataset, path)
         return
-    if path.read_text(encoding="utf-8") != split_csv_text(dataset):
+    rows = [list(csv.reader(io.StringIO(text))) for text in
+            (path.read_text(encoding="utf-8"), split_csv_text(dataset))]
+    if rows[0] != rows[1]:
         raise TrainingError(f"cannot resume: the data's split differs from the run's {path} "
                             "(other files, labels or split); resume with the same DATA or "
                             "start again with --overwrite")
