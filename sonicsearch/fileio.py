@@ -12,17 +12,30 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sonicsearch.errors import SonicsearchError
+
+
+class UnreadableFileError(SonicsearchError, OSError):
+    """A file that cannot be read. Also an OSError (``errno``, ``strerror``), so callers
+    that skip unreadable files on OSError keep doing so."""
+
+    def __str__(self) -> str:
+        return f"cannot read {self.filename}: {self.strerror}"
+
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file's bytes.
 
     Raises:
-        OSError: the file cannot be read.
+        UnreadableFileError: the file cannot be read (a SonicsearchError and an OSError).
     """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as exc:
+        raise UnreadableFileError(exc.errno, exc.strerror or str(exc), str(path)) from None
     return h.hexdigest()
 
 
