@@ -93,17 +93,26 @@ def build_index_cmd(
 
 def _index_config(path: Path | None) -> tuple[IndexConfig, set[str]]:
     """The ``index:`` section of a config file (defaults without one), and the keys the
-    file sets."""
+    file sets. A file that sets ``runtime.device`` (or the older ``train.device``) but no
+    ``index.device`` gives its device to the index too."""
     import yaml
 
     from sonicsearch.config import load_config
 
-    cfg = load_config(path).index
+    full = load_config(path)
+    cfg = full.index
     if path is None:
         return cfg, set()
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    section = data.get("index") if isinstance(data, dict) else None
-    return cfg, set(section) if isinstance(section, dict) else set()
+    sections = data if isinstance(data, dict) else {}
+    section = sections.get("index")
+    keys = set(section) if isinstance(section, dict) else set()
+    if "device" not in keys and any(
+            isinstance(sections.get(s), dict) and "device" in sections[s]
+            for s in ("runtime", "train")):
+        cfg.device = full.runtime.device
+        keys.add("device")
+    return cfg, keys
 
 
 def _index_model(index: Path) -> tuple[Path, dict | None]:
