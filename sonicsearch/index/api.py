@@ -13,6 +13,7 @@ import numpy as np
 from sonicsearch.config import IndexConfig
 from sonicsearch.errors import AudioError, ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
+from sonicsearch.index.backends import backend_of, open_backend
 from sonicsearch.index.build import build_index
 from sonicsearch.index.faiss_index import (
     GPU_MAX_K,
@@ -83,6 +84,14 @@ class AudioIndex:
     def _load(cls, root, gen, embedder, device, nprobe, ef_search) -> AudioIndex:
         meta = L.read_index_json(gen)
         L.check_sizes(gen, meta)
+        if backend_of(meta)["name"] != "faiss":  # searched in Milvus (index/backends)
+            store = Store(gen)
+            try:
+                index = open_backend(root, meta, store.n_rows)
+            except BaseException:
+                store.close()
+                raise
+            return cls(root, gen, meta, store, index, False, embedder, device)
         for name in (L.INDEX_FILE, L.MODEL):
             if not (gen / name).is_file():
                 raise IndexStoreError(f"index {root} is damaged: {gen.name}/{name} is missing")
@@ -300,6 +309,8 @@ class AudioIndex:
 
     def close(self) -> None:
         self.store.close()
+        if backend_of(self.meta)["name"] != "faiss":
+            self.index.close()
 
     def __enter__(self) -> AudioIndex:
         return self

@@ -63,7 +63,12 @@ def write_generation(gen, prev, records, sources, embedder, same_vectors, same_i
             _save_npy(gen / L.PROBS, probs)
     (gen / NEW_VECTORS).unlink(missing_ok=True)
     write_meta(gen, records, spans)
-    if same_index:
+    backend = {"name": "faiss"}
+    if config.backend != "faiss":  # vectors searched elsewhere (index/backends)
+        from sonicsearch.index.backends import write_backend_index
+        backend = write_backend_index(gen, prev.meta if prev else None, records, dim,
+                                      same_index, index_type, params, config.uri)
+    elif same_index:
         L.link_or_copy(prev.gen / L.INDEX_FILE, gen / L.INDEX_FILE)
     else:
         vectors = np.load(gen / L.VECTORS, mmap_mode="r")
@@ -78,6 +83,7 @@ def write_generation(gen, prev, records, sources, embedder, same_vectors, same_i
     L.install_model(gen, Path(embedder.model_path), embedder.model_sha256,
                     prev.gen if prev else None)
     meta = _index_json(prev, embedder, records, n, index_type, params, reason)
+    meta["backend"] = backend
     meta["sizes"] = L.file_sizes(gen)
     L.write_json(gen / L.INFO, meta)
 
