@@ -37,6 +37,18 @@ def build_index_cmd(
     device: DeviceOpt = None,
     rebuild: Annotated[bool, typer.Option(
         help="Start over (needed to switch models or windows).")] = False,
+    backend: Annotated[Backend | None, typer.Option(
+        help="Vector index: faiss (in the index folder) or milvus (default: the index's, "
+             "else faiss).")] = None,
+    uri: Annotated[str | None, typer.Option(
+        help="milvus: a milvus-lite FILE.db, or http://host:19530 (default: DIR/milvus.db).")
+                   ] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", flag_value="local", is_flag=False,
+        help="Embed on Ray: --ray alone starts a local Ray; --ray ADDRESS joins a cluster.")
+                   ] = None,
+    ray_workers: Annotated[int | None, typer.Option(
+        min=1, help="Ray embedding actors (default: one per CPU, or per GPU).")] = None,
 ) -> None:
     """Embed audio and build (or update, incrementally) a self-contained index."""
     from sonicsearch.config import IndexConfig
@@ -45,20 +57,24 @@ def build_index_cmd(
     from sonicsearch.index.api import load_embedder
 
     dev = device.value if device else "auto"
+    live = _live_meta(index)
     if model is None:
-        try:
-            existing = AudioIndex.open(index, device="cpu")
-        except IndexStoreError:
-            raise IndexStoreError(f"no index at {index} yet: pass --model PATH") from None
-        model = existing.model_path
-        features = existing.meta.get("features")
-        existing.close()
+        if live is None:
+            raise IndexStoreError(f"no index at {index} yet: pass --model PATH")
+        model = Path(index) / live["gen"] / "model.pt"
+        features = live.get("features")
     else:
         features = None
     embedder = load_embedder(model, dev, features)
     log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
         f"on {embedder.device}")
-    cfg = IndexConfig(index_type=index_type.value, device=dev)
+    old = (live or {}).get("backend") or {"name": "faiss"}
+    name = backend.value if backend else old["name"]
+    if uri is None and name == old["name"] == "milvus":  # keep the index's Milvus
+        uri = old["uri"] if "://" in old["uri"] else str(Path(index) / old["uri"])
+    cfg = IndexConfig(index_type=index_type.value, device=dev, backend=name, uri=uri or "")
+    if ray is not None:
+        embedder = _ray_embedder(embedder, model, dev, ray, ray_workers)
     t0 = time.monotonic()
     with progress_bar(0, "embedding") as bar:
         state = {"done": 0}
@@ -84,6 +100,36 @@ def build_index_cmd(
     state_word = "wrote" if report.written else "unchanged:"
     log(f"{state_word} {index}: {report.files} files, {report.vectors} vectors, "
         f"{report.index_type} ({report.reason})")
+
+
+class Backend(str, Enum):
+    faiss = "faiss"
+    milvus = "milvus"
+
+
+def _live_meta(index: Path) -> dict | None:
+    """The live generation's index.json (plus its folder name as ``gen``), or None."""
+    from sonicsearch.index import layout as L
+
+    gen = L.IndexLayout(index).current()
+    if gen is None:
+        return None
+    return {**L.read_index_json(gen), "gen": gen.name}
+
+
+def _ray_embedder(embedder, model: Path, device: str, address: str, workers: int | None):
+    """Wrap the model for Ray: workers load it from ``model`` with the same windowing."""
+    import functools
+    import os
+
+    from sonicsearch.index.api import load_embedder
+    from sonicsearch.scale.ray_embed import RayEmbedder
+
+    factory = functools.partial(load_embedder, str(Path(model).resolve()),
+                                "auto" if device == "auto" else device)
+    where = "a local Ray" if address == "local" else f"Ray at {address}"
+    log(f"embedding on {where} with {workers or os.cpu_count()} workers")
+    return RayEmbedder(embedder, factory, None if address == "local" else address, workers)
 
 
 @app.command()
