@@ -16,6 +16,7 @@ random-init model, written to a FAISS index through the normal build.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -24,10 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common as C
 import numpy as np
 
-CASES = ("faiss-flat", "faiss-hnsw", "milvus-flat", "milvus-hnsw")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+CASES = ("faiss-flat", "faiss-hnsw", "faiss-ivfpq", "milvus-flat", "milvus-hnsw")
 DIM, K = 512, 10
 
 
@@ -74,8 +77,7 @@ def run_case(case: str, n: int, n_queries: int, seed: int) -> dict:
     _, truth = exact.search(q, K)
     del exact
     base_rss = _rss_mib()
-    kind = "hnsw" if case.endswith("hnsw") else "flat"
-    _, params, _ = choose_index_type(n, DIM, IndexConfig(index_type=kind))
+    kind, params, _ = choose_index_type(n, DIM, IndexConfig(index_type=case.split("-")[1]))
     tmp = Path(tempfile.mkdtemp(prefix="ss-bench-"))
     t0 = time.perf_counter()
     if case.startswith("faiss"):
@@ -96,16 +98,19 @@ def run_case(case: str, n: int, n_queries: int, seed: int) -> dict:
         _, ids[i : i + 1] = backend.search(q[i : i + 1], K)
         lat.append(time.perf_counter() - t)
     recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, truth)]))
+    if case.startswith("faiss"):  # the index file's size: bytes per vector as stored
+        faiss.write_index(backend.index, str(tmp / "index.faiss"))
     disk = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     backend.close()
     shutil.rmtree(tmp, ignore_errors=True)
     lat_ms = np.array(lat) * 1000
     return {"case": case, "n": n, "dim": DIM, "build_s": round(build, 2),
             "peak_rss_mib": round(_rss_mib(), 1), "rss_before_index_mib": round(base_rss, 1),
-            "vector_mib": round(x.nbytes / 2**20, 1), "milvus_disk_mib": round(disk / 2**20, 1),
+            "vector_mib": round(x.nbytes / 2**20, 1), "index_disk_mib": round(disk / 2**20, 1),
+            "bytes_per_vector": round(disk / n, 1),
             "p50_ms": round(float(np.percentile(lat_ms, 50)), 3),
             "p95_ms": round(float(np.percentile(lat_ms, 95)), 3), "recall_at_10": recall,
-            "params": {k: v for k, v in params.items() if k != "factory"}}
+            "index_type": kind, "params": {k: v for k, v in params.items() if k != "factory"}}
 
 
 def _rss_mib() -> float:
@@ -116,13 +121,16 @@ def index_part(args) -> list[dict]:
     sizes = [int(float(s)) for s in (args.sizes or ("2000" if args.tiny else "100000"))
              .split(",")]
     n_queries = args.queries or (20 if args.tiny else 200)
+    repo = str(C.HERE.parent)  # the worker imports this checkout's sonicsearch
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     rows = []
     for n in sizes:
         for case in args.cases.split(","):
             C.log(f"index: {case} at N={n}")
             proc = subprocess.run([sys.executable, __file__, "--worker",
                                    f"{case}:{n}:{n_queries}:{args.seed}"],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 C.log(f"{case} at N={n} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
@@ -194,9 +202,11 @@ def tables(results: dict) -> list[tuple[str, str]]:
     out = []
     if results.get("index"):
         out.append(("Vector backends (dim 512, k=10, single queries)", C.markdown_table(
-            ["case", "N", "build s", "peak RSS MiB", "p50 ms", "p95 ms", "recall@10"],
-            [[r["case"], f"{r['n']:,}", r["build_s"], r["peak_rss_mib"], r["p50_ms"],
-              r["p95_ms"], f"{r['recall_at_10']:.3f}"] for r in results["index"]])))
+            ["case", "N", "build s", "peak RSS MiB", "bytes / vector", "p50 ms", "p95 ms",
+             "recall@10"],
+            [[r["case"], f"{r['n']:,}", r["build_s"], r["peak_rss_mib"],
+              r.get("bytes_per_vector", "-"), r["p50_ms"], r["p95_ms"],
+              f"{r['recall_at_10']:.3f}"] for r in results["index"]])))
     if results.get("extract"):
         out.append(("Extraction (tiny resnet18, synthetic 10 s clips)", C.markdown_table(
             ["run", "files", "windows", "Ray start s", "build wall s", "audio s / s",

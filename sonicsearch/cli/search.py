@@ -43,10 +43,10 @@ def build_index_cmd(
     uri: Annotated[str | None, typer.Option(
         help="milvus: a milvus-lite FILE.db, or http://host:19530 (default: DIR/milvus.db).")
                    ] = None,
-    ray: Annotated[str | None, typer.Option(
-        "--ray", flag_value="local", is_flag=False,
-        help="Embed on Ray: --ray alone starts a local Ray; --ray ADDRESS joins a cluster.")
-                   ] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Embed on Ray Data (a local Ray unless --ray-address).")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="A Ray cluster to join with --ray: auto, or ray://host:10001.")] = None,
     ray_workers: Annotated[int | None, typer.Option(
         min=1, help="Ray embedding actors (default: one per CPU, or per GPU).")] = None,
 ) -> None:
@@ -55,9 +55,15 @@ def build_index_cmd(
     from sonicsearch.errors import IndexStoreError
     from sonicsearch.index import AudioIndex
     from sonicsearch.index.api import load_embedder
+    from sonicsearch.index.backends import check_backend
 
     dev = device.value if device else "auto"
-    live = _live_meta(index)
+    try:
+        live = _live_meta(index)
+    except IndexStoreError:  # damaged: --model (with --rebuild) builds it again
+        if model is None:
+            raise
+        live = None
     if model is None:
         if live is None:
             raise IndexStoreError(f"no index at {index} yet: pass --model PATH")
@@ -65,16 +71,17 @@ def build_index_cmd(
         features = live.get("features")
     else:
         features = None
-    embedder = load_embedder(model, dev, features)
-    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
-        f"on {embedder.device}")
     old = (live or {}).get("backend") or {"name": "faiss"}
     name = backend.value if backend else old["name"]
     if uri is None and name == old["name"] == "milvus":  # keep the index's Milvus
         uri = old["uri"] if "://" in old["uri"] else str(Path(index) / old["uri"])
+    check_backend(name, uri)
     cfg = IndexConfig(index_type=index_type.value, device=dev, backend=name, uri=uri or "")
-    if ray is not None:
-        embedder = _ray_embedder(embedder, model, dev, ray, ray_workers)
+    embedder = load_embedder(model, dev, features)
+    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
+        f"on {embedder.device}")
+    if ray or ray_address:
+        embedder = _ray_embedder(embedder, model, dev, ray_address, ray_workers)
     t0 = time.monotonic()
     with progress_bar(0, "embedding") as bar:
         state = {"done": 0}
@@ -117,19 +124,19 @@ def _live_meta(index: Path) -> dict | None:
     return {**L.read_index_json(gen), "gen": gen.name}
 
 
-def _ray_embedder(embedder, model: Path, device: str, address: str, workers: int | None):
+def _ray_embedder(embedder, model: Path, device: str, address: str | None,
+                  workers: int | None):
     """Wrap the model for Ray: workers load it from ``model`` with the same windowing."""
     import functools
-    import os
 
     from sonicsearch.index.api import load_embedder
     from sonicsearch.scale.ray_embed import RayEmbedder
 
     factory = functools.partial(load_embedder, str(Path(model).resolve()),
                                 "auto" if device == "auto" else device)
-    where = "a local Ray" if address == "local" else f"Ray at {address}"
-    log(f"embedding on {where} with {workers or os.cpu_count()} workers")
-    return RayEmbedder(embedder, factory, None if address == "local" else address, workers)
+    where = f"Ray at {address}" if address else "a local Ray"
+    log(f"embedding on {where} with {workers or 'all'} workers")
+    return RayEmbedder(embedder, factory, address, workers)
 
 
 @app.command()
