@@ -147,6 +147,9 @@ def test_milvus_search_matches_exact_faiss(tmp_path, milvus):
     _, pad = m.search(q[:1], 3000)  # more than there are: padded with -1 like FAISS
     assert (pad[0] >= 0).sum() == m.ntotal and (pad[0, m.ntotal:] == -1).all()
     m.close()
+    with pytest.raises(ConfigError, match="milvus-lite has no IVF_PQ"):
+        MilvusBackend.create(str(tmp_path / "m.db"), "t_gen_000002", 32, "ivfpq",
+                             {"nlist": 8, "nprobe": 2, "pq_m": 8})
 
 
 def test_milvus_index_answers_like_faiss_through_add_change_delete(tmp_path, milvus):

@@ -128,18 +128,19 @@ class RayEmbedder:
         workers = self.num_workers or (gpus or cpus)
         if gpus:
             workers = min(workers, gpus)
-        per_actor = 0 if gpus else max(1, cpus // workers)
+        per_actor = 1 if gpus else max(1, cpus // workers)  # CPUs (torch threads) per actor
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ds = ray.data.from_items([{"path": p} for p in paths],
-                                 override_num_blocks=max(1, len(paths) // self.batch_files))
+                                 override_num_blocks=max(1, min(len(paths) // self.batch_files,
+                                                                1024)))
         ds = ds.map_batches(
             EmbedActor, batch_size=self.batch_files,
             fn_constructor_kwargs={"factory": self.factory,
                                    "features": dataclasses.asdict(self.feature_config),
-                                   "threads": per_actor or 1},
+                                   "threads": per_actor},
             compute=ray.data.ActorPoolStrategy(size=min(workers, len(paths))),
-            num_gpus=1 if gpus else 0, num_cpus=0 if gpus else per_actor,
+            num_gpus=1 if gpus else 0, num_cpus=per_actor,
             max_restarts=MAX_RESTARTS, max_task_retries=-1)
         for row in ds.iter_rows():
             yield Path(row["path"]), _decode(row)

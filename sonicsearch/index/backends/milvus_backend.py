@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,19 @@ def is_server(uri: str) -> bool:
     return "://" in uri
 
 
-def index_params(index_type: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Our index type and params -> Milvus index type and build params."""
+def index_params(index_type: str, params: dict[str, Any],
+                 lite: bool = False) -> tuple[str, dict[str, Any]]:
+    """Our index type and params -> Milvus index type and build params.
+
+    Raises:
+        ConfigError: an unknown type, or IVF-PQ on milvus-lite (which lacks it).
+    """
     if index_type not in _INDEX:
         raise ConfigError(f"unknown index type '{index_type}' for milvus; choose one of: "
                           f"{', '.join(_INDEX)}")
+    if lite and index_type == "ivfpq":
+        raise ConfigError("milvus-lite has no IVF_PQ index: use --index-type flat, hnsw or "
+                          "ivf, or a Milvus server (--uri http://host:19530)")
     if index_type == "hnsw":
         return "HNSW", {"M": int(params["M"]), "efConstruction": int(params["ef_construction"])}
     if index_type == "ivf":
@@ -184,6 +193,8 @@ class MilvusBackend:
         leftover, is dropped first)."""
         from pymilvus import DataType, MilvusClient
 
+        kind, build = index_params(index_type, params or {"factory": "Flat"},
+                                   lite=not is_server(uri))
         client = connect(uri)
         try:
             if client.has_collection(collection):
@@ -195,7 +206,6 @@ class MilvusBackend:
             schema.add_field("folders", DataType.ARRAY, element_type=DataType.VARCHAR,
                              max_capacity=MAX_FOLDERS, max_length=MAX_PATH)
             schema.add_field("duration", DataType.DOUBLE)
-            kind, build = index_params(index_type, params or {"factory": "Flat"})
             ip = client.prepare_index_params()
             ip.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
             client.create_collection(collection, schema=schema, index_params=ip)
@@ -275,9 +285,23 @@ class MilvusBackend:
                 ids[q, j], scores[q, j] = int(hit["id"]), float(hit["distance"])
         return scores, ids
 
-    def commit(self) -> None:
-        """Make the inserts durable and searchable (flush, then load)."""
+    def commit(self, timeout: float = 24 * 3600) -> None:
+        """Make the inserts durable and searchable: flush, wait until the vector index
+        covers every row (Milvus builds it in the background), then load.
+
+        Raises:
+            IndexStoreError: the index is not built within ``timeout`` seconds.
+        """
         self.client.flush(self.collection)
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.client.describe_index(self.collection, "vector")
+            if not int(info.get("pending_index_rows", 0) or 0):
+                break
+            if time.monotonic() > deadline:
+                raise IndexStoreError(f"Milvus is still indexing {self.collection} after "
+                                      f"{timeout:.0f} s")
+            time.sleep(0.2)
         self.client.load_collection(self.collection)
         self._count = None
 
