@@ -71,7 +71,7 @@ def test_build_index_on_milvus_lite_then_update_keeps_the_backend(tmp_path, mode
     assert bad.exit_code == 1 and "must end in .db" in str(bad.exception)
 
 
-@pytest.mark.slow  # starts a Ray (about 10 s) and a worker loading torch: ~40-90 s here
+@pytest.mark.slow  # starts a Ray and a worker that loads torch: 20-90 s on a busy machine
 def test_build_index_with_ray(tmp_path, model):
     pytest.importorskip("ray", reason="ray not installed (pip install 'sonicsearch[scale]')")
     audio = tmp_path / "audio"
