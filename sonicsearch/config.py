@@ -125,6 +125,8 @@ class IndexConfig:
     ivf_nprobe: int = 32
     pq_bytes: int = 64  # bytes per vector for ivfpq
     memory_budget_gb: float = 8.0  # auto: above this, approximate indexes compress with PQ
+    backend: str = "faiss"  # faiss | milvus (see sonicsearch/index/backends)
+    uri: str = ""  # milvus: http://host:19530, or a milvus-lite file ("": DIR/milvus.db)
 
 
 @dataclass
