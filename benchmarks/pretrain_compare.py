@@ -60,7 +60,7 @@ FEATURES = {
     # 16 kHz, 48 mels, hop 512, 2 s windows: a tenth of the default's compute, for CPU
     "small": {"features.sample_rate": 16000, "features.n_mels": 48, "features.n_fft": 1024,
               "features.hop_length": 512, "features.window_seconds": 2.0,
-              "features.hop_seconds": 1.0, "train.crops_per_file": 3, "train.num_workers": 1,
+              "features.hop_seconds": 1.0, "train.crops_per_file": 3, "runtime.num_workers": 1,
               "pretrain.batch_size": 32},
     "default": {},
 }
@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
     C.log(f"{len(ds.items)} clips, {len(ds.labels)} labels, {len(held)} held out")
 
     base = {**FEATURES[args.features], "model.arch": args.arch, "model.weights": "none",
-            "train.seed": args.seed, "train.device": args.device}
+            "runtime.seed": args.seed, "runtime.device": args.device}
     if args.tiny:
-        base.update({"train.num_workers": 0, "train.batch_size": 16,
+        base.update({"runtime.num_workers": 0, "train.batch_size": 16,
                      "pretrain.batch_size": 16, "pretrain.normalization_excerpts": 16})
     picked = args.systems.split(",")
     unknown = sorted(set(picked) - set(BASE_SYSTEMS))
@@ -285,7 +285,7 @@ def finetune(args, ds, overrides: dict, run: Path, timings: dict) -> Path:
     C.log(f"fine-tuning into {run} ({p1}+{p2} epochs, weights {cfg.model.weights}, "
           f"contrastive_weight {cfg.train.contrastive_weight})")
     with C.Timer() as t:
-        fit(cfg, ds, run, show_progress=not args.tiny)
+        fit(cfg, ds, run, overwrite=True, show_progress=not args.tiny)
     timings[_label(run)] = round(t.seconds, 1)
     return run / "model.pt"
 
@@ -302,7 +302,8 @@ def run_pretrain(args, audio: list, overrides: dict, run: Path, timings: dict) -
         return run / "model.pt"
     C.log(f"pretraining into {run} ({cfg.pretrain.epochs} epochs on {len(audio)} files)")
     with C.Timer() as t:
-        pretrain(cfg, audio, run, resume=(run / "last.pt").is_file(),
+        resume = (run / "last.pt").is_file()
+        pretrain(cfg, audio, run, resume=resume, overwrite=not resume,
                  show_progress=not args.tiny)
     timings[_label(run)] = round(t.seconds, 1)
     return run / "model.pt"

@@ -149,18 +149,18 @@ def train_model(args, ds) -> Path:
     p1, p2 = (int(x) for x in args.epochs.split(","))
     overrides = {"model.arch": args.arch or "resnet18", "model.weights": args.weights,
                  "train.phase1_epochs": p1, "train.phase2_epochs": p2,
-                 "train.patience": max(4, p2 // 3), "train.seed": args.seed,
-                 "train.device": args.device}
+                 "train.patience": max(4, p2 // 3), "runtime.seed": args.seed,
+                 "runtime.device": args.device}
     if args.tiny:
         overrides.update(TINY_FEATURES)
-        overrides.update({"train.num_workers": 0, "train.batch_size": 16})
+        overrides.update({"runtime.num_workers": 0, "train.batch_size": 16})
     key = json.dumps([str(Path(ds.root).resolve()), len(ds.items), overrides], sort_keys=True)
     run = args.cache / "runs" / f"recall-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if (run / "model.pt").is_file() and (run / "metrics.json").is_file():
         C.log(f"reusing the model trained before in {run}")
         return run / "model.pt"
     C.log(f"training {overrides['model.arch']} ({p1}+{p2} epochs) into {run}")
-    fit(load_config(None, overrides), ds, run, show_progress=not args.tiny)
+    fit(load_config(None, overrides), ds, run, overwrite=True, show_progress=not args.tiny)
     return run / "model.pt"
 
 
@@ -245,7 +245,7 @@ class MfccSearch:
 def label_retrieval(indexes: dict, ds, held, rollups) -> dict:
     """precision/recall/mAP@k of held-out whole-file queries, per model (and roll-up)."""
     from sonicsearch.audio import load_audio
-    from sonicsearch.eval.metrics import map_at_k, precision_at_k, recall_at_k
+    from sonicsearch.eval.metrics import map_at_k, precision_at_k, relevant_recall_at_k
 
     label_of = {os.path.realpath(it.path): it.label for it in ds.items}
     count = {lab: sum(it.label == lab for it in ds.items) for lab in ds.labels}
@@ -269,7 +269,8 @@ def label_retrieval(indexes: dict, ds, held, rollups) -> dict:
                         zip(held, rows)], dtype=bool).reshape(len(held), max(KS))
         out[key] = {f"{m}@{k}": round(f(rel, k, n_rel) if m != "precision" else f(rel, k), 4)
                     for k in KS for m, f in (("precision", precision_at_k),
-                                             ("recall", recall_at_k), ("map", map_at_k))}
+                                             ("recall", relevant_recall_at_k),
+                                             ("map", map_at_k))}
     return out
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from sonicsearch.audio import find_audio_files
-    from sonicsearch.training.finetune import resolve_device
+    from sonicsearch.runtime import resolve_device
 
     device = resolve_device(args.device)
     embedder = load_model(args, device)

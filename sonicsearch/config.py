@@ -1,7 +1,14 @@
-"""Configuration: dataclasses for features, model, training and index; YAML in and out.
+"""Configuration: dataclasses for features, model, runtime, training, index and
+pretraining; YAML in and out.
 
 ``configs/default.yaml`` mirrors these defaults. A config file may set any subset of keys;
 unknown keys are an error that names the valid ones, so a typo never passes silently.
+
+Deprecated: ``seed``, ``device``, ``num_workers``, ``amp`` and ``channels_last`` used to be
+``train:`` keys. They now live in ``runtime:`` (read by train, pretrain and tune alike). A
+config or run folder that still sets them under ``train:`` loads as before: the values are
+moved to ``runtime:`` (an error only when both sections set one to different values), and
+the dotted overrides ``train.seed`` etc. are mapped the same way.
 """
 
 from __future__ import annotations
@@ -51,13 +58,24 @@ class ModelConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """Where and how runs execute; shared by train, pretrain and tune."""
+
+    seed: int = 0  # split, initialisation, crops, views: a run is repeatable from its seed
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 2  # DataLoader processes decoding audio
+    amp: bool = True  # bf16 mixed precision, GPU only
+    channels_last: bool = True  # GPU only
+
+
+RUNTIME_KEYS = tuple(f.name for f in dataclasses.fields(RuntimeConfig))
+
+
+@dataclass
 class TrainConfig:
     """The freeze-then-unfreeze SGD recipe and its regularisation."""
 
-    seed: int = 0
-    device: str = "auto"
     batch_size: int = 32
-    num_workers: int = 2
     crops_per_file: int = 4  # random training windows drawn from each file per epoch
     # split, used when the data has no split column
     val_fraction: float = 0.15
@@ -91,8 +109,6 @@ class TrainConfig:
     contrastive_temperature: float = 0.1
     # stopping and speed
     patience: int = 6  # epochs without a better validation macro-F1
-    amp: bool = True  # mixed precision, GPU only
-    channels_last: bool = True  # GPU only
 
 
 @dataclass
@@ -109,6 +125,8 @@ class IndexConfig:
     ivf_nprobe: int = 32
     pq_bytes: int = 64  # bytes per vector for ivfpq
     memory_budget_gb: float = 8.0  # auto: above this, approximate indexes compress with PQ
+    backend: str = "faiss"  # faiss | milvus (see sonicsearch/index/backends)
+    uri: str = ""  # milvus: http://host:19530, or a milvus-lite file ("": DIR/milvus.db)
 
 
 @dataclass
@@ -116,7 +134,7 @@ class PretrainConfig:
     """Self-supervised contrastive pretraining (``sonicsearch pretrain``) and the two-view
     augmentations it shares with the joint objective of ``train`` (contrastive_weight > 0).
 
-    Seed, device, num_workers, amp and channels_last come from the ``train`` section.
+    Seed, device, num_workers, amp and channels_last come from the ``runtime`` section.
     """
 
     epochs: int = 10
@@ -161,6 +179,7 @@ class Config:
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -174,6 +193,7 @@ class Config:
         data = data or {}
         if not isinstance(data, dict):
             raise ConfigError("a config must be a mapping of sections")
+        data = _move_runtime_keys(data)
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(sections))
         if unknown:
@@ -194,10 +214,33 @@ class Config:
             if value is None:
                 continue
             section, _, key = dotted.partition(".")
+            if section == "train" and key in RUNTIME_KEYS:  # deprecated spelling
+                section = "runtime"
             if section not in data or key not in data[section]:
                 raise ConfigError(f"unknown config key '{dotted}'")
             data[section][key] = value
         return Config.from_dict(data)
+
+
+def _move_runtime_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Move the deprecated ``train.seed`` (device, num_workers, amp, channels_last) of an
+    older config into ``runtime:``; returns a new dict, ``data`` is not changed."""
+    train = data.get("train")
+    if not isinstance(train, dict) or not set(train) & set(RUNTIME_KEYS):
+        return data
+    runtime = data.get("runtime") or {}
+    if not isinstance(runtime, dict):
+        return data  # reported as a malformed section below
+    runtime, train = dict(runtime), dict(train)
+    for key in RUNTIME_KEYS:
+        if key not in train:
+            continue
+        value = train.pop(key)
+        if key in runtime and runtime[key] != value:
+            raise ConfigError(f"train.{key} ({value!r}) and runtime.{key} ({runtime[key]!r}) "
+                              f"disagree; set only runtime.{key} (train.{key} is deprecated)")
+        runtime[key] = value
+    return {**data, "train": train, "runtime": runtime}
 
 
 def _section_from_dict(section_cls: type, values: dict[str, Any], name: str) -> Any:

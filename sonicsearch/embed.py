@@ -32,6 +32,7 @@ from sonicsearch.audio import (
 )
 from sonicsearch.embedding_types import EmbeddedFile
 from sonicsearch.errors import AudioError
+from sonicsearch.runtime import prepare_torch
 
 _END = object()
 WAVEFORM_BLOCK_WINDOWS = 256  # windows cut from an in-memory waveform at a time
@@ -45,7 +46,7 @@ class Embedder:
 
     def __init__(self, model, info: dict, model_path: Path, device: torch.device,
                  batch_size: int = 32):
-        torch.set_flush_denormal(True)  # denormals make CPU convolutions many times slower
+        prepare_torch()
         self.model = model.eval()
         self.info = info
         self.model_path = Path(model_path)
@@ -72,7 +73,7 @@ class Embedder:
             ModelError: missing or unreadable checkpoint.
         """
         from sonicsearch.model.checkpoint import load_checkpoint
-        from sonicsearch.training.finetune import resolve_device
+        from sonicsearch.runtime import resolve_device
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)

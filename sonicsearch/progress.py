@@ -18,12 +18,24 @@ def log(message: str) -> None:
     console.print(message, highlight=False, soft_wrap=True)
 
 
+def format_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``: short enough for a progress line."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
 class _Plain:
-    """Line-per-step progress for logs: at most one line every ``every`` seconds."""
+    """Line-per-step progress for logs (not a terminal): at most one line every ``every``
+    seconds, each with the ETA of the rest at the rate so far."""
 
     def __init__(self, total: int, description: str, every: float = 10.0):
         self.total, self.description, self.every = total, description, every
         self.done, self.last, self.extra = 0, 0.0, ""
+        self.start = time.monotonic()
 
     def set_total(self, total: int) -> None:
         self.total = total
@@ -34,8 +46,16 @@ class _Plain:
         now = time.monotonic()
         if now - self.last >= self.every or self.done >= self.total:
             self.last = now
-            print(f"{self.description}: {self.done}/{self.total} {self.extra}".rstrip(),
-                  file=sys.stderr, flush=True)
+            print(self.line(now), file=sys.stderr, flush=True)
+
+    def line(self, now: float | None = None) -> str:
+        """``description: done/total extra, ETA 1m20s`` (no ETA once done)."""
+        now = time.monotonic() if now is None else now
+        eta = ""
+        if 0 < self.done < self.total:
+            left = (now - self.start) / self.done * (self.total - self.done)
+            eta = f" ETA {format_seconds(left)}"
+        return f"{self.description}: {self.done}/{self.total} {self.extra}".rstrip() + eta
 
 
 class _Rich:

@@ -116,6 +116,15 @@ def test_throughput_tiny(tmp_path):
     assert "time outside the model" in md
 
 
+def test_backends_tiny(tmp_path):
+    res, md = _run("backends", tmp_path, "--parts", "index", "--cases", "faiss-flat",
+                   "--sizes", "500")
+    (row,) = res["index"]
+    assert row["case"] == "faiss-flat" and row["n"] == 500 and row["p95_ms"] >= row["p50_ms"]
+    assert row["recall_at_10"] == 1.0 and row["bytes_per_vector"] >= 4 * 512  # exact, float32
+    assert "recall@10" in md
+
+
 def test_index_scale_tiny(tmp_path):
     res, md = _run("index_scale", tmp_path)
     kinds = {(r["n"], r["type"]): r for r in res["rows"] if r["device"] == "cpu"}

@@ -140,6 +140,9 @@ def test_pickled_objects_are_refused_not_run(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
-def test_file_sha256_of_a_missing_file_is_a_model_error(tmp_path):
-    with pytest.raises(ModelError, match="cannot read"):
+def test_file_sha256_of_a_missing_file_is_a_one_line_error(tmp_path):
+    from sonicsearch.errors import SonicsearchError
+
+    with pytest.raises(SonicsearchError, match="cannot read .*nope.pt: No such file") as err:
         file_sha256(tmp_path / "nope.pt")
+    assert isinstance(err.value, OSError) and err.value.strerror  # index builds skip on OSError

@@ -112,6 +112,43 @@ def test_build_index_config_reaches_the_index(tmp_path, monkeypatch, capsys, fak
     assert seen[-1]["ef_search"] == 9 and seen[-1]["nprobe"] is None  # only what it sets
 
 
+@pytest.mark.parametrize("text,device", [
+    ("runtime:\n  device: cpu\n", "cpu"),
+    ("train:\n  device: cpu\n", "cpu"),  # the older spelling of runtime.device
+    ("runtime:\n  device: cuda\nindex:\n  device: cpu\n", "cpu"),  # index: wins
+    ("index:\n  batch_size: 8\n", "auto"),
+])
+def test_build_index_and_query_take_the_runtime_device(tmp_path, monkeypatch, capsys,
+                                                      fake_model, text, device):
+    from fake_embedder import FakeEmbedder, make_corpus
+
+    from sonicsearch.index import AudioIndex, api
+
+    make_corpus(tmp_path / "audio", 3)
+    seen: list[str] = []
+
+    def load(path, device="auto", features=None, **kw):
+        seen.append(device)
+        return FakeEmbedder(path)
+
+    monkeypatch.setattr(api, "load_embedder", load)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    code, _, err = cli(monkeypatch, capsys, "build-index", tmp_path / "audio", "--model",
+                       fake_model, "--index", tmp_path / "idx", "--config", cfg)
+    assert code == 0, err
+    assert seen == [device]
+    opened = []
+    real_open = AudioIndex.open.__func__
+    monkeypatch.setattr(AudioIndex, "open", classmethod(
+        lambda cls, *a, **kw: opened.append(kw["device"]) or real_open(cls, *a, **{
+            **kw, "device": "cpu"})))
+    code, _, err = cli(monkeypatch, capsys, "query", tmp_path / "audio", "--index",
+                       tmp_path / "idx", "--config", cfg, "--json")
+    assert code == 0, err
+    assert opened == [device]
+
+
 def test_query_on_a_folder_without_audio_is_one_error(indexed, monkeypatch, capsys):
     root, _ = indexed
     (root / "empty").mkdir()

@@ -103,8 +103,9 @@ def test_csv_with_split_column_and_relative_paths(tmp_path):
 
 def test_csv_paths_may_not_escape_the_folder(tmp_path):
     root = make_tree(tmp_path / "d", per=3)
-    outside = write_audio(tmp_path / "outside.wav", tone(1, 8000), 8000)
-    (root / "x.csv").write_text(f"path,label\n../outside.wav,a\n{outside},b\n")
+    write_audio(tmp_path / "outside.wav", tone(1, 8000), 8000)
+    other = write_audio(tmp_path / "other.wav", tone(1, 8000, 300), 8000)
+    (root / "x.csv").write_text(f"path,label\n../outside.wav,a\n{other},b\n")
     with pytest.raises(DataError, match="outside the CSV's folder"):
         read_items(root / "x.csv")
     _, items = read_items(root / "x.csv", allow_external_paths=True)
@@ -128,3 +129,45 @@ def test_partial_split_column_is_an_error(tmp_path):
     items = [Item(tmp_path / "x", "a", "train"), Item(tmp_path / "y", "a", None)]
     with pytest.raises(DataError, match="some rows"):
         assign_split(items, 0.2, 0.2, 0)
+
+
+def _csv_corpus(tmp_path, rows: list[str]):
+    for label in ("a", "b"):
+        for i in range(6):
+            (tmp_path / label).mkdir(exist_ok=True)
+            write_audio(tmp_path / label / f"{i}.wav", tone(1.5, 8000, 200 + 40 * i), 8000)
+    csv_path = tmp_path / "data.csv"
+    body = [f"{label}/{i}.wav,{label}" for label in ("a", "b") for i in range(6)]
+    csv_path.write_text("path,label\n" + "\n".join(body + rows) + "\n")
+    return csv_path
+
+
+@pytest.mark.parametrize("extra, what", [
+    ("a/0.wav,a", "twice"),
+    ("./a/../a/0.wav,b", "under labels 'a' and 'b'"),
+])
+def test_csv_listing_a_file_twice_names_both_lines(tmp_path, extra, what):
+    # without the check, the two rows of one file were split independently, so one file
+    # could land in train and in test (leakage the test metrics never showed)
+    csv_path = _csv_corpus(tmp_path, [extra])
+    with pytest.raises(DataError) as err:
+        load_dataset(csv_path, 0.2, 0.2)
+    message = str(err.value)
+    assert "lines 2 and 14" in message and what in message and "\n" not in message
+
+
+def test_folder_file_reached_twice_through_a_symlink_counts_once(tmp_path):
+    root = make_tree(tmp_path / "d", per=5)
+    (root / "a" / "again").symlink_to(root / "a" / "sub", target_is_directory=True)
+    (root / "a" / "a0-link.wav").symlink_to(root / "a" / "a0.wav")
+    ds = load_dataset(root, 0.2, 0.2)
+    assert len(ds.items) == 15
+    reals = [str(it.path.resolve()) for it in ds.items]
+    assert len(set(reals)) == len(reals)
+
+
+def test_folder_file_under_two_labels_is_an_error(tmp_path):
+    root = make_tree(tmp_path / "d", per=5)
+    (root / "b" / "stolen.wav").symlink_to(root / "a" / "a0.wav")
+    with pytest.raises(DataError, match="labels 'a' and 'b'"):
+        load_dataset(root, 0.2, 0.2)

@@ -116,7 +116,7 @@ def test_pretraining_pulls_views_of_an_excerpt_together(pretrained, audio):
     root, _ = pretrained
     cfg = load_config(root / "run" / "config.yaml")
     after, _ = load_checkpoint(root / "run" / "model.pt")
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.runtime.seed)
     before = build_pretrain_model(cfg)  # the same initial weights
     before.norm_mean.copy_(after.norm_mean)
     before.norm_std.copy_(after.norm_std)
@@ -227,7 +227,7 @@ def test_byol_pulls_views_together_and_keeps_only_the_online_model(audio, tmp_pa
     assert info["labels"] == []
     sd = torch.load(res.model_path, map_location="cpu", weights_only=True)["state_dict"]
     assert not any(k.startswith(("target", "predictor", "projection")) for k in sd)
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.runtime.seed)
     before = build_pretrain_model(cfg)
     before.norm_mean.copy_(after.norm_mean)
     before.norm_std.copy_(after.norm_std)

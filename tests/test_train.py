@@ -118,7 +118,7 @@ def test_phase1_freezes_backbone_and_batchnorm(corpus):
     result = fit(cfg, ds, None, show_progress=False)
     model = result.model
     fresh_cfg = cfg
-    torch.manual_seed(fresh_cfg.train.seed)
+    torch.manual_seed(fresh_cfg.runtime.seed)
     from sonicsearch.model.backbones import AudioModel
 
     fresh = AudioModel.from_config(cfg.features, cfg.model, ds.labels, cfg.train)
@@ -184,3 +184,31 @@ def test_cli_evaluate_json_and_errors(trained, corpus):
                            "per_class"}
     bad = runner.invoke(app, ["evaluate", str(corpus), "--model", str(corpus / "nope.pt")])
     assert bad.exit_code != 0
+
+
+def test_cli_evaluate_splits_with_the_models_config_or_the_given_one(trained, corpus, tmp_path,
+                                                                     monkeypatch):
+    import sonicsearch.data.manifest as manifest
+    from sonicsearch.config import save_config
+
+    _, _, out, _ = trained
+    seen = []
+    real = manifest.load_dataset
+
+    def spy(data, val_fraction, test_fraction, seed, *args, **kwargs):
+        seen.append((val_fraction, test_fraction, seed))
+        return real(data, val_fraction, test_fraction, seed, *args, **kwargs)
+
+    monkeypatch.setattr(manifest, "load_dataset", spy)
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(corpus), "--model", str(out / "model.pt"),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    assert seen[-1] == (0.2, 0.2, 0)  # TINY's fractions, saved in the model, not 0.15
+    save_config(load_config(None, {**TINY, "train.val_fraction": 0.25,
+                                   "train.test_fraction": 0.1, "runtime.seed": 3}),
+                tmp_path / "c.yaml")
+    res = runner.invoke(app, ["evaluate", str(corpus), "--model", str(out / "model.pt"),
+                              "--config", str(tmp_path / "c.yaml"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert seen[-1] == (0.25, 0.1, 3)

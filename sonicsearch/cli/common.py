@@ -53,6 +53,10 @@ ExternalOpt = Annotated[
     typer.Option("--allow-external-paths",
                  help="Let a CSV name absolute paths or paths outside its folder."),
 ]
+ResumeOpt = Annotated[bool, typer.Option(
+    help="Continue the interrupted run in --out (with its config.yaml unless --config).")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    help="Replace the run in --out: its files are deleted before training starts.")]
 
 
 def report_skipped(skipped: list[tuple[str, str]], what: str = "files") -> None:

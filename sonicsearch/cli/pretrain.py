@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from sonicsearch.cli import app
-from sonicsearch.cli.common import ArchOpt, ConfigOpt, DeviceOpt, SeedOpt, WeightsOpt
+from sonicsearch.cli.common import (
+    ArchOpt,
+    ConfigOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    SeedOpt,
+    WeightsOpt,
+)
 from sonicsearch.cli.train import report_skipped
 from sonicsearch.progress import log
 
@@ -34,29 +42,35 @@ def pretrain(
              "pushes other excerpts away; byol regresses an EMA target, no negatives.")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Learn embeddings from unlabelled audio (two degraded views per excerpt agree);
-    write OUT/model.pt for `train --weights` and `build-index --model`."""
+    write OUT/model.pt for `train --weights` and `build-index --model`. OUT must not hold
+    another run unless --resume or --overwrite is given."""
     from sonicsearch.config import load_config
     from sonicsearch.data.excerpts import scan_audio
     from sonicsearch.errors import DataError
+    from sonicsearch.model import base
     from sonicsearch.training.pretrain import pretrain as run_pretrain
+    from sonicsearch.training.run import RunFolder
 
     if resume and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
     cfg = load_config(config, {"model.arch": arch, "model.weights": weights,
-                               "train.device": device.value if device else None,
-                               "train.seed": seed, "pretrain.epochs": epochs,
+                               "runtime.device": device.value if device else None,
+                               "runtime.seed": seed, "pretrain.epochs": epochs,
                                "pretrain.method": method.value if method else None})
+    if base.is_base(cfg.model.weights):  # its filters only fit the front end they learned on
+        cfg = base.adopt_features(cfg)
+        log("--weights base: using the base model's front end (16 kHz, 64 mels, 2 s windows)")
+    RunFolder(out).check(cfg, resume=resume, overwrite=overwrite)  # fail before the scan
     files, skipped = scan_audio(audio, cfg.features.min_seconds)
     report_skipped(skipped)
     if not files:
         raise DataError(f"no usable audio files in {', '.join(map(str, audio))}"
                         + (f" ({len(skipped)} skipped)" if skipped else ""))
-    if (out / "model.pt").exists() and not resume:
-        log(f"note: {out} holds a previous run; it will be overwritten")
-    result = run_pretrain(cfg, files, out, resume=resume)
+    result = run_pretrain(cfg, files, out, resume=resume, overwrite=overwrite)
     last = result.history[-1] if result.history else {}
     log(f"final {cfg.pretrain.method} loss {last.get('loss', float('nan')):.4f} after "
         f"{last.get('epoch', 0)} epochs")

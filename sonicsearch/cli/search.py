@@ -49,6 +49,18 @@ def build_index_cmd(
     device: DeviceOpt = None,
     rebuild: Annotated[bool, typer.Option(
         help="Start over (needed to switch models or windows).")] = False,
+    backend: Annotated[Backend | None, typer.Option(
+        help="Vector index: faiss (in the index folder) or milvus (default: the index's, "
+             "else faiss).")] = None,
+    uri: Annotated[str | None, typer.Option(
+        help="milvus: a milvus-lite FILE.db, or http://host:19530 (default: DIR/milvus.db).")
+                   ] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Embed on Ray Data (a local Ray unless --ray-address).")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="A Ray cluster to join with --ray: auto, or ray://host:10001.")] = None,
+    ray_workers: Annotated[int | None, typer.Option(
+        min=1, help="Ray embedding actors (default: one per CPU, or per GPU).")] = None,
 ) -> None:
     """Embed audio and build (or update, incrementally) a self-contained index.
 
@@ -60,10 +72,19 @@ def build_index_cmd(
     from sonicsearch.index import AudioIndex
     from sonicsearch.index import layout as L
     from sonicsearch.index.api import load_embedder
+    from sonicsearch.index.backends import check_backend
 
-    cfg, _ = _index_config(config)
+    cfg, keys = _index_config(config)
     cfg.index_type = index_type.value if index_type else cfg.index_type
     cfg.device = device.value if device else cfg.device
+    old = _live_backend(index)
+    cfg.backend = backend.value if backend else (
+        cfg.backend if "backend" in keys else old["name"])
+    if uri is not None:
+        cfg.uri = uri
+    elif not cfg.uri and cfg.backend == old["name"] == "milvus":  # keep the index's Milvus
+        cfg.uri = old["uri"] if "://" in old["uri"] else str(Path(index) / old["uri"])
+    check_backend(cfg.backend, cfg.uri or None)  # before the model loads
     if model is None and not (index / L.CURRENT).exists():
         model, features = Path("base"), None  # a new index: the shipped base model
         log("no --model given: embedding with the shipped base model (base-v1)")
@@ -74,6 +95,8 @@ def build_index_cmd(
     embedder = load_embedder(model, cfg.device, features, batch_size=cfg.batch_size)
     log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
         f"on {getattr(embedder, 'device', cfg.device)}")
+    if ray or ray_address:
+        embedder = _ray_embedder(embedder, model, cfg.device, ray_address, ray_workers)
     t0 = time.monotonic()
     with progress_bar(0, "embedding") as bar:
         state = {"done": 0}
@@ -98,17 +121,26 @@ def build_index_cmd(
 
 def _index_config(path: Path | None) -> tuple[IndexConfig, set[str]]:
     """The ``index:`` section of a config file (defaults without one), and the keys the
-    file sets."""
+    file sets. A file that sets ``runtime.device`` (or the older ``train.device``) but no
+    ``index.device`` gives its device to the index too."""
     import yaml
 
     from sonicsearch.config import load_config
 
-    cfg = load_config(path).index
+    full = load_config(path)
+    cfg = full.index
     if path is None:
         return cfg, set()
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    section = data.get("index") if isinstance(data, dict) else None
-    return cfg, set(section) if isinstance(section, dict) else set()
+    sections = data if isinstance(data, dict) else {}
+    section = sections.get("index")
+    keys = set(section) if isinstance(section, dict) else set()
+    if "device" not in keys and any(
+            isinstance(sections.get(s), dict) and "device" in sections[s]
+            for s in ("runtime", "train")):
+        cfg.device = full.runtime.device
+        keys.add("device")
+    return cfg, keys
 
 
 def _index_model(index: Path) -> tuple[Path, dict | None]:
@@ -131,6 +163,40 @@ def _index_model(index: Path) -> tuple[Path, dict | None]:
         raise IndexStoreError(f"no usable index at {index} to take the model from: pass "
                               "--model PATH")
     return gen / L.MODEL, meta.get("features")
+
+
+class Backend(str, Enum):
+    faiss = "faiss"
+    milvus = "milvus"
+
+
+def _live_backend(index: Path) -> dict:
+    """The backend entry of the live generation's index.json; faiss when there is no index
+    yet or it is too damaged to say (``--rebuild`` with ``--model`` then starts over)."""
+    from sonicsearch.errors import IndexStoreError
+    from sonicsearch.index import layout as L
+    from sonicsearch.index.backends import backend_of
+
+    try:
+        gen = L.IndexLayout(index).current()
+        return backend_of(L.read_index_json(gen)) if gen is not None else {"name": "faiss"}
+    except IndexStoreError:
+        return {"name": "faiss"}
+
+
+def _ray_embedder(embedder, model: Path, device: str, address: str | None,
+                  workers: int | None):
+    """Wrap the model for Ray: workers load it from ``model`` with the same windowing."""
+    import functools
+
+    from sonicsearch.index.api import load_embedder
+    from sonicsearch.scale.ray_embed import RayEmbedder
+
+    factory = functools.partial(load_embedder, str(Path(model).resolve()),
+                                "auto" if device == "auto" else device)
+    where = f"Ray at {address}" if address else "a local Ray"
+    log(f"embedding on {where} with {workers or 'all'} workers")
+    return RayEmbedder(embedder, factory, address, workers)
 
 
 @app.command()

@@ -17,6 +17,8 @@ from sonicsearch.cli.common import (
     ExternalOpt,
     JsonOpt,
     ModelOpt,
+    OverwriteOpt,
+    ResumeOpt,
     SeedOpt,
     WeightsOpt,
     report_skipped,
@@ -34,27 +36,34 @@ def train(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Phase-2 epochs (overrides config).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     allow_external_paths: ExternalOpt = False,
 ) -> None:
-    """Fine-tune a backbone on labelled audio; write OUT/model.pt and the run's records."""
+    """Fine-tune a backbone on labelled audio; write OUT/model.pt and the run's records.
+
+    OUT must not hold another run unless --resume or --overwrite is given."""
     from sonicsearch.config import load_config
     from sonicsearch.data.manifest import class_count_table, load_dataset
+    from sonicsearch.model import base
     from sonicsearch.training.finetune import fit
+    from sonicsearch.training.run import RunFolder
 
     if resume and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
     cfg = load_config(config, {"model.arch": arch, "model.weights": weights,
-                               "train.device": device.value if device else None,
-                               "train.seed": seed, "train.phase2_epochs": epochs})
-    if (out / "model.pt").exists() and not resume:
-        log(f"note: {out} holds a previous run; it will be overwritten")
+                               "runtime.device": device.value if device else None,
+                               "runtime.seed": seed, "train.phase2_epochs": epochs})
+    if base.is_base(cfg.model.weights):  # its filters only fit the front end they learned on
+        cfg = base.adopt_features(cfg)
+        log("--weights base: using the base model's front end (16 kHz, 64 mels, 2 s windows)")
+    RunFolder(out).check(cfg, resume=resume, overwrite=overwrite)  # fail before the data scan
     tc = cfg.train
-    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, tc.seed,
+    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,
                       cfg.features.min_seconds, allow_external_paths)
     report_skipped(ds.skipped)
     log(f"{len(ds.items)} files, {len(ds.labels)} labels\n{class_count_table(ds)}")
-    result = fit(cfg, ds, out, resume=resume)
+    result = fit(cfg, ds, out, resume=resume, overwrite=overwrite)
     best = result.best
     log(f"best epoch {best.get('epoch')}: val macro-F1 {best.get('val_macro_f1', 0):.3f}, "
         f"accuracy {best.get('val_accuracy', 0):.3f}")
@@ -64,23 +73,30 @@ def train(
     log(f"wrote {result.model_path} (sha256 {result.sha256[:12]}) in {result.seconds:.0f}s")
 
 
-@app.command()
-def evaluate(
+@app.command("evaluate")
+def evaluate_command(
     data: DataArg,
     model: ModelOpt,
     split: Annotated[str, typer.Option(help="train, val, test, or all.")] = "test",
     json_out: JsonOpt = False,
     device: DeviceOpt = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML config whose train.val_fraction / test_fraction and "
+        "runtime.seed split DATA (default: the model's own).")] = None,
     allow_external_paths: ExternalOpt = False,
 ) -> None:
     """Classification metrics of a trained model on a labelled split."""
+    from sonicsearch.config import load_config
     from sonicsearch.data.manifest import load_dataset
     from sonicsearch.errors import DataError
-    from sonicsearch.training.evaluate import evaluate_model
+    from sonicsearch.training.evaluate import evaluate_model, model_config
 
     if split not in ("train", "val", "test", "all"):
         raise DataError(f"unknown split '{split}'; choose one of: train, val, test, all")
-    ds = load_dataset(data, 0.15, 0.15, 0, 0.5, allow_external_paths, full_decode=False)
+    cfg = load_config(config) if config is not None else model_config(model)
+    tc = cfg.train
+    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,
+                      cfg.features.min_seconds, allow_external_paths, full_decode=False)
     report_skipped(ds.skipped)
     report = evaluate_model(ds, model, split=split, device=device.value if device else "auto",
                             quiet=json_out)

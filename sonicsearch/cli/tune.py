@@ -73,12 +73,12 @@ def tune(
     from sonicsearch.tune.study import tune as run_tune
 
     cfg = load_config(config, {"model.arch": arch, "model.weights": weights,
-                               "train.device": device.value if device else None,
-                               "train.seed": train_seed})
+                               "runtime.device": device.value if device else None,
+                               "runtime.seed": train_seed})
     search = load_space(space)
     search.validate(cfg)
     tc = cfg.train
-    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, tc.seed,
+    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,
                       cfg.features.min_seconds, allow_external_paths)
     if ds.skipped:
         log(f"skipped {len(ds.skipped)} unusable files")

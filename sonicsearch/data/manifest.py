@@ -78,11 +78,22 @@ def read_items(data: str | Path, allow_external_paths: bool = False) -> tuple[Pa
 
 
 def _read_folder(root: Path) -> list[Item]:
+    """One item per real file: a file reached twice (symlinks) under one label counts once;
+    under two labels it is an error, since it cannot be both."""
     items = []
+    seen: dict[str, Item] = {}
     labels = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for label_dir in labels:
         for path in find_audio_files([label_dir]):
-            items.append(Item(path, label_dir.name))
+            real = os.path.realpath(path)
+            first = seen.get(real)
+            if first is not None and first.label != label_dir.name:
+                raise DataError(f"{path} and {first.path} are the same file under labels "
+                                f"'{first.label}' and '{label_dir.name}'; keep it in one label "
+                                "folder")
+            if first is None:
+                seen[real] = Item(path, label_dir.name)
+                items.append(seen[real])
     if not items:
         raise DataError(f"{root}: no audio files in label sub-folders (expected ROOT/LABEL/*.wav)")
     return items
@@ -98,6 +109,7 @@ def _read_csv(path: Path, allow_external: bool) -> list[Item]:
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise DataError(f"{path}: the CSV needs a header with columns path,label[,split]")
     items = []
+    first: dict[str, tuple[int, str]] = {}  # real path -> (CSV line, label)
     for line, row in enumerate(rows, start=2):
         raw, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not raw or not label:
@@ -112,6 +124,14 @@ def _read_csv(path: Path, allow_external: bool) -> list[Item]:
         split = (row.get("split") or "").strip().lower() or None
         if split is not None and split not in _SPLIT_ALIASES:
             raise DataError(f"{path}:{line}: unknown split '{split}'; use train, val or test")
+        real = os.path.realpath(full)
+        if real in first:
+            seen_line, seen_label = first[real]
+            what = (f"under labels '{seen_label}' and '{label}'" if seen_label != label
+                    else "twice")
+            raise DataError(f"{path}: lines {seen_line} and {line} list the same file "
+                            f"'{raw}' {what}; list each file once, with one label")
+        first[real] = (line, label)
         items.append(Item(full, label, _SPLIT_ALIASES.get(split) if split else None))
     return items
 
@@ -219,16 +239,24 @@ def load_dataset(
     return Dataset(Path(root), good, labels, skipped, given)
 
 
+def split_csv_text(dataset: Dataset) -> str:
+    """The ``path,label,split`` CSV of a dataset, paths relative to its root where possible."""
+    import io
+
+    root = dataset.root.resolve()
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "split"])
+    for it in dataset.items:
+        p = it.path.resolve()
+        rel = p.relative_to(root) if p.is_relative_to(root) else p
+        w.writerow([rel.as_posix() if not rel.is_absolute() else str(rel), it.label, it.split])
+    return buf.getvalue()
+
+
 def write_split(dataset: Dataset, path: str | Path) -> None:
     """Write ``path,label,split`` with paths relative to the dataset root where possible."""
-    root = dataset.root.resolve()
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "split"])
-        for it in dataset.items:
-            p = it.path.resolve()
-            rel = p.relative_to(root) if p.is_relative_to(root) else p
-            w.writerow([rel.as_posix() if not rel.is_absolute() else str(rel), it.label, it.split])
+    Path(path).write_text(split_csv_text(dataset), encoding="utf-8", newline="")
 
 
 def read_split(path: str | Path, root: str | Path) -> dict[str, str]:

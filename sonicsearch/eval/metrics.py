@@ -52,8 +52,11 @@ def hit_rate_at_k(relevant: np.ndarray, k: int) -> float:
     return float(np.asarray(relevant)[:, :k].any(axis=1).mean()) if len(relevant) else 0.0
 
 
-def recall_at_k(relevant: np.ndarray, k: int, n_relevant: np.ndarray) -> float:
-    """Mean over queries of (relevant in the top k) / (all relevant items for that query)."""
+def relevant_recall_at_k(relevant: np.ndarray, k: int, n_relevant: np.ndarray) -> float:
+    """Mean over queries of (relevant in the top k) / (all relevant items for that query).
+
+    Not :func:`sonicsearch.index.metrics.recall_at_k`, which is the recall of an
+    approximate index against exact search."""
     rel = np.asarray(relevant)[:, :k].sum(axis=1)
     n = np.maximum(np.asarray(n_relevant), 1)
     return float((rel / n).mean()) if len(rel) else 0.0

@@ -13,6 +13,7 @@ from sonicsearch.config import IndexConfig
 from sonicsearch.embedding_types import with_windows
 from sonicsearch.errors import AudioError, ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
+from sonicsearch.index.backends import backend_of, close_index, open_backend
 from sonicsearch.index.build import build_index
 from sonicsearch.index.faiss_index import (
     GPU_MAX_K,
@@ -99,14 +100,20 @@ class AudioIndex:
     def _load(cls, root, gen, embedder, device, nprobe, ef_search, hold=None) -> AudioIndex:
         meta = L.read_index_json(gen)
         L.check_sizes(gen, meta)
-        for name in (L.INDEX_FILE, L.MODEL):
+        milvus = backend_of(meta)["name"] != "faiss"  # searched in Milvus (index/backends)
+        for name in (L.MODEL,) if milvus else (L.INDEX_FILE, L.MODEL):
             if not (gen / name).is_file():
                 raise L.damaged(gen, name, "is missing")
         store = Store(gen)
         try:
+            if milvus:
+                index = open_backend(root, meta, store.n_rows)
+                return cls(root, gen, meta, store, index, False, embedder, device, hold)
             index = read_faiss_index(str(gen / L.INDEX_FILE))
-        except RuntimeError as exc:
+        except BaseException as exc:
             store.close()
+            if milvus or not isinstance(exc, RuntimeError):
+                raise
             raise L.damaged(gen, L.INDEX_FILE, f"is unreadable "
                             f"({str(exc).splitlines()[0][:120]})") from None
         counts = meta.get("counts", {})
@@ -231,11 +238,12 @@ class AudioIndex:
         if keep is not None and (new.meta["model"]["sha256"] != self.meta["model"]["sha256"]
                                  or new.meta["features"] != self.meta["features"]):
             keep = None
-        old_store, old_hold = self.store, self._hold
+        old_store, old_hold, old_meta, old_index = self.store, self._hold, self.meta, self.index
         self.gen, self.meta, self.store, self.index = new.gen, new.meta, new.store, new.index
         self.on_gpu, self._exact, self._hold = new.on_gpu, new._exact, new._hold
         self._embedder = keep
         old_store.close()
+        close_index(old_meta, old_index)
         L.release_generation(old_hold)
         return True
 
@@ -247,8 +255,7 @@ class AudioIndex:
     def embedder(self) -> Embedder:
         """The model queries are embedded with (the index's own copy, loaded on first use)."""
         if self._embedder is None:
-            self.use_embedder(load_embedder(self.model_path, self.device,
-                                            self.meta["features"]))
+            self.use_embedder(load_embedder(self.model_path, self.device, self.meta["features"]))
         return self._embedder
 
     def use_embedder(self, embedder: Embedder) -> None:
@@ -386,6 +393,7 @@ class AudioIndex:
     def close(self) -> None:
         """Close the metadata and release the generation (a later build may delete it)."""
         self.store.close()
+        close_index(self.meta, self.index)
         L.release_generation(self._hold)
         self._hold = None
 

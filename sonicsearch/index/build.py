@@ -26,6 +26,12 @@ from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
 from sonicsearch.config import IndexConfig
 from sonicsearch.errors import AudioError, DataError, IndexStoreError
 from sonicsearch.index import layout as L
+from sonicsearch.index.backends import (
+    backend_of,
+    check_backend,
+    drop_stale_collections,
+    same_backend,
+)
 from sonicsearch.index.faiss_index import check_index_type, choose_index_type, resolve_gpu
 from sonicsearch.index.store import Store
 from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord
@@ -74,6 +80,7 @@ def build_index(
     t0 = time.monotonic()
     config = config or IndexConfig()
     check_index_type(config.index_type)  # bad settings fail now, not after embedding
+    check_backend(config.backend, config.uri)
     resolve_gpu(config.device)
     inputs = [Path(p) for p in inputs]
     layout = L.IndexLayout(index_dir)
@@ -154,7 +161,8 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         report.index_type, report.reason = index_type, reason
         same_vectors = prev is not None and not new and not report.removed
         same_index = (same_vectors and prev.meta["index_type"] == index_type
-                      and _build_params(prev.meta["index_params"]) == _build_params(params))
+                      and _build_params(prev.meta["index_params"]) == _build_params(params)
+                      and same_backend(prev.meta, config.backend, config.uri, layout.root))
         if same_index and not meta_changed and prev.meta["index_params"] == params:
             if gen is not None:  # everything that was to be embedded failed
                 shutil.rmtree(gen, ignore_errors=True)
@@ -171,6 +179,7 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         raise
     report.written, report.generation = True, gen.name
     layout.cleanup()
+    _drop_stale_collections(layout.root, gen, prev)
     return _finish(report, t0)
 
 
@@ -277,6 +286,13 @@ def _check_compatible(meta: dict[str, Any], embedder: Embedder, root: Path) -> N
             f"index {root} was built with {old['window_seconds']:g} s windows every "
             f"{old['hop_seconds']:g} s; this build uses {fc.window_seconds:g} s every "
             f"{fc.hop_seconds:g} s: pass --rebuild to re-embed everything with them")
+
+
+def _drop_stale_collections(root: Path, gen: Path, prev: Previous | None) -> None:
+    """Milvus keeps collections outside the folder: drop those of older generations."""
+    live, old = L.read_index_json(gen), prev.meta if prev else {}
+    if "milvus" in (backend_of(live)["name"], backend_of(old)["name"]):
+        drop_stale_collections(root, live, prev.meta if prev else None)
 
 
 def _build_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sonicsearch.errors import IndexStoreError
+from sonicsearch.fileio import file_sha256
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
@@ -331,12 +331,3 @@ def install_model(gen: Path, source: Path, sha256: str, previous: Path | None) -
     if file_sha256(dst) != sha256:
         raise IndexStoreError(f"model file {source} changed on disk while building (its "
                               f"sha256 is no longer {sha256[:12]}); run the build again")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -97,7 +97,13 @@ def write_generation(plan: GenerationPlan) -> None:
         spans = _write_arrays(plan)
     (gen / NEW_VECTORS).unlink(missing_ok=True)
     write_meta(gen, plan.records, spans)
-    if plan.same_index:
+    backend = {"name": "faiss"}
+    if plan.config.backend != "faiss":  # vectors searched elsewhere (index/backends)
+        from sonicsearch.index.backends import write_backend_index
+        backend = write_backend_index(gen, prev.meta if prev else None, plan.records,
+                                      int(plan.embedder.dim), plan.same_index,
+                                      plan.index_type, plan.params, plan.config.uri)
+    elif plan.same_index:
         L.link_or_copy(prev.gen / L.INDEX_FILE, gen / L.INDEX_FILE)
         linked.append(L.INDEX_FILE)
     else:
@@ -114,6 +120,7 @@ def write_generation(plan: GenerationPlan) -> None:
     emb = plan.embedder
     L.install_model(gen, Path(emb.model_path), emb.model_sha256, prev.gen if prev else None)
     meta = _index_json(plan)
+    meta["backend"] = backend
     meta["sizes"] = L.file_sizes(gen)
     old_sums = prev.meta.get("sha256", {}) if prev else {}
     known = {name: old_sums[name] for name in linked if name in old_sums}

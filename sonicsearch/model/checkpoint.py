@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,16 +19,18 @@ import torch
 
 from sonicsearch.config import FeatureConfig, ModelConfig
 from sonicsearch.errors import ModelError
+from sonicsearch.fileio import atomic_torch_save, file_sha256
 from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.weights import MODEL_FILE_KIND as KIND
 from sonicsearch.model.weights import load_file
+from sonicsearch.runtime import resolve_device
 
 FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | Path, model: AudioModel, *, config: dict, labels: list[str],
                     metrics: dict | None = None, extra: dict | None = None) -> str:
-    """Write ``model`` to ``path`` as one file, atomically (temp file, then rename).
+    """Write ``model`` to ``path`` as one file, atomically (fsynced temp file, then rename).
 
     Args:
         path: the model file (``model.pt``); its folder must exist.
@@ -72,16 +71,7 @@ def save_checkpoint(path: str | Path, model: AudioModel, *, config: dict, labels
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_torch_save(payload, path)
     return file_sha256(path)
 
 
@@ -122,28 +112,38 @@ def load_checkpoint(path: str | Path,
     except (KeyError, TypeError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
         raise ModelError(f"{path} is a damaged model file ({reason})") from None
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
+    model.to(resolve_device(device)).eval()
     info = {k: v for k, v in obj.items() if k != "state_dict"}
     info.update(sha256=file_sha256(path), path=str(path))
     return model, info
 
 
-def file_sha256(path: str | Path) -> str:
-    """The sha256 hex digest of a file.
+def copy_normalization(model: AudioModel, weights: str | Path) -> bool:
+    """Starting from one of our model files (``--weights PATH``, e.g. a ``pretrain`` run),
+    keep the input standardisation the backbone learned with.
+
+    Returns:
+        False when ``weights`` is one of our model files made with other features (the
+        caller keeps the standardisation fitted on its data); True otherwise.
 
     Raises:
-        ModelError: the file cannot be read.
+        ModelError: an unreadable weights file.
     """
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest.hexdigest()
+    from sonicsearch.model import base
+
+    if str(weights).lower() in ("imagenet", "none"):
+        return True
+    obj = load_file(base.resolve(weights), "weights file")
+    if not isinstance(obj, dict) or obj.get("kind") != KIND:
+        return True
+    sd = obj.get("state_dict") or {}
+    if obj.get("feature_config") != dataclasses.asdict(model.feature_config) or (
+            "norm_mean" not in sd):
+        return False
+    with torch.no_grad():
+        model.norm_mean.copy_(sd["norm_mean"])
+        model.norm_std.copy_(sd["norm_std"])
+    return True
 
 
 def _plain(value: Any) -> Any:

@@ -10,16 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from sonicsearch.config import Config
 from sonicsearch.data.manifest import Dataset, read_split
 from sonicsearch.data.windows import FileWindows, collate_files
-from sonicsearch.errors import DataError
+from sonicsearch.errors import DataError, ModelError
 from sonicsearch.eval.metrics import classification_report, confusion
+from sonicsearch.model.infer import run_files
 from sonicsearch.progress import log
+from sonicsearch.runtime import resolve_device
 
 
-@torch.no_grad()
 def predict_files(model, loader: DataLoader, device, max_windows: int = 64):
     """Run every window of every file through the model (eval mode).
 
@@ -27,19 +30,21 @@ def predict_files(model, loader: DataLoader, device, max_windows: int = 64):
         ``(file_logits, window_logits, targets, files)``: per file, the mean of its window
         logits (C,), its window logits (n, C), its target index and its dataset index.
     """
-    model.eval()
-    per_file: dict[int, list[np.ndarray]] = {}
-    targets: dict[int, int] = {}
-    for windows, owner, tgt, files in loader:
-        for i in range(0, windows.shape[0], max_windows):
-            logits, _ = model(windows[i : i + max_windows].to(device))
-            for f, lg in zip(owner[i : i + max_windows].tolist(), logits.float().cpu().numpy()):
-                per_file.setdefault(f, []).append(lg)
-        targets.update(zip(files.tolist(), tgt.tolist()))
-    order = sorted(per_file)
-    window_logits = [np.stack(per_file[f]) for f in order]
-    return ([w.mean(axis=0) for w in window_logits], window_logits,
-            [targets[f] for f in order], order)
+    out = run_files(model, loader, max_windows, device)
+    return out.file_logits(), out.logits, out.targets, out.files
+
+
+def validation_metrics(model, loader: DataLoader, device, labels: list[str]) -> dict:
+    """Validation metrics at file level (window logits averaged) and at window level, and
+    the mean file-level cross-entropy: ``{"file": report, "window": report, "loss": x}``."""
+    logits, owner, targets, _ = predict_files(model, loader, device)
+    file_pred = [int(np.argmax(lg)) for lg in logits]
+    win_true = np.concatenate([np.full(len(w), t) for w, t in zip(owner, targets)])
+    win_pred = np.concatenate([np.argmax(w, axis=1) for w in owner])
+    loss = float(np.mean([F.cross_entropy(torch.from_numpy(lg)[None], torch.tensor([t])).item()
+                          for lg, t in zip(logits, targets)]))
+    return {"file": classification_report(targets, file_pred, labels),
+            "window": classification_report(win_true, win_pred, labels), "loss": loss}
 
 
 def evaluate_model(
@@ -68,7 +73,6 @@ def evaluate_model(
         DataError: labels the model does not know, or an empty split.
     """
     from sonicsearch.model.checkpoint import load_checkpoint
-    from sonicsearch.training.finetune import resolve_device
 
     dev = resolve_device(device)
     model, info = load_checkpoint(model_path, device=dev)
@@ -97,6 +101,21 @@ def evaluate_model(
                        f"macro-F1 {report['macro_f1']:.3f} (n={report['n']})")
         (out / f"eval_{split}.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def model_config(model_path: str | Path) -> Config:
+    """The resolved config a model file was trained with (defaults for keys it lacks).
+
+    Raises:
+        ModelError: not a readable sonicsearch model file.
+        ConfigError: its config does not load.
+    """
+    from sonicsearch.model.weights import MODEL_FILE_KIND, load_file
+
+    obj = load_file(Path(model_path), "model file")
+    if not isinstance(obj, dict) or obj.get("kind") != MODEL_FILE_KIND:
+        raise ModelError(f"{model_path} is not a sonicsearch model file")
+    return Config.from_dict(obj.get("config") or {})
 
 
 def _items_of_split(data: Dataset, split_csv: Path, split: str, quiet: bool):

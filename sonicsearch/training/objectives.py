@@ -133,7 +133,7 @@ class BYOLObjective(nn.Module):
 PRETRAIN_METHODS = {"ntxent": NTXentObjective, "byol": BYOLObjective}
 
 
-def make_objective(method: str, model: nn.Module, pc) -> nn.Module:
+def make_pretrain_objective(method: str, model: nn.Module, pc) -> nn.Module:
     """The pretraining objective named by ``pretrain.method``.
 
     Raises:
@@ -158,7 +158,7 @@ class JointObjective:
         pc, fc = config.pretrain, config.features
         self.weight = config.train.contrastive_weight
         self.temperature = config.train.contrastive_temperature
-        self.seed = config.train.seed
+        self.seed = config.runtime.seed
         self.views = ViewMaker(pc, fc.sample_rate, fc.window_samples)
         self.head = ProjectionHead(embed_dim, pc.projection_hidden, pc.projection_dim).to(device)
         self.device = device
@@ -188,4 +188,4 @@ class JointObjective:
 
 
 __all__ = ["PRETRAIN_METHODS", "BYOLObjective", "JointObjective", "NTXentObjective",
-           "ProjectionHead", "byol_loss", "make_objective", "nt_xent", "two_view_loss"]
+           "ProjectionHead", "byol_loss", "make_pretrain_objective", "nt_xent", "two_view_loss"]

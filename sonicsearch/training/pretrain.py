@@ -13,7 +13,6 @@ so a resumed run repeats the uninterrupted one on the CPU.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +21,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from sonicsearch.config import Config, save_config
+from sonicsearch.config import Config
 from sonicsearch.data.excerpts import AudioFile, ExcerptBatches, scan_audio
 from sonicsearch.errors import DataError, TrainingError
 from sonicsearch.model.backbones import AudioModel, SpecAugment
-from sonicsearch.model.checkpoint import file_sha256, save_checkpoint
+from sonicsearch.model.checkpoint import save_checkpoint
 from sonicsearch.progress import log, progress_bar
-from sonicsearch.training.finetune import resolve_device, warmup_schedule
-from sonicsearch.training.objectives import make_objective
+from sonicsearch.runtime import prepare_torch, resolve_device
+from sonicsearch.training.objectives import make_pretrain_objective
+from sonicsearch.training.run import RunFolder, place_model, run_epochs, warmup_schedule
 from sonicsearch.training.views import ViewMaker
 
 ReportFn = Callable[[int, dict], None]
@@ -69,6 +69,7 @@ def pretrain(
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     report: ReportFn | None = None,
     show_progress: bool = True,
 ) -> PretrainResult:
@@ -76,12 +77,13 @@ def pretrain(
 
     Args:
         config: the resolved config; ``pretrain`` holds the recipe and the view strengths,
-            ``train`` the seed, device, num_workers, amp and channels_last.
+            ``runtime`` the seed, device, num_workers, amp and channels_last.
         audio: files and/or folders (searched recursively), or files from
             :func:`~sonicsearch.data.excerpts.scan_audio`.
         out_dir: run folder for model.pt, last.pt, config.yaml and metrics.jsonl; None keeps
             nothing on disk (the model is returned).
-        resume: continue from ``out_dir/last.pt``.
+        resume: continue from ``out_dir/last.pt`` (same config).
+        overwrite: replace a previous run in ``out_dir`` (its files are deleted first).
         report: called after every epoch with ``(epoch, row)``; may raise.
         show_progress: progress bar and per-epoch lines.
 
@@ -89,87 +91,87 @@ def pretrain(
         PretrainResult: the per-epoch history and where the model went.
 
     Raises:
-        DataError: no usable audio. TrainingError: NaN loss, or resume without a last.pt.
-        AudioError: an input that does not exist. ConfigError: an unknown method.
+        DataError: no usable audio. TrainingError: NaN loss; ``out_dir`` holds a run and
+        neither resume nor overwrite was given; resume without a usable last.pt or with
+        another config. AudioError: an input that does not exist. ConfigError: an unknown
+        method.
     """
     t0 = time.monotonic()
-    torch.set_flush_denormal(True)  # denormals make CPU convolutions many times slower
-    pc, tc, fc = config.pretrain, config.train, config.features
+    prepare_torch()
+    pc, rc, fc = config.pretrain, config.runtime, config.features
     say = log if show_progress else (lambda _msg: None)
-    skipped: list[tuple[str, str]] = []
+    files, skipped = _usable_files(audio, fc.min_seconds)
+    device = resolve_device(rc.device)
+    if out_dir is None and resume:
+        raise TrainingError("cannot resume without an output folder")
+    folder = (RunFolder.open(out_dir, config, resume=resume, overwrite=overwrite)
+              if out_dir is not None else None)
+
+    model, views, data, objective = _build(config, files, device)
+    optimizer, scheduler = _optimizer(model, objective, pc, len(data))
+
+    state: dict = {"epoch": 0, "history": []}
+    if folder is not None and resume:
+        state = _load_last(folder, model, objective, optimizer, scheduler)
+        say(f"resuming after epoch {state['epoch']} of {pc.epochs}")
+    say(f"pretraining {model.arch} ({pc.method}) on {len(files)} files "
+        f"({data.durations.sum() / 3600:.2f} h), {len(data)} steps of {pc.batch_size} "
+        f"excerpts per epoch, on {device}")
+
+    def one_epoch(epoch: int) -> dict:
+        loss = pretrain_one_epoch(model, objective, views, data, optimizer, scheduler, config,
+                                  epoch, device, show_progress)
+        row = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"]}
+        if folder is not None:
+            save_checkpoint(folder.model, model, config=config.to_dict(), labels=[],
+                            metrics={"pretrain": row},
+                            extra={"pretrain": {"files": len(files), "epochs": epoch}})
+        return row
+
+    def save_last() -> None:
+        folder.save_last({"model": model.state_dict(), "objective": objective.state_dict(),
+                          "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "state": state})
+
+    run_epochs(state, pc.epochs, one_epoch, folder=folder, save_last=save_last,
+               describe=lambda r: f"epoch {r['epoch']}/{pc.epochs}: {pc.method} loss "
+                                  f"{r['loss']:.4f}", say=say, report=report)
+    result = PretrainResult(files=len(files), skipped=skipped, history=state["history"],
+                            model=model)
+    if folder is not None and folder.model.is_file():
+        result.model_path = folder.model
+        result.sha256 = folder.finish_model()
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _usable_files(audio, min_seconds: float) -> tuple[list[AudioFile], list[tuple[str, str]]]:
     if audio and all(isinstance(a, AudioFile) for a in audio):
-        files = list(audio)
-    else:
-        files, skipped = scan_audio(audio, fc.min_seconds)
+        return list(audio), []
+    files, skipped = scan_audio(audio, min_seconds)
     if not files:
         raise DataError(f"no usable audio files in {', '.join(map(str, audio)) or 'the input'}"
                         + (f" ({len(skipped)} skipped)" if skipped else ""))
-    device = resolve_device(tc.device)
-    out = Path(out_dir) if out_dir is not None else None
+    return files, skipped
 
-    torch.manual_seed(tc.seed)
+
+def _build(config: Config, files: list[AudioFile], device: torch.device):
+    """Seeded model, views, excerpt plan, input standardisation (clean excerpts) and the
+    objective, on ``device``."""
+    pc, rc, fc = config.pretrain, config.runtime, config.features
+    torch.manual_seed(rc.seed)
     model = build_pretrain_model(config)
     views = ViewMaker(pc, fc.sample_rate, fc.window_samples)
     data = ExcerptBatches(files, fc.sample_rate, views.span_samples(), pc.batch_size,
-                          pc.windows_per_file, tc.seed)
+                          pc.windows_per_file, rc.seed)
     clean = data.sample(pc.normalization_excerpts)
     start = (clean.shape[1] - fc.window_samples) // 2
     with torch.no_grad():
         model.fit_normalization(model.frontend(clean[:, start:start + fc.window_samples]))
     model.backbone.set_trainable("all")
-    objective = make_objective(pc.method, model, pc)  # BYOL's target copies the model here
-    model.to(device)
-    objective.to(device)
-    if device.type == "cuda" and tc.channels_last:
-        model.to(memory_format=torch.channels_last)
-        objective.to(memory_format=torch.channels_last)
-    optimizer, scheduler = _optimizer(model, objective, pc, len(data))
-
-    state: dict = {"epoch": 0, "history": []}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            state = _load_last(out, model, objective, optimizer, scheduler)
-            say(f"resuming after epoch {state['epoch']} of {pc.epochs}")
-        else:
-            save_config(config, out / "config.yaml")
-            (out / "metrics.jsonl").write_text("")
-    elif resume:
-        raise TrainingError("cannot resume without an output folder")
-
-    say(f"pretraining {model.arch} ({pc.method}) on {len(files)} files "
-        f"({data.durations.sum() / 3600:.2f} h), {len(data)} steps of {pc.batch_size} "
-        f"excerpts per epoch, on {device}")
-    result = PretrainResult(files=len(files), skipped=skipped)
-    while state["epoch"] < pc.epochs:
-        epoch = state["epoch"] + 1
-        e0 = time.monotonic()
-        loss = pretrain_one_epoch(model, objective, views, data, optimizer, scheduler, config,
-                                  epoch, device, show_progress)
-        row = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.monotonic() - e0}
-        state["history"].append(row)
-        state["epoch"] = epoch
-        say(f"epoch {epoch}/{pc.epochs}: {pc.method} loss {loss:.4f} "
-            f"({row['seconds']:.0f}s)")
-        if out is not None:
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            save_checkpoint(out / "model.pt", model, config=config.to_dict(), labels=[],
-                            metrics={"pretrain": row},
-                            extra={"pretrain": {"files": len(files), "epochs": epoch}})
-            _save_last(out, model, objective, optimizer, scheduler, state)
-        if report is not None:
-            report(epoch, row)
-
-    result.history = state["history"]
-    result.model = model
-    if out is not None and (out / "model.pt").is_file():
-        result.model_path = out / "model.pt"
-        result.sha256 = file_sha256(result.model_path)
-        (out / "model.sha256").write_text(f"{result.sha256}  model.pt\n")
-    result.seconds = time.monotonic() - t0
-    return result
+    objective = make_pretrain_objective(pc.method, model, pc)  # BYOL's target copies the model
+    place_model(model, device, rc.channels_last, objective)
+    return model, views, data, objective
 
 
 def pretrain_one_epoch(model: AudioModel, objective, views: ViewMaker,
@@ -177,19 +179,20 @@ def pretrain_one_epoch(model: AudioModel, objective, views: ViewMaker,
                        device: torch.device, show_progress: bool = True) -> float:
     """One pass over fresh excerpts: two views each, the objective's loss, clipping, NaN
     guard, then the objective's own update (BYOL's target); mean loss."""
-    pc, tc = config.pretrain, config.train
-    torch.manual_seed(tc.seed * 100_003 + epoch)  # SpecAugment: repeatable per epoch
-    gen = torch.Generator(device=device).manual_seed(tc.seed * 7919 + epoch)
+    pc, rc = config.pretrain, config.runtime
+    torch.manual_seed(rc.seed * 100_003 + epoch)  # SpecAugment: repeatable per epoch
+    gen = torch.Generator(device=device).manual_seed(rc.seed * 7919 + epoch)
     data.set_epoch(epoch)
-    loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=tc.num_workers,
+    loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=rc.num_workers,
                         pin_memory=device.type == "cuda")
     model.train()
     objective.train()
     total_steps = max(1, len(data) * pc.epochs)
-    amp = device.type == "cuda" and tc.amp
+    amp = device.type == "cuda" and rc.amp
     params = [p for g in optimizer.param_groups for p in g["params"]]
     total, count = 0.0, 0
-    with progress_bar(len(data), f"pretrain epoch {epoch}", enabled=show_progress) as bar:
+    label = f"pretrain epoch {epoch}/{pc.epochs}"
+    with progress_bar(len(data), label, enabled=show_progress) as bar:
         for excerpts in loader:
             if excerpts.shape[0] < 2:  # no negatives: nothing to learn from
                 bar.advance(1)
@@ -225,30 +228,13 @@ def _optimizer(model: AudioModel, objective, pc, steps_per_epoch: int):
     return optimizer, warmup_schedule(optimizer, steps_per_epoch, pc.epochs, pc.warmup_epochs)
 
 
-def _save_last(out: Path, model, objective, optimizer, scheduler, state: dict) -> None:
-    tmp = out / "last.pt.tmp"
-    torch.save({"model": model.state_dict(), "objective": objective.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "state": state}, tmp)
-    tmp.replace(out / "last.pt")
-
-
-def _load_last(out: Path, model, objective, optimizer, scheduler) -> dict:
-    path = out / "last.pt"
-    if not path.is_file():
-        raise TrainingError(f"cannot resume: {path} does not exist (start without --resume)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(ckpt["model"])
-    if "objective" not in ckpt:
-        raise TrainingError(f"cannot resume: {path} was written by an older sonicsearch "
-                            "(start without --resume)")
-    try:
-        objective.load_state_dict(ckpt["objective"])
-    except RuntimeError:
-        raise TrainingError(f"cannot resume: {path} was written with another "
-                            "pretrain.method or projection size") from None
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
+def _load_last(folder: RunFolder, model, objective, optimizer, scheduler) -> dict:
+    ckpt = folder.load_last("model", "objective", "optimizer", "scheduler", "state")
+    folder.restore("model", model, ckpt["model"])
+    folder.restore(f"{objective.__class__.__name__} state (pretrain.method, projection sizes)",
+                   objective, ckpt["objective"])
+    folder.restore("optimizer", optimizer, ckpt["optimizer"])
+    folder.restore("scheduler", scheduler, ckpt["scheduler"])
     return ckpt["state"]
 
 

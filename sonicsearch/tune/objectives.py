@@ -32,26 +32,16 @@ def window_latency_ms(model, config: Config, repeats: int = 9) -> float:
     return float(np.median(times))
 
 
-@torch.no_grad()
 def file_embeddings(model, items, labels: list[str], config: Config) -> np.ndarray:
     """One L2-normalised vector per file: the mean of its normalised window embeddings."""
     from torch.utils.data import DataLoader
 
     from sonicsearch.data.windows import FileWindows, collate_files
+    from sonicsearch.model.infer import run_files
 
-    device = next(model.parameters()).device
-    model.eval()
     loader = DataLoader(FileWindows(items, labels, config.features), batch_size=4,
                         collate_fn=collate_files)
-    sums = np.zeros((len(items), 0), dtype=np.float64)
-    for windows, owner, _, _ in loader:
-        for i in range(0, windows.shape[0], 64):
-            _, emb = model(windows[i: i + 64].to(device))
-            emb = torch.nn.functional.normalize(emb.float(), dim=1).cpu().numpy()
-            if sums.shape[1] == 0:
-                sums = np.zeros((len(items), emb.shape[1]))
-            np.add.at(sums, owner[i: i + 64].numpy(), emb)
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return run_files(model, loader).file_vectors()
 
 
 def loo_retrieval(vectors: np.ndarray, targets: list[int] | np.ndarray, k: int = 10) -> dict:

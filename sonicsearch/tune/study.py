@@ -30,7 +30,8 @@ from sonicsearch.config import Config
 from sonicsearch.data.manifest import Dataset
 from sonicsearch.errors import ConfigError, TrainingError
 from sonicsearch.progress import log, progress_bar
-from sonicsearch.training.finetune import fit, resolve_device
+from sonicsearch.runtime import resolve_device
+from sonicsearch.training.finetune import fit
 from sonicsearch.tune.objectives import second_objective
 from sonicsearch.tune.space import SearchSpace
 
@@ -134,7 +135,7 @@ def tune(dataset: Dataset, base: Config, space: SearchSpace, *, trials: int,
         out: the best config's path (default: ``<study folder>/best.yaml``).
         objective: ``f1``, ``f1+latency`` or ``f1+retrieval``.
         pruner: hyperband, sha, median, none, or an Optuna pruner.
-        seed: sampler seed (trials train with ``base.train.seed``).
+        seed: sampler seed (trials train with ``base.runtime.seed``).
         startup_trials: random trials before TPE models the space (default: trials / 3,
             between 3 and 10); the NSGA-II population for two objectives.
         keep_models: write each trial's run to ``<study folder>/trial-NNN/``.
@@ -158,7 +159,7 @@ def tune(dataset: Dataset, base: Config, space: SearchSpace, *, trials: int,
     startup = startup_trials or min(10, max(3, trials // 3))
     study = open_study(study_name, storage, objective, pruner, seed, max(1, max_epochs), startup)
     _requeue_interrupted(study)
-    func = make_objective(dataset, base, space, objective, study_dir if keep_models else None)
+    func = trial_objective(dataset, base, space, objective, study_dir if keep_models else None)
     before = len(study.trials)
     with progress_bar(trials, "tuning", enabled=show_progress) as bar:
         def done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -174,7 +175,7 @@ def tune(dataset: Dataset, base: Config, space: SearchSpace, *, trials: int,
     return result
 
 
-def make_objective(dataset: Dataset, base: Config, space: SearchSpace, objective: str = "f1",
+def trial_objective(dataset: Dataset, base: Config, space: SearchSpace, objective: str = "f1",
                    keep_dir: Path | None = None) -> Callable[[optuna.Trial], float | tuple]:
     """The Optuna objective: draw overrides, ``fit()``, return F1 (and the second value).
 
@@ -235,7 +236,7 @@ def _trained_model(result, config: Config):
     if model is None:  # fit wrote the run: reload its best checkpoint
         from sonicsearch.model.checkpoint import load_checkpoint
 
-        model, _ = load_checkpoint(result.model_path, device=resolve_device(config.train.device))
+        model, _ = load_checkpoint(result.model_path, device=resolve_device(config.runtime.device))
     return model
 
 

@@ -1,0 +1,91 @@
+"""Files written whole or not at all, and their digests.
+
+A run's ``model.pt`` and ``last.pt`` and an index's model copy are read back by later
+commands; a crash in the middle of a write must leave the previous file, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sonicsearch.errors import SonicsearchError
+
+
+class UnreadableFileError(SonicsearchError, OSError):
+    """A file that cannot be read. Also an OSError (``errno``, ``strerror``), so callers
+    that skip unreadable files on OSError keep doing so."""
+
+    def __str__(self) -> str:
+        return f"cannot read {self.filename}: {self.strerror}"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes.
+
+    Raises:
+        UnreadableFileError: the file cannot be read (a SonicsearchError and an OSError).
+    """
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as exc:
+        raise UnreadableFileError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    return h.hexdigest()
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` through a temporary file in the same folder, fsynced and
+    renamed over ``path``: readers see the old file or the new one, never a partial one.
+
+    Raises:
+        OSError: the folder is not writable or the disk is full (``path`` is left as it was).
+    """
+    import torch
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a small text file through a fsynced temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
