@@ -62,3 +62,16 @@ def test_modules_stay_readable():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 420}
     assert not long, f"split these modules: {long}"
+
+
+def test_long_functions_say_why():
+    import ast
+
+    unexplained = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60 and "Long:" not in (ast.get_docstring(node) or ""):
+                    unexplained.append(f"{path.relative_to(PACKAGE)}:{node.name} ({length})")
+    assert not unexplained, f"split these or say why (Long: ...): {unexplained}"

@@ -66,6 +66,10 @@ def build_index_cmd(
 
     Every key of the config file's ``index:`` section applies; --index-type and --device
     override it.
+
+    \f
+    Long: typer declares its eleven options in the signature; the body resolves config,
+    backend and model, then calls AudioIndex.build.
     """
     import time
 
@@ -233,6 +237,10 @@ def query(
 
     Labels are the model's predictions: the query's (in its heading) and each indexed
     file's (the "predicted" column); nobody's hand labels.
+
+    \f
+    Long: typer declares its fourteen options in the signature; the body builds the
+    filters and loops over AudioIndex.query_files.
     """
     from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
     from sonicsearch.errors import AudioError, DataError

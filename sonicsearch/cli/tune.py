@@ -65,7 +65,12 @@ def tune(
         help="Keep each trial's run (model.pt, ...) in STUDY/trial-NNN/.")] = False,
     allow_external_paths: ExternalOpt = False,
 ) -> None:
-    """Search the training recipe's hyperparameters with Optuna; write the best config."""
+    """Search the training recipe's hyperparameters with Optuna; write the best config.
+
+    \f
+    Long: typer declares its options in the signature; the body calls run_study and
+    prints its report.
+    """
     from sonicsearch.config import load_config
     from sonicsearch.data.manifest import class_count_table, load_dataset
     from sonicsearch.tune.report import format_params, print_summary

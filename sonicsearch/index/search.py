@@ -95,6 +95,9 @@ def search(
 
     Raises:
         ConfigError: unknown rollup or k < 1.
+
+    Long: the deepening loop holds the candidate set, the filter mask and the roll-up
+    together; each step is a call to a small function.
     """
     if rollup not in ROLLUPS:
         raise ConfigError(f"unknown rollup '{rollup}'; choose one of: {', '.join(ROLLUPS)}")

@@ -95,6 +95,9 @@ def pretrain(
         neither resume nor overwrite was given; resume without a usable last.pt or with
         another config. AudioError: an input that does not exist. ConfigError: an unknown
         method.
+
+    Long: set-up, resume and the epoch loop of the run scaffold, in the order that makes
+    a resumed run equal an uninterrupted one.
     """
     t0 = time.monotonic()
     prepare_torch()
