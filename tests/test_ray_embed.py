@@ -25,6 +25,8 @@ TESTS = Path(__file__).resolve().parent
 def local_ray():
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), old]))  # workers
+    # a busy 2-core CI machine can take longer than Ray's default 30 s to start its GCS
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     yield

@@ -152,7 +152,8 @@ def _init(ray, address: str | None, num_workers: int | None) -> None:
                               "configure_logging": False}
     if address:
         ray.init(address=address, **kwargs)
-    else:
+    else:  # a local Ray on a small, busy machine may need more than its default 30 s
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
         ray.init(num_cpus=num_workers or os.cpu_count() or 1, **kwargs)
 
 
