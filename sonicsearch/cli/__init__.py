@@ -12,8 +12,9 @@ from sonicsearch.errors import SonicsearchError
 
 app = typer.Typer(
     name="sonicsearch",
-    help="Audio similarity search: fine-tune a CNN on log-mel spectrograms, index its "
-    "embeddings in FAISS, and find what sounds like a clip.",
+    help="Audio similarity search: index audio with the shipped base model (or a CNN you "
+    "fine-tune on log-mel spectrograms) in FAISS, then find what sounds like a clip and the "
+    "recording it came from.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
