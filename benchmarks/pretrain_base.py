@@ -115,32 +115,22 @@ def train_variant(name: str, overrides: dict, audio_path: str, index: np.ndarray
     """Pretrain one variant for ``seconds`` of wall clock; write OUT/NAME/model.pt (fp16)."""
     from sonicsearch.config import load_config
     from sonicsearch.model.checkpoint import save_checkpoint
-    from sonicsearch.training.finetune import warmup_schedule
-    from sonicsearch.training.objectives import make_objective
-    from sonicsearch.training.pretrain import _optimizer, build_pretrain_model
+    from sonicsearch.training.pretrain import _optimizer
+    from sonicsearch.training.run import warmup_schedule
     from sonicsearch.training.views import ViewMaker
 
     torch.set_flush_denormal(True)
     dev = torch.device(device)
-    config = load_config(None, {**BASE, **overrides, "train.seed": seed, "train.device": device})
+    config = load_config(None, {**BASE, **overrides, "runtime.seed": seed,
+                                "runtime.device": device})
     pc, fc = config.pretrain, config.features
     audio = torch.from_numpy(np.load(audio_path, mmap_mode="r")[:].copy()).to(dev)
-    torch.manual_seed(seed)
-    model = build_pretrain_model(config)
     views = ViewMaker(pc, fc.sample_rate, fc.window_samples)
     draw = GpuExcerpts(audio, index, views.span_samples())
     gen = torch.Generator(device=dev).manual_seed(seed)
     clean = draw(pc.normalization_excerpts, gen)[:, :fc.window_samples]
-    with torch.no_grad():
-        model.fit_normalization(model.frontend(clean.cpu()))
-    model.backbone.set_trainable("all")
-    objective = make_objective(pc.method, model, pc)
-    model.to(dev)
-    objective.to(dev)
     cuda = dev.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-        objective.to(memory_format=torch.channels_last)
+    model, objective = _fresh_model(config, clean, dev, seed)
     params = None
 
     def step(optimizer, scheduler, total: int) -> float:
@@ -178,17 +168,7 @@ def train_variant(name: str, overrides: dict, audio_path: str, index: np.ndarray
     left = max(0.0, seconds - (time.monotonic() - t0))
     total = max(20, int(left / per_step))
     epoch_steps = max(1, total // 20)
-    torch.manual_seed(seed)  # restart from a fresh model: the probe only measured time
-    model = build_pretrain_model(config)
-    with torch.no_grad():
-        model.fit_normalization(model.frontend(clean.cpu()))
-    model.backbone.set_trainable("all")
-    objective = make_objective(pc.method, model, pc)
-    model.to(dev)
-    objective.to(dev)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-        objective.to(memory_format=torch.channels_last)
+    model, objective = _fresh_model(config, clean, dev, seed)  # the probe only timed steps
     optimizer, _ = _optimizer(model, objective, pc, epoch_steps)
     scheduler = warmup_schedule(optimizer, epoch_steps, 20, 1)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -219,6 +199,26 @@ def train_variant(name: str, overrides: dict, audio_path: str, index: np.ndarray
     return {"variant": name, "steps": len(losses), "excerpts": excerpts,
             "step_ms": 1000 * trained / len(losses), "loss_first": losses[0],
             "loss_last": float(np.mean(losses[-max(1, epoch_steps):])), "train_s": trained}
+
+
+def _fresh_model(config, clean: torch.Tensor, dev: torch.device, seed: int):
+    """A seeded label-free model standardised on ``clean`` excerpts, and its objective,
+    on ``dev`` (channels_last on a GPU)."""
+    from sonicsearch.training.objectives import make_pretrain_objective
+    from sonicsearch.training.pretrain import build_pretrain_model
+
+    torch.manual_seed(seed)
+    model = build_pretrain_model(config)
+    with torch.no_grad():
+        model.fit_normalization(model.frontend(clean.cpu()))
+    model.backbone.set_trainable("all")
+    objective = make_pretrain_objective(config.pretrain.method, model, config.pretrain)
+    model.to(dev)
+    objective.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        objective.to(memory_format=torch.channels_last)
+    return model, objective
 
 
 # -- validation: identification of held-out music under degradations -------------------
