@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """
     import torch
 
+    _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a small text file through a fsynced temporary file and a rename."""
+    _atomic_write(path, "w", lambda fh: fh.write(text))
+
+
+def _atomic_write(path: str | Path, mode: str, write: Callable[[Any], Any]) -> None:
+    """``write(fh)`` into a temporary file beside ``path``, fsync it, rename it over
+    ``path`` and fsync the folder; on any failure ``path`` is left as it was."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -74,18 +86,3 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a small text file through a fsynced temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -11,10 +11,10 @@ card is docs/base-model.md; the file's sha256 is checked before first use.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from sonicsearch.errors import ModelError
+from sonicsearch.fileio import file_sha256
 
 NAME = "base"  # what --model / --weights accept
 VERSION = "base-v1"
@@ -41,11 +41,7 @@ def base_model_path(path: Path | None = None) -> Path:
     if not path.is_file():
         raise ModelError(f"the shipped base model is missing ({path}); reinstall sonicsearch "
                          "or pass --model PATH")
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != SHA256:
+    if file_sha256(path) != SHA256:
         raise ModelError(f"the shipped base model {path} is damaged (checksum mismatch); "
                          "reinstall sonicsearch")
     _verified.add(path)

@@ -22,6 +22,7 @@ import torchaudio
 from torch import nn
 
 from sonicsearch.config import FeatureConfig
+from sonicsearch.errors import ConfigError
 
 LEVELS = ("absolute", "window", "pcen")
 # PCEN constants: the values of the original paper for speech, which also suit music
@@ -43,8 +44,6 @@ class LogMel(nn.Module):
     def __init__(self, config: FeatureConfig):
         super().__init__()
         if config.level not in LEVELS:
-            from sonicsearch.errors import ConfigError
-
             raise ConfigError(f"unknown features.level '{config.level}'; choose one of: "
                               f"{', '.join(LEVELS)}")
         self.config = config
