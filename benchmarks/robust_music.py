@@ -39,6 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from sonicsearch.embed import QUIET_DBFS  # noqa: E402
+
 QUIET_PEAK = 1e-3  # excerpts quieter than -60 dBFS at their peak are not queried
 SR = 22050  # excerpts are decoded and degraded at this rate; systems resample as they need
 SNR_DB = 10.0
@@ -73,6 +75,12 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--rollup", default="vote", help="vote | max | mean-top")
     p.add_argument("--mfcc-window", type=float, default=3.0, help="MFCC window, seconds")
     p.add_argument("--mfcc-hop", type=float, default=1.5, help="MFCC hop, seconds")
+    p.add_argument("--index-hop", type=float, default=None,
+                   help="models: index window hop, seconds (default: the model's)")
+    p.add_argument("--query-hop", type=float, default=None,
+                   help="models: query window hop, seconds (default: the index hop)")
+    p.add_argument("--keep-quiet", action="store_true",
+                   help="models: keep windows below -60 dBFS (the product leaves them out)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--vector-cache", type=Path, default=C.HERE / "cache" / "robust_music")
     args = p.parse_args(argv)
@@ -94,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     bank, noise_files = noise_bank(noise_rows, args.seed)
     degrade = degradations(names, bank)
     systems = ([MfccSystem(args.mfcc_window, args.mfcc_hop)] if not args.no_mfcc else [])
-    systems += [ModelSystem(spec, args.device) for spec in args.model]
+    systems += [ModelSystem(spec, args.device, args.index_hop, args.query_hop,
+                            None if args.keep_quiet else QUIET_DBFS) for spec in args.model]
     if not systems:
         sys.exit("no system to measure: drop --no-mfcc or give --model")
     C.log(f"{len(tracks)} tracks ({sum(t['duration'] for t in tracks) / 3600:.2f} h) in "
@@ -299,20 +308,28 @@ class MfccSystem:
 
 
 class ModelSystem:
-    """A checkpoint through :class:`sonicsearch.embed.Embedder`, windows at its own hop."""
+    """A checkpoint through :class:`sonicsearch.embed.Embedder`, windows at its own hop (or
+    ``index_hop``; queries at ``query_hop``, default the index's), quiet windows left out as
+    the product does unless ``quiet_dbfs`` is None."""
 
-    def __init__(self, spec: str, device: str):
+    def __init__(self, spec: str, device: str, index_hop: float | None = None,
+                 query_hop: float | None = None, quiet_dbfs: float | None = QUIET_DBFS):
         from sonicsearch.embed import Embedder
 
         name, _, path = spec.rpartition("=")
-        self.embedder = Embedder.from_checkpoint(path, device=device)
+        self.embedder = Embedder.from_checkpoint(path, device=device, hop_seconds=index_hop,
+                                                 quiet_dbfs=quiet_dbfs)
+        self.query_embedder = self.embedder.with_windows(hop_seconds=query_hop)
         self.name = name or Path(path).stem
         fc = self.embedder.feature_config
         self.hop, self.labels = fc.hop_seconds, self.embedder.labels
-        self.key = f"model-{self.embedder.model_sha256}"
+        quiet = "all" if quiet_dbfs is None else f"q{quiet_dbfs:g}"
+        self.key = f"model-{self.embedder.model_sha256}-hop{fc.hop_seconds:g}-{quiet}"
         self.about = {"path": path, "arch": self.embedder.arch,
                       "sha256": self.embedder.model_sha256, "sample_rate": fc.sample_rate,
-                      "window_seconds": fc.window_seconds, "hop_seconds": fc.hop_seconds}
+                      "window_seconds": fc.window_seconds, "hop_seconds": fc.hop_seconds,
+                      "query_hop_seconds": self.query_embedder.feature_config.hop_seconds,
+                      "quiet_dbfs": quiet_dbfs}
 
     def index_track(self, path: str):
         out = self.embedder.embed_file(path)
@@ -323,7 +340,7 @@ class ModelSystem:
         return raw
 
     def query(self, wave: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-        out = self.embedder.embed_waveform(wave, sr)
+        out = self.query_embedder.embed_waveform(wave, sr)
         return out.vectors, out.spans
 
 

@@ -6,6 +6,12 @@ model works on the previous batch, so the model is not starved and memory stays 
 however long the files are. An in-memory waveform is cut into windows a block at a time
 (``WAVEFORM_BLOCK_WINDOWS``), never all at once.
 
+Quiet windows (RMS below ``QUIET_DBFS``) are left out of a file's vectors, unless every
+window of the file is quiet: near-silence looks alike in every file (more so through a
+level-normalising front end), so a silent gap would match any other file's gap at a score
+near 1.0 and carry no identity. This keeps the ``max`` roll-up and the no-match calibration
+about the music.
+
 This module does not import FAISS: the index contract it satisfies lives in
 :mod:`sonicsearch.embedding_types`.
 """
@@ -36,16 +42,35 @@ from sonicsearch.runtime import prepare_torch
 
 _END = object()
 WAVEFORM_BLOCK_WINDOWS = 256  # windows cut from an in-memory waveform at a time
+QUIET_DBFS = -60.0  # windows with an RMS below this are left out (unless all of a file's are)
+
+
+def window_rms_dbfs(windows: np.ndarray) -> np.ndarray:
+    """Each window's RMS level in dBFS, ``(n,)`` (-200 for digital silence)."""
+    w = np.asarray(windows, dtype=np.float64)
+    rms = np.sqrt(np.mean(w * w, axis=1)) if w.size else np.zeros(len(w))
+    return 20.0 * np.log10(np.maximum(rms, 1e-10))
+
+
+def loud_mask(levels_dbfs: np.ndarray, quiet_dbfs: float | None) -> np.ndarray:
+    """Which windows to keep: those at or above ``quiet_dbfs``, or all of them when none is
+    (a quiet file is still indexed) or when ``quiet_dbfs`` is None."""
+    keep = np.ones(len(levels_dbfs), bool)
+    if quiet_dbfs is None:
+        return keep
+    loud = np.asarray(levels_dbfs) >= quiet_dbfs
+    return loud if loud.any() else keep
 
 
 class Embedder:
     """Loads a checkpoint once and embeds files or waveforms window by window.
 
-    The same input always gives the same vectors (eval mode, no randomness).
+    The same input always gives the same vectors (eval mode, no randomness). Windows
+    quieter than ``quiet_dbfs`` are left out (see the module docstring); None keeps all.
     """
 
     def __init__(self, model, info: dict, model_path: Path, device: torch.device,
-                 batch_size: int = 32):
+                 batch_size: int = 32, quiet_dbfs: float | None = QUIET_DBFS):
         prepare_torch()
         self.model = model.eval()
         self.info = info
@@ -57,17 +82,20 @@ class Embedder:
         self.arch: str = info["arch"]
         self.model_sha256: str = info["sha256"]
         self.dim: int = int(model.backbone.embed_dim)
+        self.quiet_dbfs = quiet_dbfs
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32,
                         window_seconds: float | None = None,
-                        hop_seconds: float | None = None) -> Embedder:
+                        hop_seconds: float | None = None,
+                        quiet_dbfs: float | None = QUIET_DBFS) -> Embedder:
         """Load ``model.pt`` (from ``train`` or ``pretrain``), or ``"base"`` for the shipped
         base model, onto ``device``.
 
         Args:
             window_seconds, hop_seconds: window this embedder differently from the model's
                 training default (an index's windowing); None keeps the model's.
+            quiet_dbfs: leave out windows with an RMS below this (None: keep all).
 
         Raises:
             ModelError: missing or unreadable checkpoint.
@@ -77,8 +105,8 @@ class Embedder:
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)
-        return cls(model, info, Path(info["path"]), dev, batch_size).with_windows(window_seconds,
-                                                                           hop_seconds)
+        return cls(model, info, Path(info["path"]), dev, batch_size,
+                   quiet_dbfs).with_windows(window_seconds, hop_seconds)
 
     def with_windows(self, window_seconds: float | None = None,
                      hop_seconds: float | None = None) -> Embedder:
@@ -122,18 +150,20 @@ class Embedder:
         win = int(round(fc.window_seconds * fc.sample_rate))
         hop = int(round(fc.hop_seconds * fc.sample_rate))
         starts = window_starts(wave.size, win, hop)
-        vecs, probs = [], []
+        vecs, probs, levels = [], [], []
         for i in range(0, len(starts), WAVEFORM_BLOCK_WINDOWS):  # bounded: one block of windows
             block = np.stack([pad_to(wave[s : s + win], win)
                               for s in starts[i : i + WAVEFORM_BLOCK_WINDOWS]])
             v, p = self._run(block.astype(np.float32, copy=False))
             vecs.append(v)
+            levels.append(window_rms_dbfs(block))
             if p is not None:
                 probs.append(p)
         start = np.asarray(starts, dtype=np.float64)
         spans = np.stack([start, np.minimum(start + win, wave.size)], axis=1) / fc.sample_rate
-        return EmbeddedFile(np.concatenate(vecs), spans,
-                            np.concatenate(probs) if probs else None,
+        keep = loud_mask(np.concatenate(levels), self.quiet_dbfs)
+        return EmbeddedFile(np.concatenate(vecs)[keep], spans[keep],
+                            np.concatenate(probs)[keep] if probs else None,
                             wave.size / fc.sample_rate, sr)
 
     def embed_files(
@@ -181,6 +211,7 @@ class Embedder:
         vecs: list[np.ndarray] = []
         probs: list[np.ndarray] = []
         starts: list[float] = []
+        levels: list[np.ndarray] = []
         peak = 0.0
         try:
             while True:
@@ -194,6 +225,7 @@ class Embedder:
                     if pr is not None:
                         probs.append(pr)
                     starts.extend(extra)
+                    levels.append(window_rms_dbfs(payload))
                     peak = max(peak, float(np.abs(payload).max()))
                     continue
                 if kind == "crash":
@@ -203,8 +235,8 @@ class Embedder:
                 elif peak < SILENCE_PEAK:
                     yield p, AudioError(p, "silent (peak below -80 dBFS)")
                 else:
-                    yield p, self._assemble(vecs, probs, starts, payload)
-                vecs, probs, starts, peak = [], [], [], 0.0
+                    yield p, self._assemble(vecs, probs, starts, levels, payload)
+                vecs, probs, starts, levels, peak = [], [], [], [], 0.0
         finally:
             stop.set()
             while thread.is_alive():  # unblock a producer waiting on a full queue
@@ -213,12 +245,13 @@ class Embedder:
                 except queue.Empty:
                     thread.join(timeout=0.05)
 
-    def _assemble(self, vecs, probs, starts, info) -> EmbeddedFile:
+    def _assemble(self, vecs, probs, starts, levels, info) -> EmbeddedFile:
         fc = self.feature_config
         start = np.asarray(starts, dtype=np.float64)
         spans = np.stack([start, np.minimum(start + fc.window_seconds, info.duration)], axis=1)
-        return EmbeddedFile(np.concatenate(vecs), spans,
-                            np.concatenate(probs) if probs else None, info.duration,
+        keep = loud_mask(np.concatenate(levels), self.quiet_dbfs)
+        return EmbeddedFile(np.concatenate(vecs)[keep], spans[keep],
+                            np.concatenate(probs)[keep] if probs else None, info.duration,
                             info.sample_rate)
 
     @torch.no_grad()

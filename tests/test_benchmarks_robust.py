@@ -80,5 +80,5 @@ def test_robust_music_tiny_with_a_checkpoint(tmp_path):
                                              "speed_1.03", "all"}
     assert 0.0 <= sysres["label_map@10"] <= 1.0
     assert sysres["macro_f1"] is not None and 0.0 <= sysres["macro_f1"] <= 1.0
-    key = next((tmp_path / "vc").iterdir()).name
-    assert key.startswith("model-") and len(key) == len("model-") + 64
+    key = next((tmp_path / "vc").iterdir()).name  # the model's hash, its hop and quiet rule
+    assert key == f"model-{sysres['about']['sha256']}-hop0.5-q-60"

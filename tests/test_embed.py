@@ -83,3 +83,42 @@ def test_importing_embed_does_not_import_faiss():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def quiet_then_loud(sr: int = SR) -> np.ndarray:
+    """4 s of hiss at -70 dBFS RMS, then 4 s of noise at -20 dBFS RMS."""
+    rng = np.random.default_rng(1)
+    quiet = 10 ** (-70 / 20) * rng.standard_normal(4 * sr)
+    loud = 10 ** (-20 / 20) * rng.standard_normal(4 * sr)
+    return np.concatenate([quiet, loud]).astype(np.float32)
+
+
+def test_quiet_windows_are_left_out_of_waveforms_and_files(embedder, tmp_path):
+    import soundfile as sf
+
+    w = quiet_then_loud()
+    kept = embedder.embed_waveform(w, SR)
+    every = embed_mod.Embedder(embedder.model, embedder.info, embedder.model_path,
+                               embedder.device, batch_size=8, quiet_dbfs=None)
+    whole = every.embed_waveform(w, SR)
+    levels = embed_mod.window_rms_dbfs(frame_windows(w, SR, 1.0, 0.5)[0])
+    assert len(whole.vectors) == len(levels) > len(kept.vectors)
+    loud = levels >= embed_mod.QUIET_DBFS
+    assert np.allclose(kept.spans, whole.spans[loud]) and np.allclose(kept.vectors,
+                                                                      whole.vectors[loud])
+    assert kept.spans[0, 0] >= 3.0  # the first kept window reaches into the loud half
+    assert kept.probs.shape == (len(kept.vectors), 2)
+    path = tmp_path / "q.wav"
+    sf.write(path, w, SR)
+    from_file = embedder.embed_file(path)
+    assert np.allclose(from_file.spans, kept.spans) and len(from_file.vectors) == loud.sum()
+    assert from_file.duration == pytest.approx(8.0)
+
+
+def test_a_quiet_clip_keeps_all_its_windows(embedder):
+    w = quiet_then_loud()[: 4 * SR]  # only the -70 dBFS hiss (its peak is above -80 dBFS)
+    out = embedder.embed_waveform(w, SR)
+    assert len(out.vectors) == len(frame_windows(w, SR, 1.0, 0.5)[0])
+    assert embed_mod.loud_mask(np.array([-90.0, -65.0]), -60.0).all()
+    assert embed_mod.loud_mask(np.array([-90.0, -30.0]), None).all()
+    assert embed_mod.window_rms_dbfs(np.zeros((2, 10))).tolist() == [-200.0, -200.0]

@@ -41,7 +41,8 @@ ArchOpt = Annotated[
 ]
 WeightsOpt = Annotated[
     str | None,
-    typer.Option(help="Start from: imagenet (torchvision, cached), none (scratch), or a PATH."),
+    typer.Option(help="Start from: base (the shipped base model), imagenet (torchvision, "
+                       "cached), none (scratch), or a PATH."),
 ]
 DeviceOpt = Annotated[Device | None, typer.Option(help="Where to run.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
