@@ -75,12 +75,18 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--rollup", default="vote", help="vote | max | mean-top")
     p.add_argument("--mfcc-window", type=float, default=3.0, help="MFCC window, seconds")
     p.add_argument("--mfcc-hop", type=float, default=1.5, help="MFCC hop, seconds")
+    p.add_argument("--window", type=float, default=None,
+                   help="models: window length, seconds, in index and queries (default: "
+                        "the model's)")
     p.add_argument("--index-hop", type=float, default=None,
                    help="models: index window hop, seconds (default: the model's)")
     p.add_argument("--query-hop", type=float, default=None,
                    help="models: query window hop, seconds (default: the index hop)")
     p.add_argument("--keep-quiet", action="store_true",
                    help="models: keep windows below -60 dBFS (the product leaves them out)")
+    p.add_argument("--write-unindexed", type=Path, default=None, metavar="CSV",
+                   help="write the --data tracks this run does not index as path,label (a "
+                        "fine-tuning set disjoint from the index) and stop")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--vector-cache", type=Path, default=C.HERE / "cache" / "robust_music")
     args = p.parse_args(argv)
@@ -98,12 +104,17 @@ def main(argv: list[str] | None = None) -> dict:
         rows = read_csv(args.data or args.cache / "debian" / "eval.csv")
         noise_rows = read_csv(args.noise or args.cache / "debian" / "train.csv")
     tracks = pick_tracks(rows, args.tracks, args.seed)
+    if args.write_unindexed:
+        n = write_unindexed(args.write_unindexed, rows, tracks)
+        C.log(f"wrote {n} tracks that the index leaves out to {args.write_unindexed}")
+        return {"unindexed": n}
     names = args.degradations.split(",") if args.degradations else list(DEGRADATIONS)
     bank, noise_files = noise_bank(noise_rows, args.seed)
     degrade = degradations(names, bank)
     systems = ([MfccSystem(args.mfcc_window, args.mfcc_hop)] if not args.no_mfcc else [])
     systems += [ModelSystem(spec, args.device, args.index_hop, args.query_hop,
-                            None if args.keep_quiet else QUIET_DBFS) for spec in args.model]
+                            None if args.keep_quiet else QUIET_DBFS, args.window)
+                for spec in args.model]
     if not systems:
         sys.exit("no system to measure: drop --no-mfcc or give --model")
     C.log(f"{len(tracks)} tracks ({sum(t['duration'] for t in tracks) / 3600:.2f} h) in "
@@ -210,6 +221,26 @@ def degradations(names: list[str], bank: list[np.ndarray]) -> dict:
     return out
 
 
+def write_unindexed(path: Path, rows: list[dict], tracks: list[dict]) -> int:
+    """``rows`` not in ``tracks`` as a ``path,label`` CSV; their count. Paths are relative to
+    the CSV's folder where they lie under it (as ``sonicsearch train`` wants), else
+    absolute (train then needs ``--allow-external-paths``)."""
+    picked = {t["path"] for t in tracks}
+    rest = [r for r in rows if r["path"] not in picked]
+    folder = Path(path).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def name(p: str) -> str:
+        full = Path(p).resolve()
+        return full.relative_to(folder).as_posix() if full.is_relative_to(folder) else str(full)
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        w.writerows([name(r["path"]), r["label"]] for r in rest)
+    return len(rest)
+
+
 def plan_excerpts(tracks: list[dict], per: int, seconds: float, seed: int) -> list[tuple]:
     """``(track index, offset, length)`` for every excerpt, seeded."""
     rng = np.random.default_rng((seed, 1))
@@ -309,22 +340,26 @@ class MfccSystem:
 
 class ModelSystem:
     """A checkpoint through :class:`sonicsearch.embed.Embedder`, windows at its own hop (or
-    ``index_hop``; queries at ``query_hop``, default the index's), quiet windows left out as
-    the product does unless ``quiet_dbfs`` is None."""
+    ``index_hop``; queries at ``query_hop``, default the index's; ``window`` seconds long,
+    default the model's), quiet windows left out as the product does unless ``quiet_dbfs``
+    is None."""
 
     def __init__(self, spec: str, device: str, index_hop: float | None = None,
-                 query_hop: float | None = None, quiet_dbfs: float | None = QUIET_DBFS):
+                 query_hop: float | None = None, quiet_dbfs: float | None = QUIET_DBFS,
+                 window: float | None = None):
         from sonicsearch.embed import Embedder
 
         name, _, path = spec.rpartition("=")
-        self.embedder = Embedder.from_checkpoint(path, device=device, hop_seconds=index_hop,
-                                                 quiet_dbfs=quiet_dbfs)
+        self.embedder = Embedder.from_checkpoint(path, device=device, window_seconds=window,
+                                                 hop_seconds=index_hop, quiet_dbfs=quiet_dbfs)
         self.query_embedder = self.embedder.with_windows(hop_seconds=query_hop)
         self.name = name or Path(path).stem
         fc = self.embedder.feature_config
         self.hop, self.labels = fc.hop_seconds, self.embedder.labels
         quiet = "all" if quiet_dbfs is None else f"q{quiet_dbfs:g}"
         self.key = f"model-{self.embedder.model_sha256}-hop{fc.hop_seconds:g}-{quiet}"
+        if window is not None:
+            self.key += f"-win{fc.window_seconds:g}"
         self.about = {"path": path, "arch": self.embedder.arch,
                       "sha256": self.embedder.model_sha256, "sample_rate": fc.sample_rate,
                       "window_seconds": fc.window_seconds, "hop_seconds": fc.hop_seconds,

@@ -3,6 +3,7 @@ and noise), with the MFCC system and a tiny random checkpoint, and caches index 
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import sys
@@ -82,3 +83,16 @@ def test_robust_music_tiny_with_a_checkpoint(tmp_path):
     assert sysres["macro_f1"] is not None and 0.0 <= sysres["macro_f1"] <= 1.0
     key = next((tmp_path / "vc").iterdir()).name  # the model's hash, its hop and quiet rule
     assert key == f"model-{sysres['about']['sha256']}-hop0.5-q-60"
+
+
+def test_write_unindexed_lists_the_tracks_the_index_leaves_out(tmp_path):
+    mod = _script()
+    out = tmp_path / "ft.csv"
+    res = mod.main(["--tiny", "--tracks", "3", "--cache", str(tmp_path / "cache"),
+                    "--out", str(tmp_path / "out"), "--write-unindexed", str(out)])
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert res == {"unindexed": 1} and len(rows) == 1 and set(rows[0]) == {"path", "label"}
+    rows_all, _ = mod.tiny_corpus(tmp_path / "cache")
+    indexed = {t["path"] for t in mod.pick_tracks(rows_all, 3, 0)}
+    assert rows[0]["path"] not in indexed and Path(rows[0]["path"]).is_file()
+    assert not (tmp_path / "out").exists()  # it stops before measuring

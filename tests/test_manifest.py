@@ -110,6 +110,9 @@ def test_csv_paths_may_not_escape_the_folder(tmp_path):
         read_items(root / "x.csv")
     _, items = read_items(root / "x.csv", allow_external_paths=True)
     assert len(items) == 2
+    (root / "y.csv").write_text(f"path,label\n{other},b\n")
+    with pytest.raises(DataError, match="is absolute"):
+        read_items(root / "y.csv")
 
 
 def test_malformed_inputs(tmp_path):

@@ -117,9 +117,10 @@ def _read_csv(path: Path, allow_external: bool) -> list[Item]:
         p = Path(raw)
         full = (p if p.is_absolute() else root / p).resolve()
         if not allow_external and (p.is_absolute() or not full.is_relative_to(root)):
+            where = "absolute" if p.is_absolute() else "outside the CSV's folder"
             raise DataError(
-                f"{path}:{line}: path '{raw}' is outside the CSV's folder; "
-                "use paths relative to it, or pass --allow-external-paths"
+                f"{path}:{line}: path '{raw}' is {where}; "
+                "use paths relative to the CSV's folder, or pass --allow-external-paths"
             )
         split = (row.get("split") or "").strip().lower() or None
         if split is not None and split not in _SPLIT_ALIASES:
