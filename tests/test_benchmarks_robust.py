@@ -94,5 +94,7 @@ def test_write_unindexed_lists_the_tracks_the_index_leaves_out(tmp_path):
     assert res == {"unindexed": 1} and len(rows) == 1 and set(rows[0]) == {"path", "label"}
     rows_all, _ = mod.tiny_corpus(tmp_path / "cache")
     indexed = {t["path"] for t in mod.pick_tracks(rows_all, 3, 0)}
-    assert rows[0]["path"] not in indexed and Path(rows[0]["path"]).is_file()
+    listed = (tmp_path / rows[0]["path"]).resolve()  # relative to the CSV's folder
+    assert not Path(rows[0]["path"]).is_absolute() and listed.is_file()
+    assert str(listed) not in indexed and str(listed) in {r["path"] for r in rows_all}
     assert not (tmp_path / "out").exists()  # it stops before measuring
