@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH",
                    help="a checkpoint to compare (repeatable)")
     p.add_argument("--no-mfcc", action="store_true", help="leave the MFCC system out")
+    p.add_argument("--only-label", default=None,
+                   help="keep the --data rows of this label (e.g. music of the training pool)")
+    p.add_argument("--min-duration", type=float, default=0.0,
+                   help="keep the --data tracks at least this long, seconds")
+    p.add_argument("--unseen-by", type=Path, default=None, metavar="MANIFEST",
+                   help="drop the --data tracks that a pretraining pack's manifest.csv draws "
+                        "from (its 'source' column): a validation set the model never heard")
     p.add_argument("--tracks", type=int, default=None, help="tracks in the index")
     p.add_argument("--excerpts", type=int, default=None, help="excerpts per track")
     p.add_argument("--excerpt-seconds", type=float, default=None)
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         rows, noise_rows = tiny_corpus(args.cache)
     else:
-        rows = read_csv(args.data or args.cache / "debian" / "eval.csv")
+        rows = select_rows(read_csv(args.data or args.cache / "debian" / "eval.csv"), args)
         noise_rows = read_csv(args.noise or args.cache / "debian" / "train.csv")
     tracks = pick_tracks(rows, args.tracks, args.seed)
     if args.write_unindexed:
@@ -218,6 +225,19 @@ def degradations(names: list[str], bank: list[np.ndarray]) -> dict:
             out[name] = degrade.DEGRADATIONS[name]
         else:
             sys.exit(f"unknown degradation '{name}'; choose from: {', '.join(DEGRADATIONS)}")
+    return out
+
+
+def select_rows(rows: list[dict], args) -> list[dict]:
+    """The rows that ``--only-label``, ``--min-duration`` and ``--unseen-by`` keep."""
+    seen: set[str] = set()
+    if args.unseen_by:
+        with open(args.unseen_by, newline="", encoding="utf-8") as fh:
+            seen = {os.path.realpath(r["source"]) for r in csv.DictReader(fh) if r.get("source")}
+    out = [r for r in rows if (args.only_label is None or r["label"] == args.only_label)
+           and r["duration"] >= args.min_duration and os.path.realpath(r["path"]) not in seen]
+    if not out:
+        sys.exit("no --data rows left after --only-label / --min-duration / --unseen-by")
     return out
 
 

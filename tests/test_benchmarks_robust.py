@@ -98,3 +98,19 @@ def test_write_unindexed_lists_the_tracks_the_index_leaves_out(tmp_path):
     assert not Path(rows[0]["path"]).is_absolute() and listed.is_file()
     assert str(listed) not in indexed and str(listed) in {r["path"] for r in rows_all}
     assert not (tmp_path / "out").exists()  # it stops before measuring
+
+
+def test_select_rows_keeps_a_label_long_tracks_and_what_a_pack_never_drew_from(tmp_path):
+    mod = _script()
+    a, b, c = (str(tmp_path / f"{n}.ogg") for n in "abc")
+    rows = [{"path": a, "label": "music", "duration": 60.0},
+            {"path": b, "label": "music", "duration": 10.0},
+            {"path": c, "label": "speech", "duration": 60.0},
+            {"path": str(tmp_path / "d.ogg"), "label": "music", "duration": 90.0}]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,label,source\nmusic/x.opus,music,{tmp_path / 'd.ogg'}\n")
+    args = mod.parse_args(["--only-label", "music", "--min-duration", "30",
+                           "--unseen-by", str(manifest)])
+    assert [r["path"] for r in mod.select_rows(rows, args)] == [a]
+    with pytest.raises(SystemExit, match="no --data rows left"):
+        mod.select_rows(rows[1:2], args)
