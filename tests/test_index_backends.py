@@ -277,3 +277,25 @@ def test_killed_milvus_build_leaves_the_previous_collection_live(tmp_path, milvu
     with AudioIndex.open(idx, embedder=emb) as index:
         assert index.ntotal == Store(idx / "gen-000002").n_rows
     assert [c[-10:] for c in collections(idx)] == ["gen_000001", "gen_000002"]
+
+
+def test_refresh_of_a_milvus_index_closes_the_old_connection(tmp_path, milvus):
+    from sonicsearch.index.backends import milvus_backend as M
+
+    audio = tmp_path / "audio"
+    make_corpus(audio, 4)
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    idx = tmp_path / "idx"
+    build_index([audio], emb, idx, MILVUS)
+    db = os.path.abspath(idx / "milvus.db")  # the default uri: a file in the index folder
+    assert os.path.exists(db)
+    with AudioIndex.open(idx, embedder=emb) as index:
+        first = index.index
+        assert M._LITE_USERS.get(db) == 1
+        write_sound(audio / "new.wav", 99)
+        build_index([audio], emb, idx, MILVUS)  # a new generation, a new collection
+        assert index.refresh() and index.gen.name == "gen-000002"
+        assert first.client is None and index.index is not first  # the old one let go
+        assert M._LITE_USERS.get(db) == 1  # one connection, not one per refresh
+        assert len(index.query(sound(99)[: 2 * SR], k=3, sample_rate=SR)) == 3
+    assert db not in M._LITE_USERS  # closing the index released the file
