@@ -4,31 +4,20 @@ cannot rot. They check the shape of what is written, never a timing or a quality
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load_benchmark
 
 
 def _run(name: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
     out = tmp_path / "results"
     # one thread: two on two shared cores can be many times slower when the CPU is busy
-    results = _script(name).main(["--tiny", "--threads", "1", "--out", str(out),
+    results = load_benchmark(name).main(["--tiny", "--threads", "1", "--out", str(out),
                                   "--cache", str(tmp_path / "cache"), *args])
     written = json.loads((out / f"{name}.json").read_text())
     assert written["benchmark"] == name and written["mode"] == "tiny"
@@ -67,7 +56,7 @@ def test_recall_at_k_with_a_given_model_uses_its_split(tmp_path):
     from sonicsearch.data.synth import make_synth_corpus
     from sonicsearch.training.finetune import fit
 
-    bench = _script("recall_at_k")
+    bench = load_benchmark("recall_at_k")
     corpus = make_synth_corpus(tmp_path / "corpus", genres=2, per_genre=5, seconds=4.0,
                                sample_rate=8000)["path"]
     overrides = dict(bench.TINY_FEATURES, **{"model.weights": "none", "train.num_workers": 0,
@@ -82,7 +71,7 @@ def test_recall_at_k_with_a_given_model_uses_its_split(tmp_path):
 
 def test_pretrain_compare_tiny_with_two_methods(tmp_path):
     degradations = ("--degradations", "clean,noise_snr10")
-    trained = _script("pretrain_compare").main(
+    trained = load_benchmark("pretrain_compare").main(
         ["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"), "--train-only",
          "--methods", "ntxent,byol", "--systems", "pretrained,pretrained+ft"])
     assert set(trained["trained"]) == {"pretrained:ntxent", "pretrained:ntxent+ft",

@@ -3,28 +3,17 @@ the shipped base model) and its counts add up; pick_outside never takes a copy o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _script():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_no_match", BENCH / "no_match.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench_scripts import load_benchmark
 
 
 def test_no_match_tiny(tmp_path):
-    bench = _script()
+    bench = load_benchmark("no_match")
     out = tmp_path / "out" / "nm.json"
     res = bench.main(["--tiny", "--threads", "1", "--out", str(out),
                       "--cache", str(tmp_path / "cache"), "--conditions", "clean,telephone"])
@@ -62,7 +51,7 @@ def test_no_match_tiny(tmp_path):
 def test_pick_outside_skips_copies_of_members(tmp_path):
     from sonicsearch.index.layout import file_sha256
 
-    bench = _script()
+    bench = load_benchmark("no_match")
     rows = []
     for i, label in enumerate("aabbcc"):
         p = tmp_path / label / f"{i}.bin"
@@ -87,7 +76,7 @@ def test_a_silent_excerpt_is_redrawn(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    bench = _script()
+    bench = load_benchmark("no_match")
     sr = bench.SR
     t = np.arange(10 * sr) / sr
     wave = np.where(t >= 5.0, 0.3 * np.sin(2 * np.pi * 440 * t), 0.0).astype(np.float32)

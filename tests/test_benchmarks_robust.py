@@ -4,23 +4,12 @@ and noise), with the MFCC system and a tiny random checkpoint, and caches index 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _script():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("robust_music", BENCH / "robust_music.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench_scripts import load_benchmark
 
 
 def _tiny_checkpoint(path: Path, labels: list[str]) -> Path:
@@ -42,7 +31,7 @@ def _tiny_checkpoint(path: Path, labels: list[str]) -> Path:
 
 
 def test_robust_music_tiny(tmp_path):
-    mod = _script()
+    mod = load_benchmark("robust_music")
     names = list(mod.DEGRADATIONS)
     args = ["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"), "--out",
             str(tmp_path / "out"), "--vector-cache", str(tmp_path / "vc")]
@@ -68,7 +57,7 @@ def test_robust_music_tiny(tmp_path):
 
 
 def test_robust_music_tiny_with_a_checkpoint(tmp_path):
-    mod = _script()
+    mod = load_benchmark("robust_music")
     labels = ["ambient", "blues"]  # the tiny corpus' labels: the head's macro-F1 is kept
     model = _tiny_checkpoint(tmp_path / "tiny.pt", labels)
     res = mod.main(["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"),
@@ -86,7 +75,7 @@ def test_robust_music_tiny_with_a_checkpoint(tmp_path):
 
 
 def test_write_unindexed_lists_the_tracks_the_index_leaves_out(tmp_path):
-    mod = _script()
+    mod = load_benchmark("robust_music")
     out = tmp_path / "ft.csv"
     res = mod.main(["--tiny", "--tracks", "3", "--cache", str(tmp_path / "cache"),
                     "--out", str(tmp_path / "out"), "--write-unindexed", str(out)])
@@ -101,7 +90,7 @@ def test_write_unindexed_lists_the_tracks_the_index_leaves_out(tmp_path):
 
 
 def test_select_rows_keeps_a_label_long_tracks_and_what_a_pack_never_drew_from(tmp_path):
-    mod = _script()
+    mod = load_benchmark("robust_music")
     a, b, c = (str(tmp_path / f"{n}.ogg") for n in "abc")
     rows = [{"path": a, "label": "music", "duration": 60.0},
             {"path": b, "label": "music", "duration": 10.0},
