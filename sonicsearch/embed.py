@@ -161,10 +161,7 @@ class Embedder:
                 probs.append(p)
         start = np.asarray(starts, dtype=np.float64)
         spans = np.stack([start, np.minimum(start + win, wave.size)], axis=1) / fc.sample_rate
-        keep = loud_mask(np.concatenate(levels), self.quiet_dbfs)
-        return EmbeddedFile(np.concatenate(vecs)[keep], spans[keep],
-                            np.concatenate(probs)[keep] if probs else None,
-                            wave.size / fc.sample_rate, sr)
+        return self._result(vecs, probs, levels, spans, wave.size / fc.sample_rate, sr)
 
     def embed_files(
         self, paths: Iterable[str | Path]
@@ -249,10 +246,14 @@ class Embedder:
         fc = self.feature_config
         start = np.asarray(starts, dtype=np.float64)
         spans = np.stack([start, np.minimum(start + fc.window_seconds, info.duration)], axis=1)
+        return self._result(vecs, probs, levels, spans, info.duration, info.sample_rate)
+
+    def _result(self, vecs, probs, levels, spans, duration, sample_rate) -> EmbeddedFile:
+        """One source's windows as an EmbeddedFile, its quiet windows left out."""
         keep = loud_mask(np.concatenate(levels), self.quiet_dbfs)
         return EmbeddedFile(np.concatenate(vecs)[keep], spans[keep],
-                            np.concatenate(probs)[keep] if probs else None, info.duration,
-                            info.sample_rate)
+                            np.concatenate(probs)[keep] if probs else None, duration,
+                            sample_rate)
 
     @torch.no_grad()
     def _run(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
