@@ -370,15 +370,18 @@ class ModelSystem:
         from sonicsearch.embed import Embedder
 
         name, _, path = spec.rpartition("=")
-        self.embedder = Embedder.from_checkpoint(path, device=device, window_seconds=window,
-                                                 hop_seconds=index_hop, quiet_dbfs=quiet_dbfs)
+        self.embedder = Embedder.from_checkpoint(path, device=device, hop_seconds=index_hop,
+                                                 quiet_dbfs=quiet_dbfs)
+        native = self.embedder.feature_config.window_seconds
+        if window is not None and window != native:
+            self.embedder = self.embedder.with_windows(window_seconds=window)
         self.query_embedder = self.embedder.with_windows(hop_seconds=query_hop)
         self.name = name or Path(path).stem
         fc = self.embedder.feature_config
         self.hop, self.labels = fc.hop_seconds, self.embedder.labels
         quiet = "all" if quiet_dbfs is None else f"q{quiet_dbfs:g}"
         self.key = f"model-{self.embedder.model_sha256}-hop{fc.hop_seconds:g}-{quiet}"
-        if window is not None:
+        if fc.window_seconds != native:  # the model's own window reuses the plain key
             self.key += f"-win{fc.window_seconds:g}"
         self.about = {"path": path, "arch": self.embedder.arch,
                       "sha256": self.embedder.model_sha256, "sample_rate": fc.sample_rate,

@@ -103,3 +103,15 @@ def test_select_rows_keeps_a_label_long_tracks_and_what_a_pack_never_drew_from(t
     assert [r["path"] for r in mod.select_rows(rows, args)] == [a]
     with pytest.raises(SystemExit, match="no --data rows left"):
         mod.select_rows(rows[1:2], args)
+
+
+def test_vector_cache_key_names_the_window_only_when_it_differs_from_the_models(tmp_path):
+    mod = load_benchmark("robust_music")
+    ckpt = _tiny_checkpoint(tmp_path / "m.pt", [])
+    plain = mod.ModelSystem(str(ckpt), "cpu")
+    same = mod.ModelSystem(str(ckpt), "cpu", window=1.0)  # the model's own 1-s window
+    other = mod.ModelSystem(str(ckpt), "cpu", window=2.0)
+    assert same.key == plain.key and "-win" not in plain.key
+    assert other.key == plain.key + "-win2"
+    assert other.embedder.feature_config.window_seconds == 2.0
+    assert plain.embedder.feature_config.window_seconds == 1.0
