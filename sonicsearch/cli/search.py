@@ -91,7 +91,9 @@ def build_index_cmd(
     check_backend(cfg.backend, cfg.uri or None)  # before the model loads
     if model is None and not (index / L.CURRENT).exists():
         model, features = Path("base"), None  # a new index: the shipped base model
-        log("no --model given: embedding with the shipped base model (base-v1)")
+        from sonicsearch.model import base
+
+        log(f"no --model given: embedding with the shipped base model ({base.VERSION})")
     elif model is None:
         model, features = _index_model(index)
     else:
