@@ -59,6 +59,9 @@ def test_a_file_scores_its_exact_rollup_over_all_its_windows(built, rollup):
     res = index.query_vectors(q.vectors, q.spans, k=N_FILES, rollup=rollup)
     assert len(res) == N_FILES
     by_path = {r.path: i for i, r in enumerate(index.store.records)}
+    every = q.vectors.astype(np.float64) @ stored.T.astype(np.float64)
+    assert len(stored) >= search_mod.BACKGROUND_RANK  # the background is measured here
+    floor = np.sort(every, axis=1)[:, -search_mod.BACKGROUND_RANK]  # 64th most similar
     for r in res:
         f = by_path[r["path"]]
         a, n = index.store.first_rows[f], index.store.n_windows[f]
@@ -74,8 +77,10 @@ def test_a_file_scores_its_exact_rollup_over_all_its_windows(built, rollup):
             votes = np.zeros((len(s), bucket.max() + 2))
             for i in range(len(s)):
                 for j in range(n):
-                    votes[i, bucket[i, j]] = max(votes[i, bucket[i, j]], s[i, j], 0.0)
-            want = np.maximum(votes[:, :-1], votes[:, 1:]).sum(axis=0).max() / len(s)
+                    above = s[i, j] - floor[i]
+                    votes[i, bucket[i, j]] = max(votes[i, bucket[i, j]], above, 0.0)
+            best = np.maximum(votes[:, :-1], votes[:, 1:]).sum(axis=0).max()
+            want = best / np.sum(1.0 - floor)  # 1.0: every window matched perfectly
         assert r["score"] == pytest.approx(want, abs=2e-6), (rollup, r["path"])
 
 
@@ -158,3 +163,29 @@ def test_a_filter_that_passes_nothing_searches_nothing(built, monkeypatch):
     res = index.query(mixed_query(), k=3, sample_rate=SR, filters=Filters(min_duration=60))
     assert list(res) == [] and res.no_match and calls == []
     assert res["reason"] == "no indexed file passes the filters"
+
+
+def test_the_vote_background_is_the_64th_most_similar_window_left_out_file_excluded(built,
+                                                                                     monkeypatch):
+    files, emb, index = built
+    q = emb.embed_waveform(mixed_query(), SR)
+    stored = index.store.vectors()
+    sims = q.vectors.astype(np.float64) @ stored.T.astype(np.float64)
+    rank = search_mod.BACKGROUND_RANK
+    got = search_mod.background(index.index, index.store, stored, q.vectors)
+    assert got == pytest.approx(np.sort(sims, axis=1)[:, -rank], abs=1e-5)
+    f = 3  # its windows are not part of its own (exclude_self) background
+    a, n = int(index.store.first_rows[f]), int(index.store.n_windows[f])
+    rest = np.delete(sims, np.arange(a, a + n), axis=1)
+    got = search_mod.background(index.index, index.store, stored, q.vectors, exclude=f)
+    assert got == pytest.approx(np.sort(rest, axis=1)[:, -rank], abs=1e-5)
+    monkeypatch.setattr(search_mod, "BACKGROUND_RANK", len(stored) + 1)  # no crowd to measure
+    assert not search_mod.background(index.index, index.store, stored, q.vectors).any()
+
+
+def test_an_exact_copy_still_scores_one_above_its_background(built):
+    files, _, index = built
+    res = index.query(files[4], k=2, exclude_self=False)
+    assert res[0]["path"] == str(files[4].resolve())
+    assert res[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert res[1]["score"] < res[0]["score"]

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from sonicsearch.index.api import AudioIndex
 
 CALIBRATION = "calibration.json"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: vote scores above a background
 TARGET_FALSE_ACCEPT = 0.01  # share of clips not in the collection that still get a match
 CALIBRATION_SAMPLES = 300  # excerpts searched per generation
 EXCERPT_SECONDS = 5.0  # length of a calibration excerpt (a typical "by ear" clip)
@@ -301,7 +301,8 @@ def _measure(index: AudioIndex, target: float, samples: int, seconds: float,
         spans = store.spans(rows)
         spans -= spans[0, 0]
         for rollup in ROLLUPS:
-            res = index.query_vectors(np.asarray(vectors[rows]), spans, k=4, rollup=rollup)
+            res = index.query_vectors(np.asarray(vectors[rows]), spans, k=4, rollup=rollup,
+                                      exclude=rec.path)  # nor in vote's background
             other = _first_other(res["results"], rec, index)
             if other is not None:
                 scores[rollup].append(other)

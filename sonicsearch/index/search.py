@@ -13,12 +13,15 @@ Roll-ups (``rollup=``), with S = the cosine similarities of query windows x file
 - ``max``: a file scores its best window pair; the span is that window.
 - ``mean-top``: each window of the file scores its best match against the query's windows;
   the file scores the mean of its top ``m`` (all of them when it has fewer).
-- ``vote``: time-consistent voting. A query window at ``q`` s and the file's window at
-  ``t`` s vote for the offset bucket ``round((t - q) / hop)`` with their (positive)
-  similarity. Each query window counts once per bucket pair (b, b+1), so an excerpt whose
-  offset falls half-way between two hops is not split; the file scores its best pair,
-  divided by the number of query windows (1.0 = every query window matched perfectly, in
-  order). The best span is that of the windows that voted for it.
+- ``vote``: time-consistent voting above the background. A query window at ``q`` s and
+  the file's window at ``t`` s vote for the offset bucket ``round((t - q) / hop)`` with
+  their similarity minus the query window's background (its ``BACKGROUND_RANK``-th most
+  similar indexed window), when that is positive: a window that is about as close to a
+  file as to a crowd of others (a noisy window, a hub) does not vote. Each query window
+  counts once per bucket pair (b, b+1), so an excerpt whose offset falls half-way between
+  two hops is not split; the file scores its best pair, divided by what it would be if
+  every query window matched perfectly (1.0), in order. The best span is that of the
+  windows that voted for it.
 - segments mode ranks windows instead: each candidate window scores its best match
   against the query's windows, and names that query window's span.
 
@@ -46,6 +49,9 @@ ROLLUPS = ("vote", "max", "mean-top")
 ROLLUP_DEFAULT = "vote"  # measured: benchmarks/rollups.py, README "Measured so far"
 MEAN_TOP_M = 3
 CANDIDATE_DEPTH = 64  # indexed windows searched per query window, whatever k is
+# vote: a query window's background is its 64th most similar indexed window (measured on a
+# validation set against no background and ranks 8-32: README "What each lever bought")
+BACKGROUND_RANK = 64
 QUERY_BLOCK = 512  # query windows per FAISS search and per similarity block
 SCORE_DECIMALS = 6  # scores are reported, and ranked, to this many decimals
 
@@ -115,6 +121,8 @@ def search(
     pool = int(store.n_windows[keep].sum()) if keep is not None else ntotal
     ranked: list[Hit] = []
     seen = np.zeros(0, dtype=np.int64)
+    floor = (background(index, store, stored, x, exclude, max_k)
+             if rollup == "vote" and not segments else None)
     while True:
         last = depth >= limit or (keep is not None and pool <= depth)
         if keep is not None and pool <= depth:  # no more work than the search: score them all
@@ -126,8 +134,8 @@ def search(
         if segments:
             ranked += _rank_windows(store, stored, x, spans, fresh)
         else:
-            ranked += _ranked([_score_file(store, stored, x, spans, int(f), rollup, hop)
-                               for f in fresh])
+            ranked += _ranked([_score_file(store, stored, x, spans, int(f), rollup, hop,
+                                           floor) for f in fresh])
         if len(ranked) >= k or last:
             return ranked[:k]
         depth = min(limit, depth * 4)
@@ -173,6 +181,39 @@ def _candidates(index, store: Store, x: np.ndarray, depth: int, segments: bool,
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
+def background(index, store: Store, stored: np.ndarray, x: np.ndarray,
+               exclude: int | None = None, max_k: int | None = None) -> np.ndarray:
+    """Each query window's background for ``vote``: the similarity of its
+    ``BACKGROUND_RANK``-th most similar indexed window, computed exactly from the stored
+    vectors of the windows the index returns (so an approximate index can give a slightly
+    different one), the windows of ``exclude`` left out. Zeros when the index has fewer
+    windows than that (a background needs a crowd to measure)."""
+    ntotal = int(index.ntotal)
+    skip = int(store.n_windows[exclude]) if exclude is not None else 0
+    depth = min(ntotal, BACKGROUND_RANK + skip, max_k or ntotal)
+    floor = np.zeros(len(x), dtype=np.float64)
+    if ntotal - skip < BACKGROUND_RANK or depth < BACKGROUND_RANK:
+        return floor
+    if exclude is not None:
+        first = int(store.first_rows[exclude])
+    for a in range(0, len(x), QUERY_BLOCK):
+        xb = x[a : a + QUERY_BLOCK]
+        _, ids = index.search(xb, depth)
+        ids = ids.astype(np.int64)
+        valid = ids >= 0
+        if exclude is not None:
+            valid &= (ids < first) | (ids >= first + skip)
+        rows = np.where(valid, ids, 0)
+        sims = np.empty(ids.shape, dtype=np.float64)
+        for c in range(0, len(xb), 64):  # 64 x depth x dim at a time: bounded memory
+            part = np.asarray(stored[rows[c : c + 64]], dtype=np.float32)
+            sims[c : c + 64] = np.einsum("qd,qkd->qk", xb[c : c + 64], part)
+        sims = np.where(valid, sims, -np.inf)
+        kth = -np.partition(-sims, BACKGROUND_RANK - 1, axis=1)[:, BACKGROUND_RANK - 1]
+        floor[a : a + len(xb)] = np.where(np.isfinite(kth), kth, 0.0)
+    return floor
+
+
 def _similarity_blocks(x: np.ndarray, v: np.ndarray):
     """Yield (first query window, S block) of the cosine similarities x @ v.T."""
     for a in range(0, len(x), QUERY_BLOCK):
@@ -185,12 +226,14 @@ def _file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
 
 
 def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray, f: int,
-                rollup: str, hop: float) -> Hit:
-    """The exact roll-up of one file from all its windows' vectors."""
+                rollup: str, hop: float, floor: np.ndarray | None = None) -> Hit:
+    """The exact roll-up of one file from all its windows' vectors (``floor``: the query
+    windows' backgrounds for ``vote``; None counts similarities as they are)."""
     v = _file_vectors(store, stored, f)
     file_spans = store.file_spans(f)
     if rollup == "vote":
-        return _vote(f, x, v, spans[:, 0], file_spans, hop)
+        floor = np.zeros(len(x)) if floor is None else floor
+        return _vote(f, x, v, spans[:, 0], file_spans, hop, floor)
     best = np.full(len(v), -np.inf)  # each file window's best match over the query
     for _, s in _similarity_blocks(x, v):
         best = np.maximum(best, s.max(axis=0))
@@ -205,7 +248,7 @@ def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarr
 
 
 def _vote(f: int, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
-          file_spans: np.ndarray, hop: float) -> Hit:
+          file_spans: np.ndarray, hop: float, floor: np.ndarray) -> Hit:
     hop = hop if hop > 0 else 1.0
     starts = file_spans[:, 0]
     lo = int(np.rint((starts.min() - query_starts.max()) / hop))
@@ -213,6 +256,7 @@ def _vote(f: int, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
 
     def blocks():
         for a, s in _similarity_blocks(x, v):
+            s = s - floor[a : a + len(s), None]  # similarity above the window's background
             qs = query_starts[a : a + len(s)]
             bucket = np.rint((starts[None, :] - qs[:, None]) / hop).astype(np.int64) - lo
             votes = np.zeros((len(s), n_buckets + 1))
@@ -233,7 +277,8 @@ def _vote(f: int, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
         voted_any |= (near & (s > 0) & (s >= pair[:, b : b + 1])).any(axis=0)
         near_any |= near.any(axis=0)
     voted = voted_any if voted_any.any() else near_any
-    return Hit(f, float(totals[b] / len(x)), float(file_spans[voted, 0].min()),
+    most = max(float(np.sum(1.0 - floor)), 1e-12)  # every window matched perfectly
+    return Hit(f, float(totals[b] / most), float(file_spans[voted, 0].min()),
                float(file_spans[voted, 1].max()))
 
 
