@@ -3,8 +3,10 @@
 The FAISS index only proposes candidates: every query window's ``CANDIDATE_DEPTH`` nearest
 indexed windows (a depth that does not depend on ``k``). Each candidate file is then scored
 exactly from the stored raw vectors of all its windows against all the query's windows, so
-a file's score never depends on ``k``, on which other hits came back, or on the index type
-(IVF-PQ's approximate distances only pick candidates). Results for ``k`` are the first
+a file's score never depends on ``k`` or on which other hits came back, and for ``max``
+and ``mean-top`` not on the index type either (IVF-PQ's approximate distances only pick
+candidates; ``vote``'s background comes from the neighbours the index returns, rescored
+exactly). Results for ``k`` are the first
 ``k`` results for any larger ``k``: when the candidates are too few for ``k``, the search
 deepens (x4) and ranks the files it adds after those already ranked.
 
