@@ -106,6 +106,19 @@ def test_auto_threshold_rejects_strangers_and_keeps_excerpts(built):
         assert all(r["score"] >= res.extra["min_score"] for r in res)
 
 
+def test_a_calibration_of_an_older_version_is_measured_again(built):
+    _, _, _, index = built
+    cal = F.calibration(index)
+    path = index.gen / F.CALIBRATION
+    old = dict(cal, version=1, thresholds={"vote": 0.99, "max": 0.99, "mean-top": 0.99})
+    path.write_text(json.dumps(old))
+    F._cache.pop(index, None)  # as a new process would read it
+    again = F.calibration(index)
+    assert again["version"] == F.CALIBRATION_VERSION == 2
+    assert again["thresholds"] == cal["thresholds"]  # measured, not the stale 0.99
+    assert json.loads(path.read_text())["version"] == 2
+
+
 def test_calibration_needs_a_few_files(tmp_path):
     write_sound(tmp_path / "a" / "one.wav", 1)
     emb = FakeEmbedder(tmp_path / "model.pt")
