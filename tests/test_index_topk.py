@@ -189,3 +189,23 @@ def test_an_exact_copy_still_scores_one_above_its_background(built):
     assert res[0]["path"] == str(files[4].resolve())
     assert res[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert res[1]["score"] < res[0]["score"]
+
+
+@pytest.mark.parametrize("mode", [*ROLLUPS, "segments"])
+def test_vote_background_and_candidates_share_one_search(built, monkeypatch, mode):
+    _, _, index = built
+    kw = {"segments": True} if mode == "segments" else {"rollup": mode}
+    calls = []
+    real = type(index.index).search
+
+    def counting(self, x, k, *args, **kwargs):
+        calls.append((len(x), k))
+        return real(self, x, k, *args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "QUERY_BLOCK", 4)
+    monkeypatch.setattr(type(index.index), "search", counting)
+    index.query(mixed_query(), k=2, sample_rate=SR, **kw)
+    n_windows = len(index.embedder.embed_waveform(mixed_query(), SR).vectors)
+    blocks = -(-n_windows // 4)
+    assert len(calls) == blocks  # one search of each block of query windows, at depth 64
+    assert {k for _, k in calls} == {search_mod.CANDIDATE_DEPTH}

@@ -39,6 +39,7 @@ similarity blocks), so memory stays bounded however long the query clip is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -123,14 +124,15 @@ def search(
     pool = int(store.n_windows[keep].sum()) if keep is not None else ntotal
     ranked: list[Hit] = []
     seen = np.zeros(0, dtype=np.int64)
-    floor = (background(index, store, stored, x, exclude, max_k)
+    near = Neighbours(index, x)  # one FAISS search per depth, shared by both uses
+    floor = (background(index, store, stored, x, exclude, max_k, near)
              if rollup == "vote" and not segments else None)
     while True:
         last = depth >= limit or (keep is not None and pool <= depth)
         if keep is not None and pool <= depth:  # no more work than the search: score them all
             found = _all_of(store, keep, segments)
         else:
-            found = _candidates(index, store, x, depth, segments, exclude, keep)
+            found = _candidates(near, store, depth, segments, exclude, keep)
         fresh = np.setdiff1d(found, seen)  # a deeper search adds after what is ranked
         seen = np.union1d(seen, fresh)
         if segments:
@@ -167,12 +169,32 @@ def _all_of(store: Store, keep: np.ndarray, segments: bool) -> np.ndarray:
                            for f in files.tolist()] or [np.zeros(0, np.int64)])
 
 
-def _candidates(index, store: Store, x: np.ndarray, depth: int, segments: bool,
+class Neighbours:
+    """The ids of each query window's ``depth`` nearest indexed windows, searched in blocks
+    of ``QUERY_BLOCK`` windows. The first depth asked for is kept (the vote background and
+    the first candidates ask for the same one in the common case: one search, not two);
+    deeper ones are searched block by block and not kept, so memory stays bounded."""
+
+    def __init__(self, index, x: np.ndarray):
+        self.index, self.x = index, x
+        self._depth: int | None = None
+        self._kept: list[np.ndarray] = []
+
+    def __call__(self, depth: int) -> Iterator[np.ndarray]:
+        if self._depth is None:
+            self._depth, self._kept = depth, list(self._search(depth))
+        return iter(self._kept) if depth == self._depth else self._search(depth)
+
+    def _search(self, depth: int) -> Iterator[np.ndarray]:
+        for a in range(0, len(self.x), QUERY_BLOCK):
+            yield self.index.search(self.x[a : a + QUERY_BLOCK], depth)[1]
+
+
+def _candidates(near: Neighbours, store: Store, depth: int, segments: bool,
                 exclude: int | None, keep: np.ndarray | None = None) -> np.ndarray:
     """Sorted unique candidate file ids (or window rows with ``segments``)."""
     parts = []
-    for a in range(0, len(x), QUERY_BLOCK):
-        _, ids = index.search(x[a : a + QUERY_BLOCK], depth)
+    for ids in near(depth):
         rows = np.unique(ids[ids >= 0].astype(np.int64))
         files = store.file_of_rows(rows)
         if keep is not None:
@@ -184,7 +206,8 @@ def _candidates(index, store: Store, x: np.ndarray, depth: int, segments: bool,
 
 
 def background(index, store: Store, stored: np.ndarray, x: np.ndarray,
-               exclude: int | None = None, max_k: int | None = None) -> np.ndarray:
+               exclude: int | None = None, max_k: int | None = None,
+               near: Neighbours | None = None) -> np.ndarray:
     """Each query window's background for ``vote``: the similarity of its
     ``BACKGROUND_RANK``-th most similar indexed window, computed exactly from the stored
     vectors of the windows the index returns (so an approximate index can give a slightly
@@ -198,9 +221,9 @@ def background(index, store: Store, stored: np.ndarray, x: np.ndarray,
         return floor
     if exclude is not None:
         first = int(store.first_rows[exclude])
-    for a in range(0, len(x), QUERY_BLOCK):
+    near = near or Neighbours(index, x)
+    for a, ids in zip(range(0, len(x), QUERY_BLOCK), near(depth), strict=True):
         xb = x[a : a + QUERY_BLOCK]
-        _, ids = index.search(xb, depth)
         ids = ids.astype(np.int64)
         valid = ids >= 0
         if exclude is not None:
