@@ -29,7 +29,11 @@ from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index.types import EmbeddedFile, Embedder
 
 BATCH_FILES = 4  # files per Ray task: small, so a retried task redoes little work
-MAX_RESTARTS = 3  # times a dead embedding actor is restarted (its batch retried each time)
+# Times a dead embedding actor is restarted (its batch retried each time). Ray 2.60 takes it
+# as an extra map_batches keyword passed on to the actors' remote options, the way its own
+# actor-pool operator documents (``map_batches(..., max_restarts=0)``); left out, Ray
+# restarts forever, and a file that always kills its actor would never end the build.
+MAX_RESTARTS = 3
 
 
 def _import_ray():
