@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bench_scripts import load_benchmark
+from bench_scripts import load_benchmark, tiny_checkpoint
 
-from sonicsearch.config import ModelConfig, load_config
-from sonicsearch.model.backbones import AudioModel
-from sonicsearch.model.checkpoint import load_checkpoint, save_checkpoint
+from sonicsearch.model.checkpoint import load_checkpoint
 
 
 def _model(path, labels=()):
-    config = load_config(None, {"model.arch": "resnet18", "model.weights": "none",
-                                "features.sample_rate": 8000, "features.n_mels": 32,
-                                "features.n_fft": 512, "features.hop_length": 256,
-                                "features.window_seconds": 1.0, "features.level": "window"})
-    torch.manual_seed(0)
-    model = AudioModel.from_config(config.features, ModelConfig("resnet18", "none", 0.0),
-                                   list(labels))
-    save_checkpoint(path, model, config=config.to_dict(), labels=list(labels),
-                    metrics={"pretrain": {"loss": 1.5}}, extra={"pretrain": {"epochs": 2}})
-    return path
+    return tiny_checkpoint(path, labels, {"features.level": "window"},
+                           metrics={"pretrain": {"loss": 1.5}},
+                           extra={"pretrain": {"epochs": 2}})
 
 
 def test_export_writes_fp16_weights_that_embed_like_the_float32_model(tmp_path, capsys):

@@ -9,25 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_scripts import load_benchmark
-
-
-def _tiny_checkpoint(path: Path, labels: list[str]) -> Path:
-    """resnet18 at random init on a small front end (8 kHz, 32 mels, 1-s windows)."""
-    import torch
-
-    from sonicsearch.config import ModelConfig, load_config
-    from sonicsearch.model.backbones import AudioModel
-    from sonicsearch.model.checkpoint import save_checkpoint
-
-    config = load_config(None, {"model.arch": "resnet18", "model.weights": "none",
-                                "features.sample_rate": 8000, "features.n_mels": 32,
-                                "features.n_fft": 512, "features.hop_length": 256,
-                                "features.window_seconds": 1.0, "features.hop_seconds": 0.5})
-    torch.manual_seed(0)
-    model = AudioModel.from_config(config.features, ModelConfig("resnet18", "none", 0.0), labels)
-    save_checkpoint(path, model, config=config.to_dict(), labels=labels)
-    return path
+from bench_scripts import load_benchmark, tiny_checkpoint
 
 
 def test_robust_music_tiny(tmp_path):
@@ -59,7 +41,7 @@ def test_robust_music_tiny(tmp_path):
 def test_robust_music_tiny_with_a_checkpoint(tmp_path):
     mod = load_benchmark("robust_music")
     labels = ["ambient", "blues"]  # the tiny corpus' labels: the head's macro-F1 is kept
-    model = _tiny_checkpoint(tmp_path / "tiny.pt", labels)
+    model = tiny_checkpoint(tmp_path / "tiny.pt", labels)
     res = mod.main(["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"),
                     "--out", str(tmp_path / "out"), "--vector-cache", str(tmp_path / "vc"),
                     "--no-mfcc", "--model", f"rand={model}", "--degradations",
@@ -107,7 +89,7 @@ def test_select_rows_keeps_a_label_long_tracks_and_what_a_pack_never_drew_from(t
 
 def test_vector_cache_key_names_the_window_only_when_it_differs_from_the_models(tmp_path):
     mod = load_benchmark("robust_music")
-    ckpt = _tiny_checkpoint(tmp_path / "m.pt", [])
+    ckpt = tiny_checkpoint(tmp_path / "m.pt", [])
     plain = mod.ModelSystem(str(ckpt), "cpu")
     same = mod.ModelSystem(str(ckpt), "cpu", window=1.0)  # the model's own 1-s window
     other = mod.ModelSystem(str(ckpt), "cpu", window=2.0)
