@@ -251,13 +251,12 @@ def _file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
 
 
 def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray, f: int,
-                rollup: str, hop: float, floor: np.ndarray | None = None) -> Hit:
+                rollup: str, hop: float, floor: np.ndarray | None) -> Hit:
     """The exact roll-up of one file from all its windows' vectors (``floor``: the query
-    windows' backgrounds for ``vote``; None counts similarities as they are)."""
+    windows' backgrounds, for ``vote``; the other roll-ups take None)."""
     v = _file_vectors(store, stored, f)
     file_spans = store.file_spans(f)
     if rollup == "vote":
-        floor = np.zeros(len(x)) if floor is None else floor
         return _vote(f, x, v, spans[:, 0], file_spans, hop, floor)
     best = np.full(len(v), -np.inf)  # each file window's best match over the query
     for _, s in _similarity_blocks(x, v):
