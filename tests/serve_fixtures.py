@@ -19,6 +19,9 @@ from fake_embedder import FakeEmbedder
 from sonicsearch.serve import ServeSettings, create_app
 
 HERE = Path(__file__).parent
+# tokens the CLI accepts that a header, a cookie or JavaScript could mangle
+TOKENS = ["correct horse battery staple", '100%-sure;a=b"quoted"', "ünïcödé-tökén-ß-ñ",
+          "🎵🎶 sound search 🔊🎧", "%41%42%43%44-not-an-escape", "semi;colons;and=equals=="]
 
 
 def free_socket() -> socket.socket:

@@ -1,8 +1,11 @@
 """The web page in a real browser (Debian's chromium, driven by selenium through Debian's
 chromedriver): upload a clip, see the expected first result with a playable <audio>,
-then the "no match" state for a clip that is not in the collection.
+then the "no match" state for a clip that is not in the collection; a server with a token
+that has spaces, ``%``, ``;``, ``=``, quotes, non-ASCII letters or emoji, typed into the
+page, plays and draws as well; no request of the page's gets a 4xx (the favicon included).
 
-Set SONICSEARCH_SCREENSHOT=docs/serve.png to save the page with its results.
+Set SONICSEARCH_SCREENSHOT=docs/serve.png to save the page with its results, and
+SONICSEARCH_SCREENSHOT_DIR=DIR to save the page of each token test there.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from fake_embedder import SR, FakeEmbedder, sound, write_sound
-from serve_fixtures import ThreadServer, serve_app
+from serve_fixtures import TOKENS, ThreadServer, serve_app
 
 from sonicsearch.index import build_index
 
@@ -30,8 +33,22 @@ NAMES = {"field": ["dawn-chorus", "creek", "rain-on-tin", "night-frogs"],
          "voice": ["choir-a", "humming", "whisper"]}
 
 
+class Requests:
+    """ASGI wrapper that records ``(method, path, status)`` of every answer."""
+
+    def __init__(self, app):
+        self.app, self.seen = app, []
+
+    async def __call__(self, scope, receive, send):
+        async def record(message):
+            if message["type"] == "http.response.start":
+                self.seen.append((scope["method"], scope["path"], message["status"]))
+            await send(message)
+        await self.app(scope, receive, send if scope["type"] != "http" else record)
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def collection(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     files, seed = {}, 0
     for folder, names in NAMES.items():
@@ -44,8 +61,15 @@ def site(tmp_path_factory):
     sf.write(str(clip), sound(5, 8.0)[int(2.0 * SR) : int(6.0 * SR)], SR)  # glass-bells
     stranger = root / "unknown.wav"
     sf.write(str(stranger), sound(777, 4.0), SR)
-    with ThreadServer(serve_app(root / "idx", root / "model.pt")) as srv:
-        yield srv.url, clip, stranger
+    return root, clip, stranger
+
+
+@pytest.fixture(scope="module")
+def site(collection):
+    root, clip, stranger = collection
+    app = Requests(serve_app(root / "idx", root / "model.pt"))
+    with ThreadServer(app) as srv:
+        yield srv.url, clip, stranger, app.seen
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +90,11 @@ def browser():
 
 def upload(browser, url: str, clip: Path, reload: bool = True) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     if reload:
         browser.get(url + "/")
-        WebDriverWait(browser, 20).until(
-            EC.text_to_be_present_in_element((By.ID, "index-info"), "files"))
+        wait_for_info(browser)
     browser.execute_script("document.querySelector('#status').textContent = ''")
     browser.find_element(By.ID, "file").send_keys(str(clip))
     WebDriverWait(browser, 30).until(
@@ -81,12 +103,19 @@ def upload(browser, url: str, clip: Path, reload: bool = True) -> None:
         or "error" in d.find_element(By.ID, "status").get_attribute("class"))
 
 
-def test_upload_shows_the_source_first_with_a_playable_player(site, browser):
+def wait_for_info(browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, clip, _ = site
-    upload(browser, url, clip)
+    WebDriverWait(browser, 20).until(
+        lambda d: "files" in d.find_element(By.ID, "index-info").text,
+        message="no index facts on the page")
+
+
+def assert_first_result_plays_and_draws(browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
     assert cards, browser.find_element(By.ID, "status").text
     assert cards[0].find_element(By.CSS_SELECTOR, ".file").text == "glass-bells.wav"
@@ -103,6 +132,18 @@ def test_upload_shows_the_source_first_with_a_playable_player(site, browser):
     WebDriverWait(browser, 10).until(lambda d: d.execute_script(
         "return [...document.querySelectorAll('canvas.spec')].every(c => c.width > 0 && "
         "c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data[3] > 0)"))
+
+
+def test_upload_shows_the_source_first_with_a_playable_player(site, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, clip, _, seen = site
+    seen.clear()
+    upload(browser, url, clip)
+    assert_first_result_plays_and_draws(browser)
+    refused = [s for s in seen if s[2] >= 400]
+    assert not refused, refused  # the favicon too
+    assert ("GET", "/favicon.ico", 200) in seen
     shot = os.environ.get("SONICSEARCH_SCREENSHOT")
     if shot:  # the ranked list, threshold off, filters shown
         browser.execute_script("document.querySelector('#filters').open = true;"
@@ -117,8 +158,34 @@ def test_upload_shows_the_source_first_with_a_playable_player(site, browser):
 def test_a_clip_not_in_the_collection_shows_no_match(site, browser):
     from selenium.webdriver.common.by import By
 
-    url, _, stranger = site
+    url, _, stranger, _ = site
     upload(browser, url, stranger)
     box = browser.find_elements(By.CSS_SELECTOR, ".nomatch")
     assert box and "No match" in box[0].text and "below the threshold" in box[0].text
     assert not browser.find_elements(By.CSS_SELECTOR, "article.result")
+
+
+@pytest.mark.parametrize("n", range(len(TOKENS)))
+def test_a_token_with_any_printable_characters_plays(collection, browser, n):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, clip, _ = collection
+    token = TOKENS[n]
+    app = Requests(serve_app(root / "idx", root / "model.pt", token=token))
+    with ThreadServer(app) as srv:
+        browser.delete_all_cookies()
+        browser.get(srv.url + "/")
+        box = browser.find_element(By.ID, "token")
+        WebDriverWait(browser, 20).until(lambda d: box.is_displayed())
+        # typed as a user would paste it (chromedriver cannot type emoji)
+        browser.execute_script("arguments[0].value = arguments[1]", box, token)
+        browser.find_element(By.ID, "token-save").click()
+        wait_for_info(browser)
+        upload(browser, srv.url, clip, reload=False)
+        assert_first_result_plays_and_draws(browser)
+        audio = [s for s in app.seen if s[1].endswith("/audio")]
+        assert audio and all(status in (200, 206) for _, _, status in audio), app.seen
+        shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
+        if shots:
+            browser.save_screenshot(str(Path(shots) / f"token-{n}.png"))

@@ -18,7 +18,8 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     token: Annotated[str | None, typer.Option(
         envvar="SONICSEARCH_TOKEN", show_envvar=True,
-        help="Require 'Authorization: Bearer TOKEN' (at least 16 characters).")] = None,
+        help="Require 'Authorization: Bearer TOKEN' (at least 16 printable "
+             "characters).")] = None,
     device: DeviceOpt = None,
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest clip, MB.")] = 50.0,
     max_seconds: Annotated[float, typer.Option(min=1, help="Longest clip, seconds.")] = 600.0,

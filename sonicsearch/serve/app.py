@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -18,23 +19,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, ValidationError
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sonicsearch._version import __version__
 from sonicsearch.audio import load_audio
-from sonicsearch.errors import AudioError, ConfigError, IndexStoreError, SonicsearchError
+from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index import AudioIndex
 from sonicsearch.index.filters import Filters, calibration, parse_min_score, resolve_prefix
 from sonicsearch.index.search import ROLLUP_DEFAULT
 from sonicsearch.index.types import Embedder
-from sonicsearch.serve import media
+from sonicsearch.serve import apidocs, media
 from sonicsearch.serve.live import LiveIndex
+from sonicsearch.serve.problems import RESPONSES, add_error_handlers, error_response
 from sonicsearch.serve.security import (
-    LOOPBACK_NAMES,
     TOKEN_COOKIE,
+    LoopbackHostOnly,
     is_loopback,
     resolve_token,
     token_ok,
@@ -63,6 +65,7 @@ class ServeSettings:
 class QueryParams(BaseModel):
     """Options of ``POST /query``, as query-string parameters or form fields."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
     k: int = Field(10, ge=1, le=1000, description="Results wanted.")
     rollup: Literal["vote", "max", "mean-top"] = Field(ROLLUP_DEFAULT,
                                                        description="Window hits -> file score.")
@@ -73,10 +76,21 @@ class QueryParams(BaseModel):
     min_duration: float | None = Field(None, ge=0, description="Keep files this long, s.")
     max_duration: float | None = Field(None, ge=0, description="Keep files this short, s.")
     max_per_folder: int | None = Field(None, ge=1, description="Results per folder (album).")
-    min_score: str | None = Field(None, description="A number, or 'auto' (the index's "
+    min_score: str | None = Field(None, description="A finite number, or 'auto' (the index's "
                                   "no-match threshold at 1% false accepts).")
     view: bool = Field(False, description="Add a 'view' key for the web page (file ids, "
                        "the query's spectrogram); without it the JSON is the CLI's.")
+
+    @field_validator("min_score")
+    @classmethod
+    def _finite_min_score(cls, value: str | None) -> str | None:
+        try:
+            number = parse_min_score(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(f"must be a finite number or 'auto', got {value!r}")
+        return value
 
 
 def create_app(settings: ServeSettings, embedder: Embedder | None = None) -> FastAPI:
@@ -103,11 +117,13 @@ def create_app(settings: ServeSettings, embedder: Embedder | None = None) -> Fas
             live.close()
 
     app = FastAPI(title="sonicsearch", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, responses=RESPONSES,
                   description="Search an audio collection by ear: upload a clip, get the "
-                  "indexed files that sound like it.")
+                  "indexed files that sound like it. Every error is JSON: `detail` (one "
+                  "line), `status` and `errors` (the bad fields).")
     app.state.live, app.state.settings, app.state.pool = live, settings, pool
     if is_loopback(settings.host):  # no DNS rebinding: only loopback names reach the API
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES))
+        app.add_middleware(LoopbackHostOnly)
 
     def auth(request: Request) -> None:
         if not token_ok(token, request.headers.get("authorization"),
@@ -115,7 +131,7 @@ def create_app(settings: ServeSettings, embedder: Embedder | None = None) -> Fas
             raise HTTPException(401, "a bearer token is required (Authorization: Bearer "
                                 "TOKEN)", headers={"WWW-Authenticate": "Bearer"})
 
-    _add_handlers(app)
+    add_error_handlers(app, (UploadRejected, media.FileRefused))
     _add_routes(app, live, settings, pool, Depends(auth))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
@@ -128,21 +144,6 @@ async def _watch(live: LiveIndex, every: float) -> None:
         await loop.run_in_executor(None, live.refresh)
 
 
-def _add_handlers(app: FastAPI) -> None:
-    @app.exception_handler(SonicsearchError)
-    async def _library_error(request: Request, exc: SonicsearchError) -> JSONResponse:
-        status = 503 if isinstance(exc, IndexStoreError) else 422
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.exception_handler(UploadRejected)
-    async def _rejected(request: Request, exc: UploadRejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.reason}, status_code=exc.status)
-
-    @app.exception_handler(media.FileRefused)
-    async def _refused(request: Request, exc: media.FileRefused) -> JSONResponse:
-        return JSONResponse({"detail": exc.reason}, status_code=exc.status)
-
-
 def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
                 pool: ThreadPoolExecutor, auth: Any) -> None:
     async def run(fn, *args):
@@ -151,6 +152,14 @@ def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:  # made here from /openapi.json: no CDN, works offline
+        return HTMLResponse(apidocs.render(app.openapi()))
 
     @app.get("/healthz", summary="Liveness: the generation served")
     async def healthz() -> dict:
@@ -185,7 +194,7 @@ def _add_query_route(app: FastAPI, live: LiveIndex, settings: ServeSettings, aut
                 try:
                     params = QueryParams.model_validate(merged)
                 except ValidationError as exc:
-                    raise HTTPException(422, exc.errors(include_url=False)) from None
+                    raise RequestValidationError(exc.errors(include_url=False)) from None
             return await run(_query, live, up, params, settings)
         finally:
             up.discard()
@@ -211,7 +220,8 @@ def _add_file_routes(app: FastAPI, live: LiveIndex, auth: Any, run: Any) -> None
             rng = media.parse_range(request.headers.get("range"), size)
         except media.FileRefused:
             os.close(fd)
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            return error_response(416, f"the range is outside the file's {size} bytes",
+                                  headers={"Content-Range": f"bytes */{size}"})
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=60",
                    "ETag": f'"{rec.sha256[:32]}"'}
         start, length, status = 0, size, 200
@@ -224,8 +234,13 @@ def _add_file_routes(app: FastAPI, live: LiveIndex, auth: Any, run: Any) -> None
 
     @app.get("/files/{fid}/spectrogram", dependencies=[auth],
              summary="A spectrogram of the file around start..end (JSON for a canvas)")
-    async def file_spectrogram(fid: str, start: Annotated[float, Query(ge=0)] = 0.0,
-                               end: Annotated[float | None, Query(ge=0)] = None) -> dict:
+    async def file_spectrogram(
+            fid: str,
+            start: Annotated[float, Query(ge=0, allow_inf_nan=False,
+                                          description="Span start, s.")] = 0.0,
+            end: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
+                                               description="Span end, s (default: the "
+                                               "file's end).")] = None) -> dict:
         with live.use() as idx:
             rec = _record(idx, fid)
         return await run(_file_spectrogram, rec, start, end)

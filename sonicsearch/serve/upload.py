@@ -57,7 +57,7 @@ async def receive(stream: AsyncIterator[bytes], content_type: str, max_bytes: in
     ctype = ctype.decode("latin-1").lower()
     fd, name = tempfile.mkstemp(prefix="sonicsearch-upload-")
     out = os.fdopen(fd, "wb")
-    up = Upload(Path(name), filename or "upload")
+    up = Upload(Path(name), base_name(filename))
     try:
         if ctype == "multipart/form-data":
             boundary = params.get(b"boundary")
@@ -108,7 +108,7 @@ async def _multipart(stream: AsyncIterator[bytes], boundary: bytes, out, up: Upl
         fname = disp.get(b"filename")
         part["file"] = fname is not None and not up.size
         if part["file"]:
-            up.filename = os.path.basename(fname.decode("utf-8", "replace")) or "upload"
+            up.filename = base_name(fname.decode("utf-8", "replace"))
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part["file"]:
@@ -141,6 +141,12 @@ async def _multipart(stream: AsyncIterator[bytes], boundary: bytes, out, up: Upl
         raise
     except Exception as exc:  # the parser's own errors: a malformed body
         raise UploadRejected(400, f"malformed multipart body ({exc})") from None
+
+
+def base_name(name: str | None) -> str:
+    """A client's file name without any folders (``/`` or ``\\``), else ``upload``."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return base if base not in ("", ".", "..") else "upload"
 
 
 def check_audio(up: Upload, max_seconds: float) -> float:

@@ -8,23 +8,21 @@ let info = null;
 function setToken(value) {
   token = value;
   sessionStorage.setItem("sonicsearch_token", value);
-  // <audio> cannot send headers: the server also reads the token from this cookie
+  // The token travels in this cookie only, for fetch() and <audio> alike: <audio> cannot
+  // send headers, and a header cannot carry every token (fetch refuses non-Latin-1 text).
+  // Percent-encoded, the cookie holds any token; the server decodes it.
   document.cookie = `sonicsearch_token=${encodeURIComponent(value)}; path=/; SameSite=Strict`;
 }
 
 async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(path, Object.assign({}, options, { headers }));
+  const res = await fetch(path, options);
   if (res.status === 401) {
     $("#token-box").hidden = false;
-    throw new Error("this server needs its access token");
+    throw new Error(token ? "the server refused this token" : "this server needs its access token");
   }
   const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
-  if (!res.ok) {
-    const detail = body && body.detail;
-    const text = typeof detail === "string" ? detail : JSON.stringify(detail || res.statusText);
-    const err = new Error(text);
+  if (!res.ok) {  // every error is {"detail": "...", "status": N, "errors": [...]}
+    const err = new Error((body && body.detail) || `${res.status} ${res.statusText}`);
     err.status = res.status;
     throw err;
   }
