@@ -1,18 +1,20 @@
 """Every file of a generation is covered by a checksum, index.json and calibration.json
 included (each carries its own ``self_sha256``): one changed byte anywhere is an error
 naming the file. An index from before index.json had its checksum still loads, said to be
-unverifiable."""
+unverifiable. A failed first build leaves nothing that reads as "no CURRENT file"."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 
 import pytest
 from fake_embedder import SR, FakeEmbedder, make_corpus, sound
 
 from sonicsearch.cli import main
-from sonicsearch.errors import IndexStoreError
+from sonicsearch.errors import DataError, IndexStoreError
 from sonicsearch.index import AudioIndex, build_index
 from sonicsearch.index import layout as L
 from sonicsearch.index.calibration import CALIBRATION
@@ -146,3 +148,55 @@ def test_an_index_built_before_index_json_checksums_loads_unverified(tmp_path, m
     build_index([tmp_path / "audio"], emb, tmp_path / "idx")
     with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
         assert index.info()["manifest_verified"] is True and index.meta["format_version"] == 2
+
+
+def test_a_failed_first_build_of_a_new_folder_leaves_no_folder(tmp_path):
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DataError, match="no audio files found"):
+        build_index([tmp_path / "none"], emb, tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+    code, out = cli("info", "--index", str(tmp_path / "idx"))
+    assert code == 1 and "the folder does not exist" in out
+
+
+def test_a_failed_first_build_in_an_existing_folder_says_so(tmp_path):
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.wav").write_bytes(b"junk" * 10)
+    (tmp_path / "idx").mkdir()
+    with pytest.raises(DataError, match="no usable audio"):
+        build_index([tmp_path / "bad"], emb, tmp_path / "idx")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [L.LOCK, L.FAILED]
+    for cmd in (["info"], ["query", str(tmp_path / "bad" / "a.wav")]):
+        code, out = cli(*cmd, "--index", str(tmp_path / "idx"))
+        assert code == 1 and out.count("\n") == 1, out
+        assert re.search(r"the first build of index .* failed: no usable audio .*; run "
+                         r"`sonicsearch build-index` again", out), out
+        assert "CURRENT" not in out
+    make_corpus(tmp_path / "audio", 3)
+    assert build_index([tmp_path / "audio"], emb, tmp_path / "idx").written
+    assert not (tmp_path / "idx" / L.FAILED).exists()
+    with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
+        assert len(index.store.records) == 3
+
+
+def test_a_killed_or_running_first_build_is_named(tmp_path):
+    make_corpus(tmp_path / "audio", 4)
+    pid = os.fork()
+    if pid == 0:  # a first build killed (SIGKILL) while embedding
+        try:
+            build_index([tmp_path / "audio"], FakeEmbedder(tmp_path / "model.pt",
+                                                           kill_after=2), tmp_path / "idx")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert not (tmp_path / "idx" / "CURRENT").exists()
+    with pytest.raises(IndexStoreError, match=r"the first build of index .* did not finish "
+                                              r"\(it was killed or crashed\); run"):
+        AudioIndex.open(tmp_path / "idx")
+    with L.IndexLayout(tmp_path / "idx").lock():
+        with pytest.raises(IndexStoreError, match=rf"still running \(pid {os.getpid()}\)"):
+            AudioIndex.open(tmp_path / "idx")
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    assert build_index([tmp_path / "audio"], emb, tmp_path / "idx").written

@@ -79,8 +79,7 @@ class AudioIndex:
         for _ in range(3):  # a build may replace the generation while we open it
             gen = layout.current()
             if gen is None:
-                raise IndexStoreError(f"no index at {layout.root}: it has no CURRENT file "
-                                      "(build one with `sonicsearch build-index`)")
+                raise IndexStoreError(layout.why_no_index())
             hold = None
             try:
                 hold = L.hold_generation(gen)  # clean-up now leaves it alone

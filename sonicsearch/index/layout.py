@@ -2,6 +2,8 @@
 
     DIR/CURRENT             text: the name of the live generation, e.g. ``gen-000003``
     DIR/.lock               held (fcntl.flock) by the one running build
+    DIR/FAILED              text: why the first build failed (only until a build succeeds;
+                            a first build that created DIR removes DIR instead)
     DIR/gen-NNNNNN/         one complete, self-contained index:
         index.faiss         the FAISS index (CPU form); id i = row i of the tables below
         meta.sqlite         files and windows tables (see store.py)
@@ -49,6 +51,7 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 CURRENT = "CURRENT"
 LOCK = ".lock"
+FAILED = "FAILED"
 INDEX_FILE = "index.faiss"
 META_DB = "meta.sqlite"
 VECTORS = "vectors.npy"
@@ -88,6 +91,47 @@ class IndexLayout:
         """The live generation folder, or None when there is no index yet."""
         name = self.current_name()
         return None if name is None else self.root / name
+
+    def why_no_index(self) -> str:
+        """The one-line reason an existing folder holds no CURRENT: its first build failed
+        (FAILED says why), is running, or was killed; or it was never built."""
+        try:
+            why = (self.root / FAILED).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            why = None
+        if why:
+            return (f"the first build of index {self.root} failed: {why[:300]}; run "
+                    "`sonicsearch build-index` again")
+        if (self.root / LOCK).is_file():
+            holder = _lock_holder(self.root / LOCK)
+            if holder is not None:
+                return (f"the first build of index {self.root} is still running"
+                        + (f" (pid {holder})" if holder else "") + "; wait for it to finish")
+            return (f"the first build of index {self.root} did not finish (it was killed or "
+                    "crashed); run `sonicsearch build-index` again")
+        return (f"no index at {self.root}: it has no CURRENT file (build one with "
+                "`sonicsearch build-index`)")
+
+    def first_build_failed(self, created: bool, why: str) -> None:
+        """After a failed first build (no CURRENT), with the lock held: remove DIR when this
+        build created it, else leave only FAILED (saying ``why``) beside what was there."""
+        try:
+            if self.current_name() is not None or not self.root.is_dir():
+                return
+        except IndexStoreError:  # a damaged CURRENT: not a first build
+            return
+        for gen in self.generations():
+            shutil.rmtree(gen, ignore_errors=True)
+        for tmp in self.root.glob(_TMP_PREFIX + "*"):
+            tmp.unlink(missing_ok=True)
+        ours = {LOCK, FAILED}
+        if created and all(p.name in ours for p in self.root.iterdir()):
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        try:
+            (self.root / FAILED).write_text(" ".join(why.split()) + "\n", encoding="utf-8")
+        except OSError:  # the disk that failed the build: the build's own error says it
+            pass
 
     def generations(self) -> list[Path]:
         """Every generation folder, complete or not, oldest first."""
@@ -154,7 +198,26 @@ class IndexLayout:
             for tmp in self.root.glob(_TMP_PREFIX + "*"):
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp.name)
+        if live is not None:
+            (self.root / FAILED).unlink(missing_ok=True)
         return removed
+
+
+def _lock_holder(path: Path) -> str | None:
+    """The pid a running build wrote in its lock file ("" when unknown), or None when no
+    build holds the lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return None
+    finally:
+        os.close(fd)  # releases the probe's shared lock at once
 
 
 def hold_generation(gen: Path) -> int:
