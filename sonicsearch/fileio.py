@@ -2,18 +2,29 @@
 
 A run's ``model.pt`` and ``last.pt`` and an index's model copy are read back by later
 commands; a crash in the middle of a write must leave the previous file, never half of one.
+
+A small JSON file can also carry its own checksum (:func:`self_hashed_json`): its last key
+``self_sha256`` holds the SHA-256 of the file's exact bytes with those 64 hex digits
+written as zeros, so any changed byte (a value, a key, the digest itself) is found by
+:func:`self_hash_problem` without a second file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sonicsearch.errors import SonicsearchError
+
+SELF_SHA256 = "self_sha256"  # the key of a JSON file's checksum of itself
+_ZEROS = "0" * 64
+_SELF_RE = re.compile(rb'"' + SELF_SHA256.encode() + rb'": "([0-9a-f]{64})"')
 
 
 class UnreadableFileError(SonicsearchError, OSError):
@@ -38,6 +49,32 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     except OSError as exc:
         raise UnreadableFileError(exc.errno, exc.strerror or str(exc), str(path)) from None
     return h.hexdigest()
+
+
+def self_hashed_json(data: dict[str, Any]) -> bytes:
+    """``data`` as indented JSON bytes whose last key ``self_sha256`` is the SHA-256 of
+    these bytes with its own 64 hex digits as zeros (an existing ``self_sha256`` is
+    replaced)."""
+    body = {k: v for k, v in data.items() if k != SELF_SHA256}
+    body[SELF_SHA256] = _ZEROS
+    text = (json.dumps(body, indent=2) + "\n").encode("utf-8")
+    digest = hashlib.sha256(text).hexdigest()
+    field = f'"{SELF_SHA256}": "{_ZEROS}"'.encode()
+    at = text.rindex(field)  # the last key: nested values cannot shift it
+    return text[:at] + field.replace(_ZEROS.encode(), digest.encode()) + text[at + len(field):]
+
+
+def self_hash_problem(raw: bytes) -> str | None:
+    """Why the bytes of a :func:`self_hashed_json` file are not the ones written, or None
+    when they are."""
+    found = list(_SELF_RE.finditer(raw))
+    if len(found) != 1:
+        return f"has no readable {SELF_SHA256} (its checksum of itself)"
+    m = found[0]
+    zeroed = raw[:m.start(1)] + _ZEROS.encode() + raw[m.end(1):]
+    if hashlib.sha256(zeroed).hexdigest() != m.group(1).decode():
+        return f"does not match its {SELF_SHA256} (the checksum recorded when it was written)"
+    return None
 
 
 def fsync_dir(path: str | Path) -> None:

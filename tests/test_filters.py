@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 from fake_embedder import SR, FakeEmbedder, make_corpus, sound, write_sound
 
 from sonicsearch.errors import ConfigError
 from sonicsearch.index import AudioIndex, build_index
-from sonicsearch.index import filters as F
-from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
+from sonicsearch.index import calibration as F
+from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix, under
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_filter_validation():
     assert parse_min_score(None) is None and parse_min_score("off") is None
     with pytest.raises(ConfigError, match="'auto'"):
         parse_min_score("high")
-    assert F.under("/a/b/c.wav", "/a/b") and not F.under("/a/bc/d.wav", "/a/b")
+    assert under("/a/b/c.wav", "/a/b") and not under("/a/bc/d.wav", "/a/b")
     assert resolve_prefix("x", "/base") == "/base/x"
 
 
@@ -91,6 +92,7 @@ def test_auto_threshold_rejects_strangers_and_keeps_excerpts(built):
     assert set(cal["thresholds"]) == {"vote", "max", "mean-top"}
     # stored beside index.json, computed once per generation
     saved = json.loads((index.gen / F.CALIBRATION).read_text())
+    assert saved["variant_samples"] == 0 and saved["variant_files"] == 0  # all distinct
     assert saved["thresholds"] == cal["thresholds"] and saved["generation"] == index.gen.name
     rejected = 0
     for seed in range(500, 520):  # clips of sounds that are not in the collection
@@ -114,9 +116,9 @@ def test_a_calibration_of_an_older_version_is_measured_again(built):
     path.write_text(json.dumps(old))
     F._cache.pop(index, None)  # as a new process would read it
     again = F.calibration(index)
-    assert again["version"] == F.CALIBRATION_VERSION == 2
+    assert again["version"] == F.CALIBRATION_VERSION == 3
     assert again["thresholds"] == cal["thresholds"]  # measured, not the stale 0.99
-    assert json.loads(path.read_text())["version"] == 2
+    assert json.loads(path.read_text())["version"] == 3
 
 
 def test_calibration_needs_a_few_files(tmp_path):
@@ -127,3 +129,36 @@ def test_calibration_needs_a_few_files(tmp_path):
         res = idx.query(sound(7, 3.0), sample_rate=SR, min_score="auto")
         assert len(res) == 1 and res.extra["min_score"] is None  # no threshold: listed
         assert "at least 3" in F.calibration(idx)["reason"]
+
+
+def test_variants_of_a_sound_do_not_collapse_the_threshold(tmp_path):
+    """Re-encodes and -long / -short cuts hold the sampled audio: they are variants, not
+    no-match scores, so the threshold stays below what excerpts of indexed files score."""
+    import soundfile as sf
+
+    files = make_corpus(tmp_path / "audio", 8, seconds=6.0)
+    var = tmp_path / "audio" / "variants"
+    var.mkdir()
+    for seed in range(4):
+        wave = sound(seed, 6.0)
+        sf.write(var / f"s{seed}-reenc.flac", wave, SR)  # another encoding (16-bit)
+        sf.write(var / f"s{seed}-short.wav", wave[: int(3.5 * SR)], SR)
+        sf.write(var / f"s{seed}-long.wav", np.concatenate([wave, sound(100 + seed)]), SR)
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    build_index([tmp_path / "audio"], emb, tmp_path / "idx")
+    rng = np.random.default_rng(0)
+    with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
+        cal = F.calibration(index)
+        assert cal["variant_files"] >= 12 and cal["variant_samples"] > 0
+        assert cal["thresholds"]["vote"] < 0.95
+        for seed in (1, 6):  # a clean and a 10 dB-noisy excerpt of an indexed file match
+            clip = sound(seed, 6.0)[int(1.3 * SR) : int(4.6 * SR)]
+            noise = rng.standard_normal(len(clip)).astype(np.float32)
+            noise *= np.sqrt(np.mean(clip**2) / 10 / np.mean(noise**2))
+            for query in (clip, clip + noise):
+                res = index.query(query, sample_rate=SR, min_score="auto", k=1)
+                assert not res.no_match, res.extra
+                assert res[0]["path"].split("/")[-1].startswith(files[seed].stem)
+        rejected = sum(index.query(sound(seed, 5.0), sample_rate=SR,
+                                   min_score="auto").no_match for seed in range(500, 520))
+        assert rejected >= 17  # clips not in the collection stay rejected

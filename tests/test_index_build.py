@@ -71,7 +71,7 @@ def test_layout_and_index_json(corpus, emb):
     assert sorted(p.name for p in gen.iterdir()) == sorted(
         ["index.faiss", "meta.sqlite", "vectors.npy", "probs.npy", "index.json", "model.pt"])
     meta = json.loads((gen / "index.json").read_text())
-    assert meta["format_version"] == 1 and meta["dim"] == 32
+    assert meta["format_version"] == 2 and meta["dim"] == 32
     assert meta["model"] == {"arch": "fake", "sha256": emb.model_sha256,
                              "labels": ["low", "mid", "high"], "file": "model.pt"}
     assert meta["features"]["window_seconds"] == 1.0 and meta["features"]["hop_seconds"] == 0.5

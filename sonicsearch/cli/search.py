@@ -346,4 +346,6 @@ def info(
         f"dim         {facts['dim']}\ntype        {facts['index_type']}\n"
         f"model       {model['arch']} sha256 {model['sha256'][:16]}\nlabels      {labels}\n"
         f"created     {facts['created']}" + ("\ncheck       ok: every file matches its checksum"
-                                            if check else ""))
+                                            if check else "")
+        + ("" if facts["manifest_verified"] else "\nindex.json  has no checksum of itself (built "
+           "by an older sonicsearch): it cannot be verified; `build-index --rebuild` adds one"))

@@ -15,6 +15,7 @@ from sonicsearch.errors import AudioError, ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import backend_of, close_index, open_backend
 from sonicsearch.index.build import build_index
+from sonicsearch.index.calibration import check_calibration_file
 from sonicsearch.index.faiss_index import (
     GPU_MAX_K,
     index_cpu_to_gpu,
@@ -78,8 +79,7 @@ class AudioIndex:
         for _ in range(3):  # a build may replace the generation while we open it
             gen = layout.current()
             if gen is None:
-                raise IndexStoreError(f"no index at {layout.root}: it has no CURRENT file "
-                                      "(build one with `sonicsearch build-index`)")
+                raise IndexStoreError(layout.why_no_index())
             hold = None
             try:
                 hold = L.hold_generation(gen)  # clean-up now leaves it alone
@@ -185,32 +185,31 @@ class AudioIndex:
         return int(self.index.ntotal)
 
     def info(self) -> dict[str, Any]:
-        """The info JSON of docs/formats.md (files, vectors, dim, index_type, model, created), plus
-        updated, the index parameters and the reason for the type, windowing and path."""
+        """The info JSON of docs/formats.md: counts, model, times, index type and why,
+        windowing, path, and whether index.json had its own checksum (manifest_verified)."""
         m, fc = self.meta["model"], self.meta["features"]
         return {
-            "files": len(self.store.records),
-            "vectors": self.ntotal,
+            "files": len(self.store.records), "vectors": self.ntotal,
             "dim": int(self.meta["dim"]),
             "index_type": self.meta["index_type"],
             "model": {"arch": m["arch"], "sha256": m["sha256"], "labels": list(m["labels"])},
-            "created": self.meta["created"],
-            "updated": self.meta["updated"],
-            "index_params": self.meta["index_params"],
-            "index_reason": self.meta["index_reason"],
-            "window_seconds": fc["window_seconds"],
-            "hop_seconds": fc["hop_seconds"],
+            "created": self.meta["created"], "updated": self.meta["updated"],
+            "index_params": self.meta["index_params"], "index_reason": self.meta["index_reason"],
+            "window_seconds": fc["window_seconds"], "hop_seconds": fc["hop_seconds"],
             "path": str(self.root),
+            "manifest_verified": L.manifest_verified(self.meta),
         }
 
     def check(self) -> None:
-        """Read every file of the generation: sizes and the sha256 recorded at commit, and
-        SQLite's integrity check of the metadata (``sonicsearch info --check``).
+        """``info --check``: every file's size and sha256, index.json's and calibration.json's
+        own checksums, and SQLite's integrity check of the metadata.
 
         Raises:
             IndexStoreError: one line naming the first damaged file and the fix.
         """
+        L.read_index_json(self.gen)  # as it is on disk now
         L.verify(self.gen, self.meta)
+        check_calibration_file(self.gen)
         problem = self.store.integrity_problem()
         if problem is not None:
             raise L.damaged(self.gen, L.META_DB, f"fails SQLite's integrity check ({problem})")

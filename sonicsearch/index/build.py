@@ -85,12 +85,24 @@ def build_index(
     inputs = [Path(p) for p in inputs]
     layout = L.IndexLayout(index_dir)
     report = BuildReport(index_dir=str(layout.root))
+    created = not layout.root.exists()
     try:
         with layout.lock():
-            return _locked(inputs, embedder, layout, config, rebuild, report, progress, t0)
+            try:
+                return _locked(inputs, embedder, layout, config, rebuild, report, progress, t0)
+            except BaseException as exc:  # a failed first build leaves nothing misleading
+                layout.first_build_failed(created, _why(exc))
+                raise
     except OSError as exc:  # disk full, permissions: the live index is untouched
         raise IndexStoreError(f"cannot write index {layout.root}: "
                               f"{exc.strerror or exc}") from None
+
+
+def _why(exc: BaseException) -> str:
+    """A failed build's reason in a few words, for FAILED."""
+    if isinstance(exc, OSError):
+        return f"cannot write the index ({exc.strerror or exc})"
+    return str(exc) or exc.__class__.__name__
 
 
 def _locked(inputs, embedder, layout, config, rebuild, report, progress, t0) -> BuildReport:

@@ -9,42 +9,29 @@ labels, path and durations are never candidates of the exact scoring
 filter, the results for ``k`` are the first ``k`` for any larger ``k``.
 
 A minimum score turns a weak best match into "no match". ``min_score="auto"`` takes it
-from the index itself: excerpts of indexed files are searched against the rest of the
-collection (the file itself and byte-identical copies left out), which gives the
-distribution of best scores for a clip that is *not* in the collection; the threshold is
-its ``1 - TARGET_FALSE_ACCEPT`` quantile, per roll-up. It is computed once per generation
-and kept beside ``index.json`` as ``calibration.json`` (in memory only when the folder is
-read-only).
+from the index itself (:mod:`sonicsearch.index.calibration`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
 from sonicsearch.errors import ConfigError
-from sonicsearch.index.search import ROLLUPS, Hit
+from sonicsearch.index.calibration import calibration
+from sonicsearch.index.search import Hit
 from sonicsearch.index.types import FileRecord
 
 if TYPE_CHECKING:
     from sonicsearch.index.api import AudioIndex
 
-CALIBRATION = "calibration.json"
-CALIBRATION_VERSION = 2  # 2: vote scores above a background
-TARGET_FALSE_ACCEPT = 0.01  # share of clips not in the collection that still get a match
-CALIBRATION_SAMPLES = 300  # excerpts searched per generation
-EXCERPT_SECONDS = 5.0  # length of a calibration excerpt (a typical "by ear" clip)
-MIN_FILES = 3  # fewer indexed files give no meaningful distribution
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+__all__ = ["Filters", "calibration", "filtered_hits",
+           "parse_min_score", "resolve_min_score", "resolve_prefix", "under"]
 
 
 @dataclass(frozen=True)
@@ -220,114 +207,3 @@ def resolve_min_score(index: AudioIndex, min_score: float | str | None, rollup: 
     thresholds = calibration(index).get("thresholds", {})
     value = thresholds.get("max" if segments else rollup)
     return None if value is None else float(value)
-
-
-def calibration(index: AudioIndex) -> dict[str, Any]:
-    """The no-match calibration of the index's generation: loaded from ``calibration.json``
-    or computed (and saved there when the folder is writable), once per open index."""
-    if index in _cache:
-        return _cache[index]
-    path = Path(index.gen) / CALIBRATION
-    data = None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if (data.get("version") != CALIBRATION_VERSION
-                or data.get("model_sha256") != index.meta["model"]["sha256"]
-                or data.get("vectors") != index.ntotal):
-            data = None
-    except (OSError, ValueError, AttributeError):
-        data = None
-    if data is None:
-        data = calibrate(index)
-        _save(path, data)
-    _cache[index] = data
-    return data
-
-
-def calibrate(index: AudioIndex, target: float = TARGET_FALSE_ACCEPT,
-              samples: int = CALIBRATION_SAMPLES, seconds: float = EXCERPT_SECONDS,
-              seed: int = 0) -> dict[str, Any]:
-    """Measure the best score a clip that is not in the collection gets, per roll-up.
-
-    Each sample is a run of stored window vectors (about ``seconds`` long) of one indexed
-    file, searched with that file and its byte-identical copies left out.
-
-    Returns:
-        ``thresholds`` (roll-up -> score at the target false-accept rate; empty when the
-        index has fewer than MIN_FILES files) and the facts of the measurement.
-    """
-    records = index.store.records
-    out: dict[str, Any] = {
-        "version": CALIBRATION_VERSION, "generation": Path(index.gen).name,
-        "model_sha256": index.meta["model"]["sha256"], "vectors": index.ntotal,
-        "target_false_accept": target, "excerpt_seconds": seconds, "samples": 0,
-        "thresholds": {}, "median": {}}
-    distinct = len({r.sha256 for r in records})
-    if distinct < MIN_FILES:
-        out["reason"] = f"{distinct} distinct files; calibration needs at least {MIN_FILES}"
-        return out
-    with _one_faiss_thread():
-        out.update(_measure(index, target, samples, seconds, seed))
-    return out
-
-
-@contextmanager
-def _one_faiss_thread() -> Iterator[None]:
-    """Many tiny searches run far faster on one OpenMP thread than on a busy team."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-def _measure(index: AudioIndex, target: float, samples: int, seconds: float,
-             seed: int) -> dict[str, Any]:
-    store, records = index.store, index.store.records
-    fc = index.meta["features"]
-    out: dict[str, Any] = {"thresholds": {}, "median": {}}
-    vectors = store.vectors()
-    n_win = max(1, int(round((seconds - fc["window_seconds"]) / fc["hop_seconds"])) + 1)
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(len(records))
-                            for _ in range(-(-samples // len(records)))])[:samples]
-    scores: dict[str, list[float]] = {r: [] for r in ROLLUPS}
-    for f in order.tolist():
-        rec = records[f]
-        length = min(n_win, rec.n_windows)
-        start = rec.first_row + int(rng.integers(0, rec.n_windows - length + 1))
-        rows = np.arange(start, start + length)
-        spans = store.spans(rows)
-        spans -= spans[0, 0]
-        for rollup in ROLLUPS:
-            res = index.query_vectors(np.asarray(vectors[rows]), spans, k=4, rollup=rollup,
-                                      exclude=rec.path)  # nor in vote's background
-            other = _first_other(res["results"], rec, index)
-            if other is not None:
-                scores[rollup].append(other)
-    out["samples"] = len(scores[ROLLUPS[0]])
-    for rollup, values in scores.items():
-        if values:
-            out["thresholds"][rollup] = round(float(np.quantile(values, 1 - target)), 6)
-            out["median"][rollup] = round(float(np.median(values)), 6)
-    return out
-
-
-def _first_other(results: Iterable[dict], rec: FileRecord, index: AudioIndex) -> float | None:
-    for r in results:
-        i = index.store.by_path.get(r["path"])
-        if r["path"] != rec.path and (i is None or index.store.records[i].sha256 != rec.sha256):
-            return float(r["score"])
-    return None
-
-
-def _save(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{CALIBRATION}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError:  # a read-only index, or the generation was just deleted: memory only
-        tmp.unlink(missing_ok=True)

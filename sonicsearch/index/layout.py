@@ -2,14 +2,19 @@
 
     DIR/CURRENT             text: the name of the live generation, e.g. ``gen-000003``
     DIR/.lock               held (fcntl.flock) by the one running build
+    DIR/FAILED              text: why the first build failed (only until a build succeeds;
+                            a first build that created DIR removes DIR instead)
     DIR/gen-NNNNNN/         one complete, self-contained index:
         index.faiss         the FAISS index (CPU form); id i = row i of the tables below
         meta.sqlite         files and windows tables (see store.py)
         vectors.npy         float32 (n, dim): the raw window vectors, row i = id i
         probs.npy           float32 (n, labels): head probabilities (label models only)
         model.pt            the model the vectors came from (a copy)
-        index.json          facts: format, model, features, dim, type, counts, times, and
-                            the size and sha256 of every other file (``verify`` checks them)
+        index.json          facts: format, model, features, dim, type, counts, times, the
+                            size and sha256 of every other file (``verify`` checks them),
+                            and ``self_sha256``, its own checksum (checked on every open)
+        calibration.json    the no-match calibration, written on first use (filters.py),
+                            with its own ``self_sha256``
 
 A build never touches a live generation. It writes a new folder completely, fsyncs every
 file and the folder, then points CURRENT at it with a temp file + ``os.replace`` (atomic on
@@ -38,11 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from sonicsearch.errors import IndexStoreError
-from sonicsearch.fileio import file_sha256
+from sonicsearch.fileio import SELF_SHA256, file_sha256, self_hash_problem, self_hashed_json
 
-FORMAT_VERSION = 1
+# 2: index.json carries its own checksum. 1 (older builds): it does not; such an index is
+# read, its index.json unverifiable (``manifest_verified``)
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 CURRENT = "CURRENT"
 LOCK = ".lock"
+FAILED = "FAILED"
 INDEX_FILE = "index.faiss"
 META_DB = "meta.sqlite"
 VECTORS = "vectors.npy"
@@ -82,6 +91,47 @@ class IndexLayout:
         """The live generation folder, or None when there is no index yet."""
         name = self.current_name()
         return None if name is None else self.root / name
+
+    def why_no_index(self) -> str:
+        """The one-line reason an existing folder holds no CURRENT: its first build failed
+        (FAILED says why), is running, or was killed; or it was never built."""
+        try:
+            why = (self.root / FAILED).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            why = None
+        if why:
+            return (f"the first build of index {self.root} failed: {why[:300]}; run "
+                    "`sonicsearch build-index` again")
+        if (self.root / LOCK).is_file():
+            holder = _lock_holder(self.root / LOCK)
+            if holder is not None:
+                return (f"the first build of index {self.root} is still running"
+                        + (f" (pid {holder})" if holder else "") + "; wait for it to finish")
+            return (f"the first build of index {self.root} did not finish (it was killed or "
+                    "crashed); run `sonicsearch build-index` again")
+        return (f"no index at {self.root}: it has no CURRENT file (build one with "
+                "`sonicsearch build-index`)")
+
+    def first_build_failed(self, created: bool, why: str) -> None:
+        """After a failed first build (no CURRENT), with the lock held: remove DIR when this
+        build created it, else leave only FAILED (saying ``why``) beside what was there."""
+        try:
+            if self.current_name() is not None or not self.root.is_dir():
+                return
+        except IndexStoreError:  # a damaged CURRENT: not a first build
+            return
+        for gen in self.generations():
+            shutil.rmtree(gen, ignore_errors=True)
+        for tmp in self.root.glob(_TMP_PREFIX + "*"):
+            tmp.unlink(missing_ok=True)
+        ours = {LOCK, FAILED}
+        if created and all(p.name in ours for p in self.root.iterdir()):
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        try:
+            (self.root / FAILED).write_text(" ".join(why.split()) + "\n", encoding="utf-8")
+        except OSError:  # the disk that failed the build: the build's own error says it
+            pass
 
     def generations(self) -> list[Path]:
         """Every generation folder, complete or not, oldest first."""
@@ -148,7 +198,26 @@ class IndexLayout:
             for tmp in self.root.glob(_TMP_PREFIX + "*"):
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp.name)
+        if live is not None:
+            (self.root / FAILED).unlink(missing_ok=True)
         return removed
+
+
+def _lock_holder(path: Path) -> str | None:
+    """The pid a running build wrote in its lock file ("" when unknown), or None when no
+    build holds the lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return None
+    finally:
+        os.close(fd)  # releases the probe's shared lock at once
 
 
 def hold_generation(gen: Path) -> int:
@@ -201,32 +270,46 @@ def damaged(gen: Path, name: str, why: str) -> IndexStoreError:
         f"`sonicsearch build-index AUDIO... --index {gen.parent} --rebuild`")
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON and fsync it."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
+def write_index_json(gen: Path, meta: dict[str, Any]) -> None:
+    """Write a generation's ``index.json`` with its own checksum, fsynced."""
+    with open(gen / INFO, "wb") as f:
+        f.write(self_hashed_json(meta))
         f.flush()
         os.fsync(f.fileno())
 
 
 def read_index_json(gen: Path) -> dict[str, Any]:
-    """Read and check ``index.json`` of a generation.
+    """Read and check ``index.json`` of a generation: its own checksum (format 2; a format-1
+    file has none and is read unverified) and its format version.
 
     Raises:
-        IndexStoreError: missing, not JSON, or of a format this version cannot read.
+        IndexStoreError: missing, not JSON, a byte changed since it was written, or of a
+            format this version cannot read; the message names the file.
     """
     try:
-        meta = json.loads((gen / INFO).read_text(encoding="utf-8"))
+        raw = (gen / INFO).read_bytes()
+        meta = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise damaged(gen, INFO, "is missing") from None
     except (OSError, ValueError) as exc:
         raise damaged(gen, INFO, f"is unreadable ({exc.__class__.__name__})") from None
-    version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
-        raise IndexStoreError(f"index {gen.parent} has format version {version!r}; this "
-                              f"sonicsearch reads version {FORMAT_VERSION}: rebuild it")
+    if not isinstance(meta, dict):
+        raise damaged(gen, INFO, "is unreadable (not a JSON object)")
+    version = meta.get("format_version")
+    problem = self_hash_problem(raw) if SELF_SHA256 in meta or version == 2 else None
+    if problem is not None:
+        raise damaged(gen, INFO, problem)
+    if version not in READABLE_FORMATS:
+        raise IndexStoreError(f"index {gen.parent}: {gen.name}/{INFO} has format version "
+                              f"{version!r}; this sonicsearch reads versions "
+                              f"{', '.join(map(str, READABLE_FORMATS))}: rebuild it")
     return meta
+
+
+def manifest_verified(meta: dict[str, Any]) -> bool:
+    """Whether ``index.json`` carried its own checksum (verified when it was read); False
+    for an index built before checksums of index.json (format 1)."""
+    return SELF_SHA256 in meta
 
 
 def file_sizes(gen: Path) -> dict[str, int]:

@@ -125,7 +125,7 @@ def write_generation(plan: GenerationPlan) -> None:
     old_sums = prev.meta.get("sha256", {}) if prev else {}
     known = {name: old_sums[name] for name in linked if name in old_sums}
     meta["sha256"] = L.file_checksums(gen, {**known, L.MODEL: emb.model_sha256})
-    L.write_json(gen / L.INFO, meta)
+    L.write_index_json(gen, meta)
 
 
 def _write_arrays(plan: GenerationPlan) -> np.ndarray:

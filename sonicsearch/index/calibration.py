@@ -1,0 +1,255 @@
+"""The no-match threshold of ``min_score="auto"``, measured on the index itself.
+
+Excerpts of indexed files are searched against the rest of the collection, which gives the
+distribution of best scores for a clip that is *not* in the collection; the threshold is
+its ``1 - TARGET_FALSE_ACCEPT`` quantile, per roll-up. "The rest" leaves out the file itself,
+its byte-identical copies, and its *variants*: other files that contain the sampled audio
+(another encoding of it, a ``-long`` / ``-short`` cut), recognised by near-perfect window
+matches at one time offset (:func:`contains_excerpt`). Counting a variant's ~1.0 as a
+no-match score would put the threshold at ~1.0 and turn every real match into "no match".
+
+It is computed once per generation and kept beside ``index.json`` as ``calibration.json``
+(in memory only when the folder is read-only), with its own checksum (``self_sha256``,
+:func:`sonicsearch.fileio.self_hashed_json`); a file that fails it is measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import faiss
+import numpy as np
+
+from sonicsearch.errors import IndexStoreError
+from sonicsearch.fileio import SELF_SHA256, self_hash_problem, self_hashed_json
+from sonicsearch.index.search import ROLLUPS
+from sonicsearch.index.types import FileRecord
+
+if TYPE_CHECKING:
+    from sonicsearch.index.api import AudioIndex
+
+CALIBRATION = "calibration.json"
+# 2: vote scores above a background; 3: variants left out, counted, and a self_sha256
+CALIBRATION_VERSION = 3
+TARGET_FALSE_ACCEPT = 0.01  # share of clips not in the collection that still get a match
+CALIBRATION_SAMPLES = 300  # excerpts searched per generation
+EXCERPT_SECONDS = 5.0  # length of a calibration excerpt (a typical "by ear" clip)
+MIN_FILES = 3  # fewer indexed files give no meaningful distribution
+CANDIDATES = 8  # results looked through per sample for the best non-variant file
+# A window of the excerpt has a near-perfect match in another file at this cosine. Measured
+# with the base model on two Debian sound themes (oxygen, freedesktop; 79 files) plus
+# re-encodes and cuts: the same recording re-encoded (FLAC, WAV, MP3) at the same window
+# alignment scores >= 0.9999, and so do two files of the themes that hold the same audio
+# (waveform correlation 1.000); the best window of a *different* recording scores at most
+# 0.9943 (99th percentile of file pairs 0.981). A cut at an offset that is not a multiple of the
+# hop scores 0.95-0.98: on one window that is no different from a similar sound, so it is
+# not taken for a variant (it does not collapse the threshold either).
+COPY_COSINE = 0.998
+COPY_SHARE = 0.5  # ... for at least this share of the excerpt's windows, at one offset
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def calibration(index: AudioIndex) -> dict[str, Any]:
+    """The no-match calibration of the index's generation: loaded from ``calibration.json``
+    or computed (and saved there when the folder is writable), once per open index."""
+    if index in _cache:
+        return _cache[index]
+    path = Path(index.gen) / CALIBRATION
+    data = _load(path)
+    if data is not None and (data.get("version") != CALIBRATION_VERSION
+                             or data.get("model_sha256") != index.meta["model"]["sha256"]
+                             or data.get("vectors") != index.ntotal):
+        data = None
+    if data is None:
+        data = calibrate(index)
+        _save(path, data)
+    _cache[index] = data
+    return data
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    """A saved calibration, or None when missing, unreadable or not the bytes written."""
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or self_hash_problem(raw) is not None:
+        return None
+    return data
+
+
+def check_calibration_file(gen: Path) -> None:
+    """``info --check`` of ``calibration.json``: absent, or from an older version (measured
+    again on use), or exactly the bytes written.
+
+    Raises:
+        IndexStoreError: one line naming the file; deleting it is the fix.
+    """
+    path = gen / CALIBRATION
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _damaged(gen, f"is unreadable ({exc.strerror})") from None
+    try:
+        version = json.loads(raw.decode("utf-8")).get("version")
+    except (ValueError, AttributeError):
+        raise _damaged(gen, "is not a JSON object") from None
+    if SELF_SHA256.encode() not in raw and isinstance(version, int) and version < 3:
+        return  # written before calibrations had checksums: measured again on first use
+    problem = self_hash_problem(raw)
+    if problem is not None:
+        raise _damaged(gen, problem)
+
+
+def _damaged(gen: Path, why: str) -> IndexStoreError:
+    return IndexStoreError(
+        f"index {gen.parent} is damaged: {gen.name}/{CALIBRATION} {why}; delete it (the "
+        "no-match threshold is measured again on the next `--min-score auto` query)")
+
+
+def calibrate(index: AudioIndex, target: float = TARGET_FALSE_ACCEPT,
+              samples: int = CALIBRATION_SAMPLES, seconds: float = EXCERPT_SECONDS,
+              seed: int = 0) -> dict[str, Any]:
+    """Measure the best score a clip that is not in the collection gets, per roll-up.
+
+    Each sample is a run of stored window vectors (about ``seconds`` long) of one indexed
+    file, searched with that file and its byte-identical copies left out; the best other
+    file that is not a variant holding the excerpt (:func:`contains_excerpt`) scores it.
+
+    Returns:
+        ``thresholds`` (roll-up -> score at the target false-accept rate; empty when the
+        index has fewer than MIN_FILES files) and the facts of the measurement, among them
+        ``variant_samples`` (samples whose results held a variant, left out) and
+        ``variant_files`` (indexed files taken for a variant of a sampled one).
+    """
+    records = index.store.records
+    out: dict[str, Any] = {
+        "version": CALIBRATION_VERSION, "generation": Path(index.gen).name,
+        "model_sha256": index.meta["model"]["sha256"], "vectors": index.ntotal,
+        "target_false_accept": target, "excerpt_seconds": seconds, "samples": 0,
+        "variant_samples": 0, "variant_files": 0, "copy_cosine": COPY_COSINE,
+        "thresholds": {}, "median": {}}
+    distinct = len({r.sha256 for r in records})
+    if distinct < MIN_FILES:
+        out["reason"] = f"{distinct} distinct files; calibration needs at least {MIN_FILES}"
+        return out
+    with _one_faiss_thread():
+        out.update(_measure(index, target, samples, seconds, seed))
+    return out
+
+
+@contextmanager
+def _one_faiss_thread() -> Iterator[None]:
+    """Many tiny searches run far faster on one OpenMP thread than on a busy team."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _measure(index: AudioIndex, target: float, samples: int, seconds: float,
+             seed: int) -> dict[str, Any]:
+    store, records = index.store, index.store.records
+    fc = index.meta["features"]
+    out: dict[str, Any] = {"thresholds": {}, "median": {}}
+    vectors = store.vectors()
+    n_win = max(1, int(round((seconds - fc["window_seconds"]) / fc["hop_seconds"])) + 1)
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(records))
+                            for _ in range(-(-samples // len(records)))])[:samples]
+    scores: dict[str, list[float]] = {r: [] for r in ROLLUPS}
+    variant_samples, variants = 0, set()
+    for f in order.tolist():
+        rec = records[f]
+        length = min(n_win, rec.n_windows)
+        start = rec.first_row + int(rng.integers(0, rec.n_windows - length + 1))
+        rows = np.arange(start, start + length)
+        spans = store.spans(rows)
+        spans -= spans[0, 0]
+        excerpt = np.asarray(vectors[rows])
+        is_variant = _Variants(index, excerpt, spans, fc["hop_seconds"])
+        for rollup in ROLLUPS:
+            res = index.query_vectors(excerpt, spans, k=CANDIDATES, rollup=rollup,
+                                      exclude=rec.path)  # nor in vote's background
+            other = _first_other(res["results"], rec, index, is_variant)
+            if other is not None:
+                scores[rollup].append(other)
+        found = [g for g, yes in is_variant.seen.items() if yes]
+        variant_samples += bool(found)
+        variants.update(found)
+    out["samples"] = len(scores[ROLLUPS[0]])
+    out["variant_samples"], out["variant_files"] = variant_samples, len(variants)
+    for rollup, values in scores.items():
+        if values:
+            out["thresholds"][rollup] = round(float(np.quantile(values, 1 - target)), 6)
+            out["median"][rollup] = round(float(np.median(values)), 6)
+    return out
+
+
+class _Variants:
+    """Which files hold one sample's excerpt (:func:`contains_excerpt`), asked once each."""
+
+    def __init__(self, index: AudioIndex, excerpt: np.ndarray, spans: np.ndarray,
+                 hop: float):
+        self.index, self.excerpt, self.spans, self.hop = index, excerpt, spans, hop
+        self.seen: dict[int, bool] = {}  # file id -> holds the excerpt
+
+    def __call__(self, file: int) -> bool:
+        if file not in self.seen:
+            self.seen[file] = contains_excerpt(self.index, self.excerpt, self.spans, file,
+                                               self.hop)
+        return self.seen[file]
+
+
+def contains_excerpt(index: AudioIndex, excerpt: np.ndarray, spans: np.ndarray, file: int,
+                     hop: float) -> bool:
+    """Whether indexed file ``file`` holds the audio of ``excerpt`` (window vectors with
+    their ``spans``, seconds): at least COPY_SHARE of its windows match one of the file's
+    windows at cosine >= COPY_COSINE, all at the same time offset (one hop of tolerance)."""
+    rec = index.store.records[file]
+    rows = np.arange(rec.first_row, rec.first_row + rec.n_windows)
+    sims = excerpt @ np.asarray(index.store.vectors()[rows]).T  # (excerpt, file windows)
+    best = sims.argmax(axis=1)
+    near = sims[np.arange(len(excerpt)), best] >= COPY_COSINE
+    if near.sum() < max(1, COPY_SHARE * len(excerpt)):
+        return False
+    starts = index.store.spans(rows)[:, 0]
+    offsets = np.round((starts[best[near]] - spans[near, 0]) / hop)
+    mode = np.bincount((offsets - offsets.min()).astype(np.int64)).argmax() + offsets.min()
+    consistent = np.abs(offsets - mode) <= 1
+    return consistent.sum() >= max(1, COPY_SHARE * len(excerpt))
+
+
+def _first_other(results: list[dict], rec: FileRecord, index: AudioIndex,
+                 is_variant: _Variants) -> float | None:
+    """The score of the first result that is neither ``rec``, a byte-identical copy of it,
+    nor a variant holding the excerpt (None when all of them are)."""
+    for r in results:
+        if r["path"] == rec.path:
+            continue
+        i = index.store.by_path.get(r["path"])
+        if i is not None and (index.store.records[i].sha256 == rec.sha256 or is_variant(i)):
+            continue
+        return float(r["score"])
+    return None
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{CALIBRATION}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(self_hashed_json(data))
+        os.replace(tmp, path)
+    except OSError:  # a read-only index, or the generation was just deleted: memory only
+        tmp.unlink(missing_ok=True)
