@@ -11,13 +11,13 @@ import typer
 from sonicsearch.cli import app
 from sonicsearch.cli.common import (
     DEFAULT_INDEX,
+    NON_NEGATIVE,
+    POSITIVE,
     ConfigOpt,
     DeviceOpt,
     IndexOpt,
     IndexType,
     JsonOpt,
-    NON_NEGATIVE,
-    POSITIVE,
     echo_json,
     report_skipped,
 )

@@ -10,11 +10,11 @@ import typer
 
 from sonicsearch.cli import app
 from sonicsearch.cli.common import (
+    POSITIVE,
+    SEED_MAX,
     ArchOpt,
     ConfigOpt,
     DataArg,
-    POSITIVE,
-    SEED_MAX,
     DeviceOpt,
     ExternalOpt,
     WeightsOpt,
