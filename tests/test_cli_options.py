@@ -120,3 +120,18 @@ def test_the_library_refuses_a_zero_window_instead_of_using_the_model_s(tmp_path
         with pytest.raises(ConfigError):
             with_windows(fake, window, hop)
     assert with_windows(fake, None, None) is fake
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e309", "-inf"])
+def test_query_min_score_must_be_finite(tmp_path, monkeypatch, capsys, value):
+    from sonicsearch.index import AudioIndex
+
+    def refuse(*a, **kw):
+        raise AssertionError("the index was opened before --min-score was checked")
+
+    monkeypatch.setattr(AudioIndex, "open", classmethod(refuse))
+    (tmp_path / "clip.wav").write_bytes(b"")
+    code, out, err = cli(monkeypatch, capsys, "query", tmp_path / "clip.wav",
+                         f"--min-score={value}")
+    assert code == 2 and "Invalid value for '--min-score'" in err and "finite" in err
+    assert out == "" and "Traceback" not in err

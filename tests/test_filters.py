@@ -127,3 +127,12 @@ def test_calibration_needs_a_few_files(tmp_path):
         res = idx.query(sound(7, 3.0), sample_rate=SR, min_score="auto")
         assert len(res) == 1 and res.extra["min_score"] is None  # no threshold: listed
         assert "at least 3" in F.calibration(idx)["reason"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e309", "NaN", float("nan"),
+                                   float("inf"), -float("inf")])
+def test_min_score_refuses_non_finite_values(value):
+    """nan used to drop the threshold silently, inf to answer 'below inf' with null JSON."""
+    with pytest.raises(ConfigError, match="finite"):
+        parse_min_score(value)
+    assert parse_min_score(-0.25) == -0.25 and parse_min_score("1e3") == 1000.0

@@ -243,6 +243,18 @@ def _ray_embedder(embedder, model: Path, device: str, address: str | None,
     return RayEmbedder(embedder, factory, address, workers)
 
 
+def _check_min_score(value: str | None) -> str | None:
+    """--min-score is a finite number or 'auto': a usage error otherwise, before loading."""
+    from sonicsearch.errors import ConfigError
+    from sonicsearch.index.filters import parse_min_score
+
+    try:
+        parse_min_score(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 @app.command()
 def query(
     clips: Annotated[list[Path], typer.Argument(help="Query clips and/or folders of clips.")],
@@ -269,6 +281,7 @@ def query(
     max_per_folder: Annotated[int | None, typer.Option(
         min=1, help="At most N results from one folder (album).")] = None,
     min_score: Annotated[str | None, typer.Option(
+        metavar="X|auto", callback=_check_min_score,
         help="Drop results scoring below X; 'auto': the index's no-match threshold "
         "(1% false accepts). Nothing left: no match.")] = None,
     config: Annotated[Path | None, typer.Option(
