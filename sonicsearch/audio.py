@@ -12,6 +12,7 @@ header promises (an MP3 with a Xing/Info frame count, a WAV cut short) is trunca
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -249,7 +250,7 @@ def find_audio_files(
     for item in inputs:
         p = Path(item)
         if not p.exists():
-            raise AudioError(p, "no such file or folder")
+            raise AudioError(p, _missing(p, "no such file or folder"))
         if p.is_file():
             found.setdefault(os.path.realpath(p), p.absolute())
             continue
@@ -271,13 +272,30 @@ def find_audio_files(
                     fp = Path(root) / name
                     if fp.is_file():
                         found.setdefault(os.path.realpath(fp), fp.absolute())
+                    elif errors is not None and fp.is_symlink():  # a loop or a dangling link
+                        errors.append((str(fp.absolute()),
+                                       _missing(fp, "broken symbolic link (no such file)")))
     return sorted(found.values())
+
+
+def _missing(path: Path, absent: str) -> str:
+    """Why ``path`` cannot be reached: ``absent`` when nothing is there, else the OS's reason
+    (a symlink pointing at itself: "too many levels of symbolic links")."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return absent
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "too many levels of symbolic links (a symlink loop)"
+        return f"unreadable ({exc.strerror})"
+    return absent
 
 
 def _open(path: str | Path) -> sf.SoundFile:
     p = Path(path)
     if not p.exists():
-        raise AudioError(p, "no such file")
+        raise AudioError(p, _missing(p, "no such file"))
     if p.is_dir():
         raise AudioError(p, "is a folder, not an audio file")
     try:

@@ -245,3 +245,19 @@ def test_a_small_shortfall_against_the_header_is_not_truncation():
     check_complete("a.mp3", promised - int(0.38 * sr), promised, sr)  # 0.09 %: complete
     with pytest.raises(AudioError, match="truncated"):
         check_complete("a.mp3", int(promised * 0.97), promised, sr)
+
+
+def test_a_self_pointing_symlink_is_skipped_and_named(tmp_path):
+    """A link to itself (and a dangling one) used to vanish from a build without a word."""
+    write_audio(tmp_path / "ok.wav", tone(1.0, 8000), 8000)
+    os.symlink("loop.wav", tmp_path / "loop.wav")
+    os.symlink("gone.wav", tmp_path / "dangling.wav")
+    errors: list[tuple[str, str]] = []
+    assert find_audio_files([tmp_path], errors) == [(tmp_path / "ok.wav").absolute()]
+    reasons = dict(errors)
+    assert reasons[str(tmp_path / "loop.wav")].startswith("too many levels of symbolic links")
+    assert reasons[str(tmp_path / "dangling.wav")].startswith("broken symbolic link")
+    with pytest.raises(AudioError, match="too many levels of symbolic links"):
+        find_audio_files([tmp_path / "loop.wav"])  # named directly, as query does
+    with pytest.raises(AudioError, match="too many levels of symbolic links"):
+        audio_info(tmp_path / "loop.wav")
