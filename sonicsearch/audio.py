@@ -230,9 +230,19 @@ def check_usable(wave: np.ndarray, sample_rate: int, path: str | Path, min_secon
     """Raise AudioError for a clip that is too short or silent throughout."""
     seconds = wave.size / sample_rate
     if seconds < min_seconds:
-        raise AudioError(path, f"too short ({seconds:.2f}s < {min_seconds:.2f}s)")
+        raise AudioError(path, too_short(seconds, min_seconds))
     if float(np.max(np.abs(wave))) < SILENCE_PEAK:
         raise AudioError(path, "silent (peak below -80 dBFS)")
+
+
+def too_short(seconds: float, min_seconds: float) -> str:
+    """``too short (0.10s < 0.50s)``, with as many decimals as it takes for the two numbers
+    to differ when printed (``0.4995s < 0.5000s``, not ``0.50s < 0.50s``)."""
+    for digits in range(2, 10):
+        a, b = f"{seconds:.{digits}f}", f"{min_seconds:.{digits}f}"
+        if a != b:
+            break
+    return f"too short ({a}s < {b}s)"
 
 
 def find_audio_files(

@@ -34,6 +34,7 @@ from sonicsearch.audio import (
     check_usable,
     iter_windows,
     pad_to,
+    too_short,
     window_starts,
 )
 from sonicsearch.embedding_types import EmbeddedFile, check_hop, check_window
@@ -189,8 +190,7 @@ class Embedder:
                 try:
                     info = audio_info(p)
                     if info.duration < fc.min_seconds:
-                        raise AudioError(p, f"too short ({info.duration:.2f}s < "
-                                            f"{fc.min_seconds:.2f}s)")
+                        raise AudioError(p, too_short(info.duration, fc.min_seconds))
                     batch, starts = [], []
                     for start, w in iter_windows(p, fc.sample_rate, fc.window_seconds,
                                                  fc.hop_seconds):

@@ -261,3 +261,22 @@ def test_a_self_pointing_symlink_is_skipped_and_named(tmp_path):
         find_audio_files([tmp_path / "loop.wav"])  # named directly, as query does
     with pytest.raises(AudioError, match="too many levels of symbolic links"):
         audio_info(tmp_path / "loop.wav")
+
+
+@pytest.mark.parametrize("seconds,minimum,shown", [
+    (0.4995, 0.5, "too short (0.499s < 0.500s)"),  # used to print 0.50s < 0.50s
+    (0.1, 0.5, "too short (0.10s < 0.50s)"),
+    (0.4999999, 0.5, "too short (0.4999999s < 0.5000000s)"),
+])
+def test_too_short_prints_enough_digits_to_tell_the_numbers_apart(seconds, minimum, shown):
+    from sonicsearch.audio import too_short
+
+    assert too_short(seconds, minimum) == shown
+
+
+def test_a_clip_just_under_the_minimum_says_so_in_digits(tmp_path):
+    sr = 8000
+    path = tmp_path / "short.wav"
+    write_audio(path, tone(0.4995, sr), sr)
+    with pytest.raises(AudioError, match=r"too short \(0\.499s < 0\.500s\)"):
+        check_usable(load_audio(path, sample_rate=sr)[0], sr, path, 0.5)
