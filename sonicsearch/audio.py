@@ -28,6 +28,9 @@ import torchaudio
 from sonicsearch.audio_integrity import check_complete as _check_complete
 from sonicsearch.audio_integrity import mp3_truncated, ogg_truncated
 from sonicsearch.errors import AudioError
+from sonicsearch.native_stderr import native_stderr
+from sonicsearch.progress import log
+from sonicsearch.reporting import display_path
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au"}
@@ -35,6 +38,7 @@ AUDIO_EXTENSIONS = frozenset(
 SILENCE_PEAK = 1e-4  # a file whose peak stays below this (-80 dBFS) counts as silent
 _MPEG_FRAME = 1152  # samples per MPEG-1 Layer III frame
 _RESAMPLE_MARGIN_S = 0.05  # context read around a span so resampling has no edge effects
+_warned: set[tuple[str, str]] = set()  # (path, decoder warning) already printed
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,14 @@ def _missing(path: Path, absent: str) -> str:
     return absent
 
 
+def _warn(path: Path, notes: list[str]) -> None:
+    """The decoder's warnings about ``path``, on stderr with its name, once per process."""
+    for note in notes:
+        if (str(path), note) not in _warned:
+            _warned.add((str(path), note))
+            log(f"warning: {display_path(path)}: {note}")
+
+
 def _open(path: str | Path) -> sf.SoundFile:
     p = Path(path)
     if not p.exists():
@@ -314,12 +326,14 @@ def _open(path: str | Path) -> sf.SoundFile:
         raise AudioError(p, f"unreadable ({exc.strerror})") from None
     if size == 0:
         raise AudioError(p, "empty file (0 bytes)")
-    try:
-        f = sf.SoundFile(os.fsencode(p))  # the name's bytes, UTF-8 or not
-    except sf.LibsndfileError as exc:
-        raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
-    except (OSError, RuntimeError) as exc:
-        raise AudioError(p, f"unreadable ({exc})") from None
+    with native_stderr() as notes:  # the MP3 decoder warns from C, without a file name
+        try:
+            f = sf.SoundFile(os.fsencode(p))  # the name's bytes, UTF-8 or not
+        except sf.LibsndfileError as exc:
+            raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
+        except (OSError, RuntimeError) as exc:
+            raise AudioError(p, f"unreadable ({exc})") from None
+    _warn(p, notes)
     check = {"OGG": ogg_truncated, "MP3": mp3_truncated}.get(f.format)
     if check is not None and (why := check(p, size)) is not None:
         f.close()
