@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from sonicsearch.cli import app
-from sonicsearch.cli.common import NON_NEGATIVE, POSITIVE, SEED_MAX
+from sonicsearch.cli.common import NON_NEGATIVE, POSITIVE, SEED
+from sonicsearch.cli.help import App
 from sonicsearch.progress import log, progress_bar
 
-make = typer.Typer(help="Make a labelled dataset.", no_args_is_help=True)
+make = App(help="Make a labelled dataset.", no_args_is_help=True)
 app.add_typer(make, name="make-dataset")
 
 
@@ -26,7 +27,7 @@ def synth(
     sample_rate: Annotated[int, typer.Option(
         min=8000, metavar="HZ", help="Sample rate of the WAV files.")] = 22050,
     seed: Annotated[int, typer.Option(
-        min=0, max=SEED_MAX, help="Random seed; the same seed gives the same files.")] = 0,
+        min=0, callback=SEED, help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Write a deterministic synthetic genre corpus in the folder-per-label layout."""
     from sonicsearch.data.synth import make_synth_corpus
@@ -76,7 +77,7 @@ def debian(
         help="Also pack about this many hours as 16 kHz mono Ogg/Opus (0: no pack).")] = 0.0,
     pack_dir: Annotated[Path | None, typer.Option(help="The pack's folder "
                                                   "(default OUT's folder/packHh).")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of the pack's pick.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, callback=SEED, help="Seed of the pack's pick.")] = 0,
 ) -> None:
     """Real audio from Debian's archive: download, extract and list a pool (needs apt-get)."""
     from sonicsearch.data.debian import make as make_debian

@@ -11,7 +11,7 @@ import typer
 from sonicsearch.cli import app
 from sonicsearch.cli.common import (
     POSITIVE,
-    SEED_MAX,
+    SEED,
     ArchOpt,
     ConfigOpt,
     DataArg,
@@ -55,9 +55,9 @@ def tune(
     arch: ArchOpt = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Sampler seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, callback=SEED, help="Sampler seed.")] = 0,
     train_seed: Annotated[int | None, typer.Option(
-        min=0, max=SEED_MAX, help="Training seed of every trial (split, init, crops).")] = None,
+        min=0, callback=SEED, help="Training seed of every trial (split, init, crops).")] = None,
     objective: Annotated[Objective, typer.Option(
         help="f1, or a second objective for a Pareto front (NSGA-II, no pruning).")] = Objective.f1,
     pruner: Annotated[Pruner, typer.Option(help="Early stopping of poor trials.")] = (
