@@ -12,6 +12,7 @@ header promises (an MP3 with a Xing/Info frame count, a WAV cut short) is trunca
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,9 @@ import torchaudio
 from sonicsearch.audio_integrity import check_complete as _check_complete
 from sonicsearch.audio_integrity import mp3_truncated, ogg_truncated
 from sonicsearch.errors import AudioError
+from sonicsearch.native_stderr import native_stderr
+from sonicsearch.progress import log
+from sonicsearch.reporting import display_path
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au"}
@@ -34,6 +38,7 @@ AUDIO_EXTENSIONS = frozenset(
 SILENCE_PEAK = 1e-4  # a file whose peak stays below this (-80 dBFS) counts as silent
 _MPEG_FRAME = 1152  # samples per MPEG-1 Layer III frame
 _RESAMPLE_MARGIN_S = 0.05  # context read around a span so resampling has no edge effects
+_warned: set[tuple[str, str]] = set()  # (path, decoder warning) already printed
 
 
 @dataclass(frozen=True)
@@ -229,9 +234,19 @@ def check_usable(wave: np.ndarray, sample_rate: int, path: str | Path, min_secon
     """Raise AudioError for a clip that is too short or silent throughout."""
     seconds = wave.size / sample_rate
     if seconds < min_seconds:
-        raise AudioError(path, f"too short ({seconds:.2f}s < {min_seconds:.2f}s)")
+        raise AudioError(path, too_short(seconds, min_seconds))
     if float(np.max(np.abs(wave))) < SILENCE_PEAK:
         raise AudioError(path, "silent (peak below -80 dBFS)")
+
+
+def too_short(seconds: float, min_seconds: float) -> str:
+    """``too short (0.10s < 0.50s)``, with as many decimals as it takes for the two numbers
+    to differ when printed (``0.4995s < 0.5000s``, not ``0.50s < 0.50s``)."""
+    for digits in range(2, 10):
+        a, b = f"{seconds:.{digits}f}", f"{min_seconds:.{digits}f}"
+        if a != b:
+            break
+    return f"too short ({a}s < {b}s)"
 
 
 def find_audio_files(
@@ -249,7 +264,7 @@ def find_audio_files(
     for item in inputs:
         p = Path(item)
         if not p.exists():
-            raise AudioError(p, "no such file or folder")
+            raise AudioError(p, _missing(p, "no such file or folder"))
         if p.is_file():
             found.setdefault(os.path.realpath(p), p.absolute())
             continue
@@ -271,13 +286,38 @@ def find_audio_files(
                     fp = Path(root) / name
                     if fp.is_file():
                         found.setdefault(os.path.realpath(fp), fp.absolute())
+                    elif errors is not None and fp.is_symlink():  # a loop or a dangling link
+                        errors.append((str(fp.absolute()),
+                                       _missing(fp, "broken symbolic link (no such file)")))
     return sorted(found.values())
+
+
+def _missing(path: Path, absent: str) -> str:
+    """Why ``path`` cannot be reached: ``absent`` when nothing is there, else the OS's reason
+    (a symlink pointing at itself: "too many levels of symbolic links")."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return absent
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "too many levels of symbolic links (a symlink loop)"
+        return f"unreadable ({exc.strerror})"
+    return absent
+
+
+def _warn(path: Path, notes: list[str]) -> None:
+    """The decoder's warnings about ``path``, on stderr with its name, once per process."""
+    for note in notes:
+        if (str(path), note) not in _warned:
+            _warned.add((str(path), note))
+            log(f"warning: {display_path(path)}: {note}")
 
 
 def _open(path: str | Path) -> sf.SoundFile:
     p = Path(path)
     if not p.exists():
-        raise AudioError(p, "no such file")
+        raise AudioError(p, _missing(p, "no such file"))
     if p.is_dir():
         raise AudioError(p, "is a folder, not an audio file")
     try:
@@ -286,12 +326,14 @@ def _open(path: str | Path) -> sf.SoundFile:
         raise AudioError(p, f"unreadable ({exc.strerror})") from None
     if size == 0:
         raise AudioError(p, "empty file (0 bytes)")
-    try:
-        f = sf.SoundFile(os.fsencode(p))  # the name's bytes, UTF-8 or not
-    except sf.LibsndfileError as exc:
-        raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
-    except (OSError, RuntimeError) as exc:
-        raise AudioError(p, f"unreadable ({exc})") from None
+    with native_stderr() as notes:  # the MP3 decoder warns from C, without a file name
+        try:
+            f = sf.SoundFile(os.fsencode(p))  # the name's bytes, UTF-8 or not
+        except sf.LibsndfileError as exc:
+            raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
+        except (OSError, RuntimeError) as exc:
+            raise AudioError(p, f"unreadable ({exc})") from None
+    _warn(p, notes)
     check = {"OGG": ogg_truncated, "MP3": mp3_truncated}.get(f.format)
     if check is not None and (why := check(p, size)) is not None:
         f.close()

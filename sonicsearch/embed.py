@@ -34,9 +34,10 @@ from sonicsearch.audio import (
     check_usable,
     iter_windows,
     pad_to,
+    too_short,
     window_starts,
 )
-from sonicsearch.embedding_types import EmbeddedFile
+from sonicsearch.embedding_types import EmbeddedFile, check_hop, check_window
 from sonicsearch.errors import AudioError
 from sonicsearch.runtime import prepare_torch
 
@@ -111,12 +112,18 @@ class Embedder:
     def with_windows(self, window_seconds: float | None = None,
                      hop_seconds: float | None = None) -> Embedder:
         """This model windowed differently, as a new Embedder sharing the loaded weights
-        (this one is unchanged); None keeps a setting."""
+        (this one is unchanged); None keeps a setting.
+
+        Raises:
+            ConfigError: a window too short for the front end, or a hop under one sample.
+        """
         fc = self.feature_config
+        window = fc.window_seconds if window_seconds is None else window_seconds
+        hop = fc.hop_seconds if hop_seconds is None else hop_seconds
+        check_window(fc, window)
+        check_hop(fc, hop)
         other = copy.copy(self)
-        other.feature_config = dataclasses.replace(
-            fc, window_seconds=window_seconds or fc.window_seconds,
-            hop_seconds=hop_seconds or fc.hop_seconds)
+        other.feature_config = dataclasses.replace(fc, window_seconds=window, hop_seconds=hop)
         return other
 
     def embed(self, source: str | Path | np.ndarray, sample_rate: int | None = None):
@@ -183,8 +190,7 @@ class Embedder:
                 try:
                     info = audio_info(p)
                     if info.duration < fc.min_seconds:
-                        raise AudioError(p, f"too short ({info.duration:.2f}s < "
-                                            f"{fc.min_seconds:.2f}s)")
+                        raise AudioError(p, too_short(info.duration, fc.min_seconds))
                     batch, starts = [], []
                     for start, w in iter_windows(p, fc.sample_rate, fc.window_seconds,
                                                  fc.hop_seconds):

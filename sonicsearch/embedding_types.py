@@ -9,6 +9,7 @@ torch.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from sonicsearch.config import FeatureConfig
-from sonicsearch.errors import AudioError
+from sonicsearch.errors import AudioError, ConfigError
 
 
 @dataclass
@@ -64,10 +65,15 @@ def with_windows(embedder: E, window_seconds: float | None = None,
 
     Uses the embedder's own ``with_windows`` when it has one, else a shallow copy with a
     replaced ``feature_config``. None keeps a setting; no change returns ``embedder``.
+
+    Raises:
+        ConfigError: a window or hop that :func:`check_window` / :func:`check_hop` refuse.
     """
     fc = embedder.feature_config
-    window = window_seconds or fc.window_seconds
-    hop = hop_seconds or fc.hop_seconds
+    window = fc.window_seconds if window_seconds is None else window_seconds
+    hop = fc.hop_seconds if hop_seconds is None else hop_seconds
+    check_window(fc, window)
+    check_hop(fc, hop)
     if (window, hop) == (fc.window_seconds, fc.hop_seconds):
         return embedder
     own = getattr(embedder, "with_windows", None)
@@ -76,3 +82,30 @@ def with_windows(embedder: E, window_seconds: float | None = None,
     other = copy.copy(embedder)
     other.feature_config = replace(fc, window_seconds=window, hop_seconds=hop)
     return other
+
+
+def min_window_samples(fc: FeatureConfig) -> int:
+    """The shortest window the log-mel front end takes: its STFT pads each window by
+    ``n_fft // 2`` samples on each side by reflection, which needs more samples than that."""
+    return fc.n_fft // 2 + 1
+
+
+def check_window(fc: FeatureConfig, seconds: float) -> None:
+    """Raise ConfigError unless ``seconds`` is a finite window the front end ``fc`` takes."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"window must be a positive number of seconds, not {seconds}")
+    low = min_window_samples(fc)
+    if round(seconds * fc.sample_rate) < low:
+        raise ConfigError(
+            f"a window of {seconds:g}s is too short for this model's front end: at least "
+            f"{low / fc.sample_rate:.4g}s ({low} samples at {fc.sample_rate} Hz, more than half "
+            f"its {fc.n_fft}-point FFT)")
+
+
+def check_hop(fc: FeatureConfig, seconds: float) -> None:
+    """Raise ConfigError unless ``seconds`` is a finite hop of at least one sample."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"hop must be a positive number of seconds, not {seconds}")
+    if round(seconds * fc.sample_rate) < 1:
+        raise ConfigError(f"a hop of {seconds:g}s is under one sample at {fc.sample_rate} Hz: "
+                          f"at least {1 / fc.sample_rate:.3g}s")

@@ -245,3 +245,77 @@ def test_a_small_shortfall_against_the_header_is_not_truncation():
     check_complete("a.mp3", promised - int(0.38 * sr), promised, sr)  # 0.09 %: complete
     with pytest.raises(AudioError, match="truncated"):
         check_complete("a.mp3", int(promised * 0.97), promised, sr)
+
+
+def test_a_self_pointing_symlink_is_skipped_and_named(tmp_path):
+    """A link to itself (and a dangling one) used to vanish from a build without a word."""
+    write_audio(tmp_path / "ok.wav", tone(1.0, 8000), 8000)
+    os.symlink("loop.wav", tmp_path / "loop.wav")
+    os.symlink("gone.wav", tmp_path / "dangling.wav")
+    errors: list[tuple[str, str]] = []
+    assert find_audio_files([tmp_path], errors) == [(tmp_path / "ok.wav").absolute()]
+    reasons = dict(errors)
+    assert reasons[str(tmp_path / "loop.wav")].startswith("too many levels of symbolic links")
+    assert reasons[str(tmp_path / "dangling.wav")].startswith("broken symbolic link")
+    with pytest.raises(AudioError, match="too many levels of symbolic links"):
+        find_audio_files([tmp_path / "loop.wav"])  # named directly, as query does
+    with pytest.raises(AudioError, match="too many levels of symbolic links"):
+        audio_info(tmp_path / "loop.wav")
+
+
+@pytest.mark.parametrize("seconds,minimum,shown", [
+    (0.4995, 0.5, "too short (0.499s < 0.500s)"),  # used to print 0.50s < 0.50s
+    (0.1, 0.5, "too short (0.10s < 0.50s)"),
+    (0.4999999, 0.5, "too short (0.4999999s < 0.5000000s)"),
+])
+def test_too_short_prints_enough_digits_to_tell_the_numbers_apart(seconds, minimum, shown):
+    from sonicsearch.audio import too_short
+
+    assert too_short(seconds, minimum) == shown
+
+
+def test_a_clip_just_under_the_minimum_says_so_in_digits(tmp_path):
+    sr = 8000
+    path = tmp_path / "short.wav"
+    write_audio(path, tone(0.4995, sr), sr)
+    with pytest.raises(AudioError, match=r"too short \(0\.499s < 0\.500s\)"):
+        check_usable(load_audio(path, sample_rate=sr)[0], sr, path, 0.5)
+
+
+def _mp3_with_wrong_xing_size(path, sr: int = 16000) -> None:
+    """An MP3 whose Xing header says the stream is 10% shorter than it is: the decoder
+    warns "Xing stream size off by more than 1%" from C while opening it."""
+    import struct
+
+    import soundfile as sf
+
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile cannot write MP3")
+    sf.write(path, tone(3.0, sr) * 0.3, sr, format="MP3")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"Xing")
+    flags = struct.unpack(">I", data[at + 4:at + 8])[0]
+    assert at >= 0 and flags & 3 == 3, "no Xing frames+bytes fields to change"
+    data[at + 12:at + 16] = struct.pack(">I", int(len(data) * 0.9))  # the bytes field
+    path.write_bytes(bytes(data))
+
+
+def test_the_decoder_s_xing_warning_names_the_file(tmp_path, capfd):
+    path = tmp_path / "odd-xing.mp3"
+    _mp3_with_wrong_xing_size(path)
+    capfd.readouterr()
+    assert audio_info(path).frames > 0
+    load_audio(path, sample_rate=16000)
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "Xing stream size off" in line]
+    assert len(lines) == 1, err  # named once, not once per open
+    assert str(path) in lines[0] and lines[0].startswith("warning: ")
+
+
+def test_other_output_on_fd_2_passes_through_a_capture(capfd):
+    from sonicsearch.native_stderr import native_stderr
+
+    with native_stderr() as notes:
+        os.write(2, b"a progress line\nWarning: from the decoder\n")
+    assert notes == ["from the decoder"]
+    assert capfd.readouterr().err == "a progress line\n"

@@ -162,3 +162,12 @@ def test_variants_of_a_sound_do_not_collapse_the_threshold(tmp_path):
         rejected = sum(index.query(sound(seed, 5.0), sample_rate=SR,
                                    min_score="auto").no_match for seed in range(500, 520))
         assert rejected >= 17  # clips not in the collection stay rejected
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e309", "NaN", float("nan"),
+                                   float("inf"), -float("inf")])
+def test_min_score_refuses_non_finite_values(value):
+    """nan used to drop the threshold silently, inf to answer 'below inf' with null JSON."""
+    with pytest.raises(ConfigError, match="finite"):
+        parse_min_score(value)
+    assert parse_min_score(-0.25) == -0.25 and parse_min_score("1e3") == 1000.0

@@ -8,9 +8,10 @@ import sys
 import typer
 
 from sonicsearch._version import __version__
+from sonicsearch.cli.help import App
 from sonicsearch.errors import SonicsearchError
 
-app = typer.Typer(
+app = App(
     name="sonicsearch",
     help="Audio similarity search: index audio with the shipped base model (or a CNN you "
     "fine-tune on log-mel spectrograms) in FAISS, then find what sounds like a clip and the "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +29,36 @@ class IndexType(str, Enum):
 
 
 DEFAULT_INDEX = Path("indexes/default")
+SEED_MAX = 2**32 - 1  # numpy's and Optuna's RandomState take seeds in [0, 2**32)
+
+
+def number(*, above: float | None = None, at_least: float | None = None,
+           below: float | None = None) -> Callable[[float | int | None], float | int | None]:
+    """A typer callback for a numeric option: the value must be finite (``nan``, ``inf``
+    and ``1e309`` are refused), more than ``above`` / at least ``at_least`` and less than
+    ``below``. A bad value
+    is a usage error (exit 2) that names the option, before any model or data is loaded;
+    an absent option (None) passes."""
+
+    def check(value: float | int | None) -> float | int | None:
+        if value is None:
+            return None
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"must be a finite number, not {value}")
+        if above is not None and value <= above:
+            raise typer.BadParameter(f"must be more than {above:g}, not {value:g}")
+        if at_least is not None and value < at_least:
+            raise typer.BadParameter(f"must be at least {at_least:g}, not {value:g}")
+        if below is not None and value >= below:
+            raise typer.BadParameter(f"must be less than {below:.0f}, not {value}")
+        return value
+
+    return check
+
+
+POSITIVE = number(above=0)  # seconds, sizes, hours: 0 or less means nothing
+NON_NEGATIVE = number(at_least=0)
+SEED = number(at_least=0, below=SEED_MAX + 1)  # with min=0, which the help shows
 
 DataArg = Annotated[
     Path,
@@ -45,7 +77,7 @@ WeightsOpt = Annotated[
                        "cached), none (scratch), or a PATH."),
 ]
 DeviceOpt = Annotated[Device | None, typer.Option(help="Where to run.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
+SeedOpt = Annotated[int | None, typer.Option(min=0, callback=SEED, help="Random seed.")]
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A model.pt written by train.")]
 IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]

@@ -8,20 +8,26 @@ from typing import Annotated
 import typer
 
 from sonicsearch.cli import app
+from sonicsearch.cli.common import NON_NEGATIVE, POSITIVE, SEED
+from sonicsearch.cli.help import App
 from sonicsearch.progress import log, progress_bar
 
-make = typer.Typer(help="Make a labelled dataset.", no_args_is_help=True)
+make = App(help="Make a labelled dataset.", no_args_is_help=True)
 app.add_typer(make, name="make-dataset")
 
 
 @make.command("synth")
 def synth(
     out: Annotated[Path, typer.Argument(help="New (or empty) folder to write the corpus into.")],
-    genres: Annotated[int, typer.Option(help="Number of genres (labels).")] = 8,
-    per_genre: Annotated[int, typer.Option(help="Clips per genre.")] = 40,
-    seconds: Annotated[float, typer.Option(help="Length of each clip in seconds.")] = 30.0,
-    sample_rate: Annotated[int, typer.Option(help="Sample rate of the WAV files.")] = 22050,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    genres: Annotated[int, typer.Option(
+        min=2, help="Number of genres (labels).")] = 8,
+    per_genre: Annotated[int, typer.Option(min=1, help="Clips per genre.")] = 40,
+    seconds: Annotated[float, typer.Option(
+        min=1, callback=POSITIVE, metavar="SECONDS", help="Length of each clip.")] = 30.0,
+    sample_rate: Annotated[int, typer.Option(
+        min=8000, metavar="HZ", help="Sample rate of the WAV files.")] = 22050,
+    seed: Annotated[int, typer.Option(
+        min=0, callback=SEED, help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Write a deterministic synthetic genre corpus in the folder-per-label layout."""
     from sonicsearch.data.synth import make_synth_corpus
@@ -64,12 +70,14 @@ def debian(
                                                "(default ~/.cache/sonicsearch/debian).")
                      ] = None,
     min_seconds: Annotated[float | None, typer.Option(
+        callback=NON_NEGATIVE, metavar="SECONDS",
         help="Shortest file kept (default 1 for train, 30 for eval).")] = None,
     pack_hours: Annotated[float, typer.Option(
+        callback=NON_NEGATIVE, metavar="HOURS",
         help="Also pack about this many hours as 16 kHz mono Ogg/Opus (0: no pack).")] = 0.0,
     pack_dir: Annotated[Path | None, typer.Option(help="The pack's folder "
                                                   "(default OUT's folder/packHh).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the pack's pick.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, callback=SEED, help="Seed of the pack's pick.")] = 0,
 ) -> None:
     """Real audio from Debian's archive: download, extract and list a pool (needs apt-get)."""
     from sonicsearch.data.debian import make as make_debian

@@ -45,9 +45,11 @@ def pretrain(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Learn embeddings from unlabelled audio (two degraded views per excerpt agree);
-    write OUT/model.pt for `train --weights` and `build-index --model`. OUT must not hold
-    another run unless --resume or --overwrite is given."""
+    """Learn embeddings from unlabelled audio; write OUT/model.pt for train --weights and
+    build-index --model.
+
+    Two degraded views of each excerpt are taught to agree. OUT must not hold another run
+    unless --resume or --overwrite is given."""
     from sonicsearch.config import load_config
     from sonicsearch.data.excerpts import scan_audio
     from sonicsearch.errors import DataError

@@ -11,6 +11,8 @@ import typer
 from sonicsearch.cli import app
 from sonicsearch.cli.common import (
     DEFAULT_INDEX,
+    NON_NEGATIVE,
+    POSITIVE,
     ConfigOpt,
     DeviceOpt,
     IndexOpt,
@@ -34,6 +36,7 @@ class Rollup(str, Enum):
 
 @app.command("build-index")
 def build_index_cmd(
+    ctx: typer.Context,
     audio: Annotated[list[Path], typer.Argument(help="Audio files and/or folders (recursive).")],
     model: Annotated[Path | None, typer.Option(
         "--model", "-m", help="model.pt from train/pretrain, or 'base' (the shipped base "
@@ -41,9 +44,13 @@ def build_index_cmd(
     ] = None,
     index: IndexOpt = DEFAULT_INDEX,
     config: ConfigOpt = None,
-    window: Annotated[float | None, typer.Option(help="Window seconds (default: the model's).")
+    window: Annotated[float | None, typer.Option(
+        metavar="SECONDS", callback=POSITIVE,
+        help="Window length (default: the model's); at least the model's FFT can take.")
                       ] = None,
-    hop: Annotated[float | None, typer.Option(help="Hop seconds (default: the model's).")] = None,
+    hop: Annotated[float | None, typer.Option(
+        metavar="SECONDS", callback=POSITIVE,
+        help="Hop between window starts (default: the model's).")] = None,
     index_type: Annotated[IndexType | None, typer.Option(
         help="FAISS index; auto picks by size (default: the config's, auto).")] = None,
     device: DeviceOpt = None,
@@ -78,6 +85,7 @@ def build_index_cmd(
     from sonicsearch.index.api import load_embedder
     from sonicsearch.index.backends import check_backend
 
+    _check_inputs(audio)  # before the model loads
     cfg, keys = _index_config(config)
     cfg.index_type = index_type.value if index_type else cfg.index_type
     cfg.device = device.value if device else cfg.device
@@ -99,6 +107,7 @@ def build_index_cmd(
     else:
         features = None
     embedder = load_embedder(model, cfg.device, features, batch_size=cfg.batch_size)
+    _check_windowing(ctx, embedder.feature_config, window, hop)
     log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
         f"on {getattr(embedder, 'device', cfg.device)}")
     if ray or ray_address:
@@ -123,6 +132,35 @@ def build_index_cmd(
     idx.close()
     report_skipped(report.skipped)
     log(f"{'wrote' if report.written else 'unchanged:'} {index}: {report.summary()}")
+
+
+def _check_inputs(inputs: list[Path]) -> None:
+    """Every input exists and at least one audio file is among them.
+
+    Raises:
+        AudioError: an input that does not exist.
+        DataError: no audio file under the inputs.
+    """
+    from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
+    from sonicsearch.errors import DataError
+
+    errors: list[tuple[str, str]] = []
+    if not find_audio_files(inputs, errors) and not errors:
+        raise DataError(f"no audio files found in {', '.join(map(str, inputs))} (looked for "
+                        f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
+
+
+def _check_windowing(ctx: typer.Context, fc, window: float | None, hop: float | None) -> None:
+    """--window and --hop against the loaded model's front end: a usage error (exit 2)."""
+    from sonicsearch.embedding_types import check_hop, check_window
+    from sonicsearch.errors import ConfigError
+
+    for value, check, flag in ((window, check_window, "--window"), (hop, check_hop, "--hop")):
+        try:
+            if value is not None:
+                check(fc, value)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), ctx=ctx, param_hint=f"'{flag}'") from None
 
 
 def _index_config(path: Path | None) -> tuple[IndexConfig, set[str]]:
@@ -205,6 +243,18 @@ def _ray_embedder(embedder, model: Path, device: str, address: str | None,
     return RayEmbedder(embedder, factory, address, workers)
 
 
+def _check_min_score(value: str | None) -> str | None:
+    """--min-score is a finite number or 'auto': a usage error otherwise, before loading."""
+    from sonicsearch.errors import ConfigError
+    from sonicsearch.index.filters import parse_min_score
+
+    try:
+        parse_min_score(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 @app.command()
 def query(
     clips: Annotated[list[Path], typer.Argument(help="Query clips and/or folders of clips.")],
@@ -223,12 +273,15 @@ def query(
     path_prefix: Annotated[Path | None, typer.Option(
         help="Keep files under this folder (or this file).")] = None,
     min_duration: Annotated[float | None, typer.Option(
-        min=0, help="Keep files at least this long, seconds.")] = None,
+        min=0, callback=NON_NEGATIVE, metavar="SECONDS",
+        help="Keep files at least this long.")] = None,
     max_duration: Annotated[float | None, typer.Option(
-        min=0, help="Keep files at most this long, seconds.")] = None,
+        min=0, callback=NON_NEGATIVE, metavar="SECONDS",
+        help="Keep files at most this long.")] = None,
     max_per_folder: Annotated[int | None, typer.Option(
         min=1, help="At most N results from one folder (album).")] = None,
     min_score: Annotated[str | None, typer.Option(
+        metavar="X|auto", callback=_check_min_score,
         help="Drop results scoring below X; 'auto': the index's no-match threshold "
         "(1% false accepts). Nothing left: no match.")] = None,
     config: Annotated[Path | None, typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from sonicsearch.cli import app
-from sonicsearch.cli.common import DEFAULT_INDEX, DeviceOpt, IndexOpt
+from sonicsearch.cli.common import DEFAULT_INDEX, POSITIVE, DeviceOpt, IndexOpt
 
 
 @app.command()
@@ -21,8 +21,10 @@ def serve(
         help="Require 'Authorization: Bearer TOKEN' (at least 16 printable "
              "characters).")] = None,
     device: DeviceOpt = None,
-    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest clip, MB.")] = 50.0,
-    max_seconds: Annotated[float, typer.Option(min=1, help="Longest clip, seconds.")] = 600.0,
+    max_upload_mb: Annotated[float, typer.Option(
+        min=0.001, callback=POSITIVE, metavar="MB", help="Largest clip.")] = 50.0,
+    max_seconds: Annotated[float, typer.Option(
+        min=1, callback=POSITIVE, metavar="SECONDS", help="Longest clip.")] = 600.0,
     threads: Annotated[int, typer.Option(min=1, help="Query worker threads.")] = 4,
 ) -> None:
     """Serve an HTTP API and a web page to search the index by ear (docs at /docs)."""

@@ -35,7 +35,8 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/latest"),
     device: DeviceOpt = None,
     seed: SeedOpt = None,
-    epochs: Annotated[int | None, typer.Option(help="Phase-2 epochs (overrides config).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=0, help="Phase-2 epochs (overrides config; 0: phase 1 only).")] = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     allow_external_paths: ExternalOpt = False,

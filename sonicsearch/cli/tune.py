@@ -10,6 +10,8 @@ import typer
 
 from sonicsearch.cli import app
 from sonicsearch.cli.common import (
+    POSITIVE,
+    SEED,
     ArchOpt,
     ConfigOpt,
     DataArg,
@@ -39,6 +41,7 @@ def tune(
     trials: Annotated[int, typer.Option(
         min=1, help="Trials to add to the study in this run.")] = 20,
     timeout: Annotated[float | None, typer.Option(
+        callback=POSITIVE, metavar="SECONDS",
         help="Start no new trial after this many seconds.")] = None,
     study: Annotated[str, typer.Option(
         help="Study name; an existing one is resumed.")] = "sonicsearch",
@@ -52,9 +55,9 @@ def tune(
     arch: ArchOpt = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, callback=SEED, help="Sampler seed.")] = 0,
     train_seed: Annotated[int | None, typer.Option(
-        help="Training seed of every trial (split, init, crops).")] = None,
+        min=0, callback=SEED, help="Training seed of every trial (split, init, crops).")] = None,
     objective: Annotated[Objective, typer.Option(
         help="f1, or a second objective for a Pareto front (NSGA-II, no pruning).")] = Objective.f1,
     pruner: Annotated[Pruner, typer.Option(help="Early stopping of poor trials.")] = (

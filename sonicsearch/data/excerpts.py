@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from sonicsearch.audio import SILENCE_PEAK, audio_info, find_audio_files, load_audio, pad_to
+from sonicsearch.audio import (
+    SILENCE_PEAK,
+    audio_info,
+    find_audio_files,
+    load_audio,
+    pad_to,
+    too_short,
+)
 from sonicsearch.errors import AudioError
 from sonicsearch.progress import log
 
@@ -53,7 +60,7 @@ def scan_audio(inputs: Iterable[str | Path], min_seconds: float = 0.5,
         except AudioError as exc:
             return str(path), exc.reason
         if info.duration < min_seconds:
-            return str(path), f"too short ({info.duration:.2f}s < {min_seconds:.2f}s)"
+            return str(path), too_short(info.duration, min_seconds)
         return AudioFile(path, info.duration)
 
     files: list[AudioFile] = []

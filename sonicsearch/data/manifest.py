@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sonicsearch.audio import SILENCE_PEAK, audio_info, find_audio_files, iter_blocks
+from sonicsearch.audio import SILENCE_PEAK, audio_info, find_audio_files, iter_blocks, too_short
 from sonicsearch.errors import AudioError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -150,7 +150,7 @@ def check_items(
         try:
             info = audio_info(it.path)
             if info.duration < min_seconds:
-                raise AudioError(it.path, f"too short ({info.duration:.2f}s)")
+                raise AudioError(it.path, too_short(info.duration, min_seconds))
             if full_decode:
                 peak = 0.0
                 for block, _ in iter_blocks(it.path, None, block_seconds=120.0):

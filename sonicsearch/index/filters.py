@@ -14,6 +14,7 @@ from the index itself (:mod:`sonicsearch.index.calibration`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,22 +108,29 @@ def resolve_prefix(prefix: str | Path | None, base: str | Path | None = None) ->
 
 
 def parse_min_score(value: str | float | None) -> float | str | None:
-    """``None``, a number, or ``"auto"`` (from a CLI or HTTP string).
+    """``None``, a finite number, or ``"auto"`` (from a CLI or HTTP string).
 
     Raises:
-        ConfigError: anything else.
+        ConfigError: anything else, ``nan``, ``inf`` and numbers too large for a float
+            (``1e309``) included: no threshold means the option's absence, not ``nan``.
     """
-    if value is None or isinstance(value, float | int):
-        return None if value is None else float(value)
-    text = str(value).strip().lower()
-    if text in ("", "none", "off"):
+    if value is None:
         return None
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"min score must be a number or 'auto', got {value!r}") from None
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        text = str(value).strip().lower()
+        if text in ("", "none", "off"):
+            return None
+        if text == "auto":
+            return "auto"
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"min score must be a number or 'auto', got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"min score must be a finite number or 'auto', got {value!r}")
+    return number
 
 
 def filtered_hits(index: AudioIndex, run: Callable[[int, np.ndarray | None], list[Hit]],

@@ -51,7 +51,7 @@ def make_synth_corpus(
         raise DataError(f"genres must be between 2 and {MAX_GENRES}, got {genres}")
     if per_genre < 1:
         raise DataError(f"per_genre must be at least 1, got {per_genre}")
-    if seconds < 1:
+    if not 1 <= seconds < float("inf"):  # nan and inf too
         raise DataError(f"seconds must be at least 1, got {seconds}")
     if sample_rate < 8000:
         raise DataError(f"sample_rate must be at least 8000, got {sample_rate}")
