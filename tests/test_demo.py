@@ -55,3 +55,4 @@ def test_a_corpus_of_another_seed_is_refused_and_kept(tmp_path):
 def test_cli_demo_seed_must_be_non_negative(tmp_path):
     res = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "d"), "--seed", "-1"])
     assert res.exit_code == 2 and not (tmp_path / "d").exists()
+    assert "greater than or equal to 0" in res.output  # not "no such option"
