@@ -5,18 +5,27 @@ validation clips -> queries with the held-out test clips -> recall@1 and @10 (th
 of queries with a file of their genre among the top 1 / 10 results) and the accuracy of the
 label the index predicts. The README's "Measured so far" quotes this summary line.
 
+Repeatable: ``seed`` (``--seed``, default 0) makes the corpus, the split, the initialisation,
+the crops and the augmentation, so the same seed gives the same numbers on the same CPU with
+the same number of torch threads (the line after the summary says both). Another thread
+count or CPU sums floating point in another order; over ten epochs that moves the model, and
+so the numbers, a little. ``corpus.json`` in the work folder records what the corpus was
+made with; a corpus made otherwise is refused, not reused.
+
 Each step line says the time spent so far; training prints an ETA after every epoch, and
 the index build and the queries show progress with their own ETA.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from sonicsearch.config import load_config
+from sonicsearch.errors import DataError
 from sonicsearch.progress import format_seconds, log
 
 DEMO_CORPUS = {"genres": 8, "per_genre": 15, "seconds": 15.0}
@@ -28,25 +37,35 @@ DEMO_OVERRIDES = {
 }
 
 
-def run_demo(workdir: str | Path, show: int = 3) -> dict:
-    """Run the demo in ``workdir`` (reusing a corpus already there) and return its numbers."""
+def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
+             corpus_spec: dict | None = None, overrides: dict | None = None) -> dict:
+    """Run the demo in ``workdir`` (reusing a corpus it made there before) and return its numbers.
+
+    Args:
+        workdir: where the corpus, the run and the index go.
+        show: how many queries to print with their top results.
+        seed: the corpus, split and training seed; the same seed repeats the numbers on the
+            same CPU and thread count.
+        corpus_spec: ``make_synth_corpus`` arguments instead of :data:`DEMO_CORPUS` (tests).
+        overrides: dotted config overrides on top of :data:`DEMO_OVERRIDES` (tests).
+
+    Raises:
+        DataError: a negative seed, or a corpus in ``workdir`` made with another seed or size.
+    """
     from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.data.synth import make_synth_corpus
     from sonicsearch.eval.metrics import hit_rate_at_k
     from sonicsearch.index import AudioIndex
     from sonicsearch.training.finetune import fit
 
+    if seed < 0:
+        raise DataError(f"the demo's seed must be a non-negative integer, got {seed}")
+    spec = {**DEMO_CORPUS, **(corpus_spec or {}), "seed": seed}
     work = Path(workdir)
     corpus, run, index_dir = work / "corpus", work / "run", work / "index"
     t0 = time.monotonic()
     step = _Steps(t0, 4)
-    if not corpus.is_dir() or not any(corpus.iterdir()):
-        step(f"synthesising {DEMO_CORPUS['genres']} genres x {DEMO_CORPUS['per_genre']} "
-            f"clips x {DEMO_CORPUS['seconds']:g}s into {corpus}")
-        make_synth_corpus(corpus, seed=0, **DEMO_CORPUS)
-    else:
-        step(f"reusing the corpus in {corpus}")
-    config = load_config(None, DEMO_OVERRIDES)
+    _corpus(corpus, work / "corpus.json", spec, step)
+    config = load_config(None, {**DEMO_OVERRIDES, **(overrides or {}), "runtime.seed": seed})
     ds = load_dataset(corpus, config.train.val_fraction, config.train.test_fraction,
                       config.runtime.seed)
     epochs = config.train.phase1_epochs + config.train.phase2_epochs
@@ -75,8 +94,47 @@ def run_demo(workdir: str | Path, show: int = 3) -> dict:
                "test_macro_f1": (result.test or {}).get("macro_f1"),
                "queries": len(held_out), "seconds": time.monotonic() - t0}
     print("\n" + summary_line(numbers))
+    print(f"(seed {seed}, {torch_threads()} CPU threads: the same seed and thread count on "
+          "this CPU repeat these numbers)")
     print(f"try: sonicsearch query {held_out[0].path} --index {index_dir} --k 5")
     return numbers
+
+
+def _corpus(corpus: Path, record: Path, spec: dict, step: _Steps) -> None:
+    """Synthesise the corpus and record its arguments, or check the one there was made so."""
+    from sonicsearch.data.synth import make_synth_corpus
+
+    if not corpus.is_dir() or not any(corpus.iterdir()):
+        step(f"synthesising {spec['genres']} genres x {spec['per_genre']} clips x "
+             f"{spec['seconds']:g}s (seed {spec['seed']}) into {corpus}")
+        made = make_synth_corpus(corpus, **spec)
+        record.write_text(json.dumps({k: made[k] for k in sorted(spec)}, indent=2) + "\n",
+                          encoding="utf-8")
+        return
+    if not record.is_file():
+        raise DataError(f"{corpus} holds files but {record} is missing, so what made them is "
+                        "unknown; delete the folder or choose another --workdir")
+    try:
+        was = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{record} is unreadable ({exc}); delete {corpus.parent} or choose "
+                        "another --workdir") from exc
+    want = {k: spec[k] for k in sorted(spec)}
+    if {k: was.get(k) for k in want} != want:
+        raise DataError(f"the corpus in {corpus} was made with {_describe(was)}, not "
+                        f"{_describe(want)}; choose another --workdir (or delete this one)")
+    step(f"reusing the corpus in {corpus} (seed {spec['seed']})")
+
+
+def _describe(spec: dict) -> str:
+    return ", ".join(f"{k} {spec.get(k)}" for k in sorted(spec))
+
+
+def torch_threads() -> int:
+    """The intra-op thread count torch sums with (part of what makes a run repeatable)."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def summary_line(numbers: dict) -> str:

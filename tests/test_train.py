@@ -108,7 +108,7 @@ def test_evaluate_matches_sklearn_on_the_same_predictions(trained):
         y_true.append(ds.labels.index(it.label))
     assert report["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert report["macro_f1"] == pytest.approx(
-        f1_score(y_true, y_pred, average="macro", labels=range(len(ds.labels)),
+        f1_score(y_true, y_pred, average="macro", labels=sorted(set(y_true)),
                  zero_division=0))
 
 
@@ -181,9 +181,33 @@ def test_cli_evaluate_json_and_errors(trained, corpus):
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(report) == {"n", "accuracy", "macro_precision", "macro_recall", "macro_f1",
-                           "per_class"}
+                           "absent_labels", "per_class"}
     bad = runner.invoke(app, ["evaluate", str(corpus), "--model", str(corpus / "nope.pt")])
     assert bad.exit_code != 0
+
+
+def test_cli_evaluate_names_a_label_absent_from_the_data_and_leaves_it_out(trained, corpus,
+                                                                          tmp_path):
+    import shutil
+
+    _, _, out, _ = trained
+    data = tmp_path / "three"
+    for label in ("low", "high", "noise"):  # no "clicks" file: one of the model's 4 labels
+        shutil.copytree(corpus / label, data / label)
+    runner = CliRunner()
+    args = ["evaluate", str(data), "--model", str(out / "model.pt"), "--split", "all"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["absent_labels"] == ["clicks"] and report["n"] == 30
+    assert report["per_class"]["clicks"]["support"] == 0
+    present = [m["f1"] for lab, m in report["per_class"].items() if lab != "clicks"]
+    assert report["macro_f1"] == pytest.approx(np.mean(present))
+    text = runner.invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "macro over the 3 labels present (absent from the split: clicks)" in text.stdout
+    assert any(line.startswith("clicks") and line.endswith("absent")
+               for line in text.stdout.splitlines())
 
 
 def test_cli_evaluate_splits_with_the_models_config_or_the_given_one(trained, corpus, tmp_path,

@@ -96,8 +96,11 @@ def debian(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the corpus, run and index go.")] = Path(
         "sonicsearch-demo"),
+    seed: Annotated[int, typer.Option(
+        min=0, help="Seed of the corpus, split and training; the same seed repeats the "
+        "numbers on the same CPU and thread count.")] = 0,
 ) -> None:
     """Offline tour: synthetic corpus -> train -> index -> held-out queries -> recall@k."""
     from sonicsearch.demo import run_demo
 
-    run_demo(workdir)
+    run_demo(workdir, seed=seed)

@@ -70,7 +70,8 @@ def train(
         f"accuracy {best.get('val_accuracy', 0):.3f}")
     if result.test:
         log(f"test: macro-F1 {result.test['macro_f1']:.3f}, "
-            f"accuracy {result.test['accuracy']:.3f} (n={result.test['n']})")
+            f"accuracy {result.test['accuracy']:.3f} (n={result.test['n']})"
+            + _absent_note(result.test))
     log(f"wrote {result.model_path} (sha256 {result.sha256[:12]}) in {result.seconds:.0f}s")
 
 
@@ -106,9 +107,20 @@ def evaluate_command(
         return
     typer.echo(f"{split}: n={report['n']}  accuracy {report['accuracy']:.3f}  "
                f"macro-P {report['macro_precision']:.3f}  macro-R {report['macro_recall']:.3f}  "
-               f"macro-F1 {report['macro_f1']:.3f}")
+               f"macro-F1 {report['macro_f1']:.3f}" + _absent_note(report))
     width = max(len(k) for k in report["per_class"])
     typer.echo(f"{'label':<{width}}  precision  recall     f1  support")
     for label, m in report["per_class"].items():
         typer.echo(f"{label:<{width}}  {m['precision']:>9.3f}  {m['recall']:>6.3f}  "
-                   f"{m['f1']:>5.3f}  {m['support']:>7}")
+                   f"{m['f1']:>5.3f}  {m['support']:>7}"
+                   + ("  absent" if label in report["absent_labels"] else ""))
+
+
+def _absent_note(report: dict) -> str:
+    """``; macro over the N labels present (absent from the split: a, b)``, or nothing."""
+    absent = report.get("absent_labels") or []
+    if not absent:
+        return ""
+    present = len(report["per_class"]) - len(absent)
+    return (f"; macro over the {present} labels present (absent from the split: "
+            f"{', '.join(absent)})")

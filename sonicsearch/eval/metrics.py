@@ -10,26 +10,38 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int],
                           labels: Sequence[str]) -> dict:
-    """The evaluate JSON (docs/formats.md): n, accuracy, macro P/R/F1 and per-class P/R/F1/support.
+    """The evaluate JSON (docs/formats.md): n, accuracy, macro P/R/F1 over the labels present,
+    the labels absent, and per-class P/R/F1/support for every label.
 
-    Every label counts in the macro average, also one absent from ``y_true`` (its recall is
-    then 0 by scikit-learn's zero_division=0 convention).
+    A label is present when some file of ``y_true`` has it; the macro averages are the
+    unweighted means over the present labels only (scikit-learn's macro average with
+    ``labels=`` the true labels). An absent label has no recall to measure, so counting it
+    as F1 0 would only pull the average down by how many labels the split happens to miss.
+    A file predicted as an absent label still counts: it is a miss in the recall (and F1) of
+    its own, present, label and in the accuracy. ``per_class`` keeps every label, an absent
+    one with support 0; ``absent_labels`` names them in ``labels`` order.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     idx = list(range(len(labels)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
+    present = s > 0
     return {
         "n": int(y_true.size),
         "accuracy": float((y_true == y_pred).mean()) if y_true.size else 0.0,
-        "macro_precision": float(p.mean()),
-        "macro_recall": float(r.mean()),
-        "macro_f1": float(f.mean()),
+        "macro_precision": _mean_over(p, present),
+        "macro_recall": _mean_over(r, present),
+        "macro_f1": _mean_over(f, present),
+        "absent_labels": [lab for i, lab in enumerate(labels) if not present[i]],
         "per_class": {
             lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                   "support": int(s[i])}
             for i, lab in enumerate(labels)
         },
     }
+
+
+def _mean_over(values: np.ndarray, present: np.ndarray) -> float:
+    return float(values[present].mean()) if present.any() else 0.0
 
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], n_labels: int) -> np.ndarray:
