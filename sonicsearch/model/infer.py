@@ -57,6 +57,36 @@ def embed_windows(model: torch.nn.Module, windows: np.ndarray | torch.Tensor,
     return forward_windows(model, windows, batch_size, device)[1]
 
 
+@torch.no_grad()
+def stage_statistics(model: torch.nn.Module, windows: np.ndarray | torch.Tensor,
+                     batch_size: int = 64, device: str | torch.device | None = None
+                     ) -> np.ndarray:
+    """Texture statistics of each window: every backbone stage's channel means and standard
+    deviations (population std: a 1 x 1 map gives 0) over frequency and time, bottom stage
+    first (``(n, 2 * sum(channels))`` float32; 2,048 values for a ResNet-18, whose last
+    stage's 512 means are its embedding before normalisation). A style representation:
+    lower stages describe timbre and texture, where the embedding alone is tuned to tell
+    recordings apart (benchmarks/README.md, "Sounds like this").
+    """
+    dev = _device_of(model, device)
+    model.eval()
+    x_all = torch.as_tensor(np.ascontiguousarray(windows) if isinstance(windows, np.ndarray)
+                            else windows)
+    stages = model.backbone.stages()
+    dtype = next(model.backbone.parameters()).dtype
+    out = []
+    for i in range(0, x_all.shape[0], max(1, batch_size)):
+        x = model.features(x_all[i: i + batch_size].to(dev)).to(dtype)
+        parts = []
+        for stage in stages:
+            x = stage(x)
+            parts += [x.float().mean(dim=(2, 3)), x.float().std(dim=(2, 3), correction=0)]
+        out.append(torch.cat(parts, 1).cpu().numpy())
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
 @dataclass
 class FileOutputs:
     """Per file, in the order of the loader's dataset: its window logits ``(n, C)``, its
@@ -107,4 +137,4 @@ def run_files(model: torch.nn.Module, loader, batch_size: int = 64,
     return out
 
 
-__all__ = ["FileOutputs", "embed_windows", "forward_windows", "run_files"]
+__all__ = ["FileOutputs", "embed_windows", "forward_windows", "run_files", "stage_statistics"]
