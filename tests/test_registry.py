@@ -13,7 +13,7 @@ from fake_embedder import FakeEmbedder, make_corpus
 from typer.testing import CliRunner
 
 from sonicsearch.cli import app
-from sonicsearch.errors import ConfigError, UnknownNameError
+from sonicsearch.errors import ConfigError, ModelError, UnknownNameError
 from sonicsearch.index import AudioIndex, build_index, search
 from sonicsearch.index.backends import BACKEND_REGISTRY
 from sonicsearch.index.faiss_index import INDEX_TYPE_REGISTRY
@@ -142,3 +142,15 @@ def test_unknown_index_type_and_backend_name_the_valid_ones():
         check_backend("qdrant")
     assert BACKEND_REGISTRY.get("faiss").__name__ == "FaissBackend"
     assert BACKEND_REGISTRY.get("milvus").__name__ == "MilvusBackend"
+
+
+def test_arch_help_lists_the_arch_registry():
+    """The CLI keeps torchvision out of its start-up, so its help names the archs as text:
+    it must be the registry's list."""
+    from sonicsearch.model.backbones import ARCH_REGISTRY
+
+    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"}).output
+    assert f"Backbone: {', '.join(ARCH_REGISTRY.names())}." in out
+    with pytest.raises(ModelError, match="unknown arch 'resnet19'; choose one of: alexnet, "
+                                         "densenet121, resnet18"):
+        ARCH_REGISTRY.get("resnet19")
