@@ -46,3 +46,11 @@ class IndexStoreError(SonicsearchError):
 
 class TrainingError(SonicsearchError):
     """Training cannot go on (for example, the loss became NaN)."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name that no registry entry has (a roll-up, backend, index type, degradation); the
+    message lists the valid ones. A KeyError too, as the dict lookup it replaces raised."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -5,7 +5,9 @@
 (``cfg.train``, ``base.train``, ...), or a name bound to one (``tc = config.train``,
 ``pc, fc = config.pretrain, config.features``, a parameter annotated ``TrainConfig``, or
 the conventional ``tc`` / ``pc`` / ``rc``), followed through plain re-bindings
-(``self.c = config``).
+(``self.c = config``). A training-view step registered with
+``register_view(name, prob="key")`` reads ``pretrain.key`` (the views' loop takes it by
+name from the degradation registry).
 """
 
 from __future__ import annotations
@@ -77,7 +79,16 @@ def _read_keys(section: str) -> set[str]:
         receivers.append(rf"\w+\.{section}")
         pattern = re.compile(rf"\b(?:{'|'.join(receivers)})\.(\w+)\b")
         read |= set(pattern.findall(code))
+    if section == "pretrain":
+        read |= _registered_view_probs()
     return read
+
+
+def _registered_view_probs() -> set[str]:
+    """The ``prob=`` keys of ``@register_view`` in the package (its source, strings kept)."""
+    pattern = re.compile(r"register_view\(\s*\"[^\"]+\",\s*prob=\"(\w+)\"")
+    return {key for p in PACKAGE.rglob("*.py")
+            for key in pattern.findall(p.read_text(encoding="utf-8"))}
 
 
 DEFAULTS = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text(encoding="utf-8"))
@@ -93,3 +104,13 @@ def test_every_documented_key_is_read(section):
 def test_the_check_itself_sees_a_missing_key():
     assert "no_such_key" not in _read_keys("train")
     assert {"head_lr", "phase2_epochs"} <= _read_keys("train")
+
+
+def test_registered_view_probs_are_the_views_config_keys():
+    """What the source says is registered is what is: every view step's key is a pretrain
+    key of default.yaml."""
+    from sonicsearch.degradations import views
+    from sonicsearch.training import views as view_steps  # noqa: F401 - registers them
+
+    probs = {step.prob for _name, step in views()}
+    assert probs == _registered_view_probs() and probs <= set(DEFAULTS["pretrain"])

@@ -12,6 +12,7 @@ from fake_embedder import SR, FakeEmbedder, make_corpus, sound
 
 from sonicsearch.config import IndexConfig
 from sonicsearch.index import ROLLUPS, AudioIndex, build_index
+from sonicsearch.index import rollups as rollups_mod
 from sonicsearch.index import search as search_mod
 from sonicsearch.index.filters import Filters
 
@@ -98,6 +99,7 @@ def test_a_long_query_is_searched_in_blocks_with_the_same_answer(built, monkeypa
         return real(self, x, k, *args, **kwargs)
 
     monkeypatch.setattr(search_mod, "QUERY_BLOCK", 4)
+    monkeypatch.setattr(rollups_mod, "QUERY_BLOCK", 4)  # similarity blocks too
     monkeypatch.setattr(type(index.index), "search", counting)
     blocked = index.query(wave, k=8, sample_rate=SR, **kw)
     assert max(calls) <= 4 and sum(calls) >= 29  # every window searched, 4 at a time
@@ -203,6 +205,7 @@ def test_vote_background_and_candidates_share_one_search(built, monkeypatch, mod
         return real(self, x, k, *args, **kwargs)
 
     monkeypatch.setattr(search_mod, "QUERY_BLOCK", 4)
+    monkeypatch.setattr(rollups_mod, "QUERY_BLOCK", 4)  # similarity blocks too
     monkeypatch.setattr(type(index.index), "search", counting)
     index.query(mixed_query(), k=2, sample_rate=SR, **kw)
     n_windows = len(index.embedder.embed_waveform(mixed_query(), SR).vectors)

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sonicsearch.index.faiss_index import INDEX_TYPE_REGISTRY
+from sonicsearch.index.layout import DEFAULT_INDEX_DIR
 from sonicsearch.reporting import display_path, skipped_by_reason
 
 
@@ -20,15 +22,8 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-class IndexType(str, Enum):
-    auto = "auto"
-    flat = "flat"
-    hnsw = "hnsw"
-    ivf = "ivf"
-    ivfpq = "ivfpq"
-
-
-DEFAULT_INDEX = Path("indexes/default")
+IndexType = INDEX_TYPE_REGISTRY.enum("IndexType")
+DEFAULT_INDEX = DEFAULT_INDEX_DIR
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's RandomState take seeds in [0, 2**32)
 
 

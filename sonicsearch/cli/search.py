@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +20,8 @@ from sonicsearch.cli.common import (
     echo_json,
     report_skipped,
 )
+from sonicsearch.index.backends.base import BACKEND_REGISTRY
+from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.progress import log, progress_bar
 from sonicsearch.reporting import display_path
 
@@ -28,10 +29,7 @@ if TYPE_CHECKING:
     from sonicsearch.config import IndexConfig
 
 
-class Rollup(str, Enum):
-    vote = "vote"
-    max = "max"
-    mean_top = "mean-top"
+Rollup = ROLLUP_REGISTRY.enum("Rollup")
 
 
 @app.command("build-index")
@@ -209,9 +207,7 @@ def _index_model(index: Path) -> tuple[Path, dict | None]:
     return gen / L.MODEL, meta.get("features")
 
 
-class Backend(str, Enum):
-    faiss = "faiss"
-    milvus = "milvus"
+Backend = BACKEND_REGISTRY.enum("Backend")
 
 
 def _live_backend(index: Path) -> dict:
@@ -263,7 +259,8 @@ def query(
     segments: Annotated[bool, typer.Option(help="List matching windows, not files.")] = False,
     json_out: JsonOpt = False,
     rollup: Annotated[Rollup | None, typer.Option(
-        help="How window hits make a file's score (default: the library's, vote).")] = None,
+        help=f"How window hits make a file's score (default: the library's, "
+        f"{ROLLUP_DEFAULT}).")] = None,
     exclude_self: Annotated[bool, typer.Option(
         help="Leave a query file out of its own results when it is indexed.")] = False,
     device: DeviceOpt = None,
@@ -299,7 +296,7 @@ def query(
     """
     from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
     from sonicsearch.errors import AudioError, DataError
-    from sonicsearch.index import ROLLUP_DEFAULT, AudioIndex
+    from sonicsearch.index import AudioIndex
     from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
 
     filters = Filters(tuple(label or ()), resolve_prefix(path_prefix), min_duration,

@@ -8,7 +8,8 @@ same samples. Outputs are not clipped (they are float), except that :func:`reenc
 passes through a codec, which clips to [-1, 1].
 
 The named settings used by ``benchmarks/recall_at_k.py`` are in :data:`DEGRADATIONS`, each a
-callable ``f(x, sr, rng) -> y``::
+callable ``f(x, sr, rng) -> y`` registered with
+:func:`sonicsearch.degradations.register_benchmark` (the registry the training views share)::
 
     from sonicsearch.eval.degrade import DEGRADATIONS, add_noise
     rng = np.random.default_rng(0)
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 
 import numpy as np
@@ -37,7 +38,9 @@ from sonicsearch.degradations import (
     TAIL_ONSET,
     TELEPHONE_BAND,
     TELEPHONE_RATE,
+    Benchmarks,
     band_rt60,
+    register_benchmark,
 )
 
 Degradation = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -311,24 +314,23 @@ def reencode(x: np.ndarray, sr: int, format: str = "mp3", quality: float = 0.2) 
     return _fit(y, x.size)
 
 
-DEGRADATIONS: dict[str, Degradation] = {
-    "clean": lambda x, sr, rng: _mono(x).copy(),
-    "noise_snr20": lambda x, sr, rng: add_noise(x, sr, 20.0, rng),
-    "noise_snr10": lambda x, sr, rng: add_noise(x, sr, 10.0, rng),
-    "noise_snr0": lambda x, sr, rng: add_noise(x, sr, 0.0, rng),
-    "pink_snr10": lambda x, sr, rng: add_noise(x, sr, 10.0, rng, color="pink"),
-    "mp3_low": lambda x, sr, rng: reencode(x, sr, "mp3", quality=MP3_LOW_QUALITY),
-    "ogg_low": lambda x, sr, rng: reencode(x, sr, "ogg", quality=OGG_LOW_QUALITY),
-    "telephone": lambda x, sr, rng: telephone(x, sr),
-    "reverb": lambda x, sr, rng: reverb(x, sr, BENCHMARK_RT60, rng),
-    "gain_-12db": lambda x, sr, rng: gain(x, -12.0),
-    "gain_+6db": lambda x, sr, rng: gain(x, 6.0),
-    "speed_0.95": lambda x, sr, rng: speed(x, sr, 0.95),
-    "speed_1.05": lambda x, sr, rng: speed(x, sr, 1.05),
-    "speed_0.97": lambda x, sr, rng: speed(x, sr, 0.97),
-    "speed_1.03": lambda x, sr, rng: speed(x, sr, 1.03),
-    "reverb_room": lambda x, sr, rng: room_reverb(x, sr, BENCHMARK_ROOM_RT60, rng),
-}
+register_benchmark("clean", lambda x, sr, rng: _mono(x).copy())
+register_benchmark("noise_snr20", lambda x, sr, rng: add_noise(x, sr, 20.0, rng))
+register_benchmark("noise_snr10", lambda x, sr, rng: add_noise(x, sr, 10.0, rng))
+register_benchmark("noise_snr0", lambda x, sr, rng: add_noise(x, sr, 0.0, rng))
+register_benchmark("pink_snr10", lambda x, sr, rng: add_noise(x, sr, 10.0, rng, color="pink"))
+register_benchmark("mp3_low", lambda x, sr, rng: reencode(x, sr, "mp3", quality=MP3_LOW_QUALITY))
+register_benchmark("ogg_low", lambda x, sr, rng: reencode(x, sr, "ogg", quality=OGG_LOW_QUALITY))
+register_benchmark("telephone", lambda x, sr, rng: telephone(x, sr))
+register_benchmark("reverb", lambda x, sr, rng: reverb(x, sr, BENCHMARK_RT60, rng))
+register_benchmark("gain_-12db", lambda x, sr, rng: gain(x, -12.0))
+register_benchmark("gain_+6db", lambda x, sr, rng: gain(x, 6.0))
+register_benchmark("speed_0.95", lambda x, sr, rng: speed(x, sr, 0.95))
+register_benchmark("speed_1.05", lambda x, sr, rng: speed(x, sr, 1.05))
+register_benchmark("speed_0.97", lambda x, sr, rng: speed(x, sr, 0.97))
+register_benchmark("speed_1.03", lambda x, sr, rng: speed(x, sr, 1.03))
+register_benchmark("reverb_room", lambda x, sr, rng: room_reverb(x, sr, BENCHMARK_ROOM_RT60, rng))
+DEGRADATIONS: Mapping[str, Degradation] = Benchmarks()
 """The named settings of the near-duplicate benchmark, each ``f(x, sr, rng) -> y``:
 ``clean`` (identity, the reference row), white noise at 20/10/0 dB SNR, pink noise at
 10 dB, MP3 at about 40 kbit/s and Vorbis at its lowest quality, a telephone line, a room
@@ -342,14 +344,10 @@ def apply(name: str, x: np.ndarray, sr: int, rng: np.random.Generator) -> np.nda
     """Apply the named degradation of :data:`DEGRADATIONS`.
 
     Raises:
-        KeyError: an unknown name (the message lists the known ones).
+        UnknownNameError: an unknown name (the message lists the known ones); a KeyError
+            and a ConfigError.
     """
-    try:
-        fn = DEGRADATIONS[name]
-    except KeyError:
-        raise KeyError(f"unknown degradation '{name}'; choose one of: "
-                       f"{', '.join(DEGRADATIONS)}") from None
-    return fn(x, sr, rng)
+    return DEGRADATIONS[name](x, sr, rng)
 
 
 def snr_db(clean: np.ndarray, degraded: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from sonicsearch.index.search import ROLLUP_DEFAULT, Hit, search
 from sonicsearch.index.store import Store
 from sonicsearch.index.types import BuildReport, Embedder, QueryResult
 
-DEFAULT_INDEX_DIR = Path("indexes/default")
+DEFAULT_INDEX_DIR = L.DEFAULT_INDEX_DIR
 
 
 class AudioIndex:

@@ -9,6 +9,7 @@ speeds up IVF training, adding and searching of flat and IVF indexes. HNSW stays
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -17,8 +18,13 @@ import numpy as np
 
 from sonicsearch.config import IndexConfig
 from sonicsearch.errors import ConfigError
+from sonicsearch.registry import Registry
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+Params = Callable[[int, int, IndexConfig], dict[str, Any]]
+# index type -> its parameters for (n vectors, dim, config); None for "auto", which
+# choose_index_type resolves to one of the others
+INDEX_TYPE_REGISTRY: Registry[Params | None] = Registry("index type")
+INDEX_TYPE_REGISTRY.register("auto", None)
 IVF_MIN_VECTORS = 1_000  # fewer cannot train a useful coarse quantizer: exact flat instead
 IVFPQ_MIN_VECTORS = 10_000  # PQ codebooks of 256 centroids want >= 39 * 256 training points
 TRAIN_POINTS_PER_LIST = 128  # training sample: this many points per IVF list ...
@@ -83,10 +89,8 @@ def choose_index_type(
 
 
 def check_index_type(kind: str) -> str:
-    """Return ``kind`` if it is one of INDEX_TYPES, else raise ConfigError naming them."""
-    if kind not in INDEX_TYPES:
-        raise ConfigError(f"unknown index type '{kind}'; choose one of: {', '.join(INDEX_TYPES)}")
-    return kind
+    """Return ``kind`` if it is a registered index type, else raise ConfigError naming them."""
+    return INDEX_TYPE_REGISTRY.check(kind)
 
 
 def hnsw_bytes(n: int, dim: int, m: int) -> float:
@@ -108,19 +112,40 @@ def pq_subquantizers(dim: int, pq_bytes: int) -> int:
 
 
 def _params(kind: str, n: int, dim: int, config: IndexConfig) -> dict[str, Any]:
-    if kind == "flat":
-        return {"factory": "Flat"}
-    if kind == "hnsw":
-        m = config.hnsw_m
-        return {"factory": f"HNSW{m},Flat", "M": m,
-                "ef_construction": config.hnsw_ef_construction,
-                "ef_search": config.hnsw_ef_search}
+    return INDEX_TYPE_REGISTRY.get(kind)(n, dim, config)
+
+
+@INDEX_TYPE_REGISTRY.register("flat")
+def _flat(n: int, dim: int, config: IndexConfig) -> dict[str, Any]:
+    return {"factory": "Flat"}
+
+
+@INDEX_TYPE_REGISTRY.register("hnsw")
+def _hnsw(n: int, dim: int, config: IndexConfig) -> dict[str, Any]:
+    m = config.hnsw_m
+    return {"factory": f"HNSW{m},Flat", "M": m, "ef_construction": config.hnsw_ef_construction,
+            "ef_search": config.hnsw_ef_search}
+
+
+def _ivf_lists(n: int, config: IndexConfig) -> dict[str, Any]:
     nlist = ivf_nlist(n)
-    params: dict[str, Any] = {"nlist": nlist, "nprobe": min(config.ivf_nprobe, nlist)}
-    if kind == "ivf":
-        return {"factory": f"IVF{nlist},Flat", **params}
+    return {"nlist": nlist, "nprobe": min(config.ivf_nprobe, nlist)}
+
+
+@INDEX_TYPE_REGISTRY.register("ivf")
+def _ivf(n: int, dim: int, config: IndexConfig) -> dict[str, Any]:
+    params = _ivf_lists(n, config)
+    return {"factory": f"IVF{params['nlist']},Flat", **params}
+
+
+@INDEX_TYPE_REGISTRY.register("ivfpq")
+def _ivfpq(n: int, dim: int, config: IndexConfig) -> dict[str, Any]:
+    params = _ivf_lists(n, config)
     m = pq_subquantizers(dim, config.pq_bytes)
-    return {"factory": f"IVF{nlist},PQ{m}", **params, "pq_m": m, "pq_nbits": 8}
+    return {"factory": f"IVF{params['nlist']},PQ{m}", **params, "pq_m": m, "pq_nbits": 8}
+
+
+INDEX_TYPES: tuple[str, ...] = INDEX_TYPE_REGISTRY.names()  # the types registered above
 
 
 def build_faiss_index(

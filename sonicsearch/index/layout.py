@@ -47,6 +47,7 @@ from sonicsearch.fileio import SELF_SHA256, file_sha256, self_hash_problem, self
 
 # 2: index.json carries its own checksum. 1 (older builds): it does not; such an index is
 # read, its index.json unverifiable (``manifest_verified``)
+DEFAULT_INDEX_DIR = Path("indexes/default")  # where --index and AudioIndex.open look
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 CURRENT = "CURRENT"

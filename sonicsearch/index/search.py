@@ -46,17 +46,21 @@ import faiss
 import numpy as np
 
 from sonicsearch.errors import ConfigError
+from sonicsearch.index.rollups import (  # noqa: F401 - ROLLUPS, MEAN_TOP_M: the public names
+    MEAN_TOP_M,
+    QUERY_BLOCK,
+    ROLLUP_DEFAULT,
+    ROLLUP_REGISTRY,
+    ROLLUPS,
+    SCORE_DECIMALS,
+    similarity_blocks,
+)
 from sonicsearch.index.store import Store
 
-ROLLUPS = ("vote", "max", "mean-top")
-ROLLUP_DEFAULT = "vote"  # measured: benchmarks/rollups.py, README "Measured so far"
-MEAN_TOP_M = 3
 CANDIDATE_DEPTH = 64  # indexed windows searched per query window, whatever k is
 # vote: a query window's background is its 64th most similar indexed window (measured on a
 # validation set against no background and ranks 8-32: README "What each lever bought")
 BACKGROUND_RANK = 64
-QUERY_BLOCK = 512  # query windows per FAISS search and per similarity block
-SCORE_DECIMALS = 6  # scores are reported, and ranked, to this many decimals
 
 
 @dataclass
@@ -93,7 +97,7 @@ def search(
         vectors: (nq, dim) float32 query window vectors.
         spans: (nq, 2) their start, end seconds in the query.
         k: results wanted.
-        rollup: one of ROLLUPS (ignored with ``segments``).
+        rollup: a name in ROLLUP_REGISTRY (ignored with ``segments``).
         hop: the index's hop between windows, seconds (for ``vote``).
         segments: return window hits instead of files.
         exclude: a file id to leave out (the query file itself).
@@ -108,8 +112,7 @@ def search(
     Long: the deepening loop holds the candidate set, the filter mask and the roll-up
     together; each step is a call to a small function.
     """
-    if rollup not in ROLLUPS:
-        raise ConfigError(f"unknown rollup '{rollup}'; choose one of: {', '.join(ROLLUPS)}")
+    spec = ROLLUP_REGISTRY.get(rollup)
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     ntotal = int(index.ntotal)
@@ -126,7 +129,7 @@ def search(
     seen = np.zeros(0, dtype=np.int64)
     near = Neighbours(index, x)  # one FAISS search per depth, shared by both uses
     floor = (background(index, store, stored, x, exclude, max_k, near)
-             if rollup == "vote" and not segments else None)
+             if spec.background and not segments else None)
     while True:
         last = depth >= limit or (keep is not None and pool <= depth)
         if keep is not None and pool <= depth:  # no more work than the search: score them all
@@ -239,12 +242,6 @@ def background(index, store: Store, stored: np.ndarray, x: np.ndarray,
     return floor
 
 
-def _similarity_blocks(x: np.ndarray, v: np.ndarray):
-    """Yield (first query window, S block) of the cosine similarities x @ v.T."""
-    for a in range(0, len(x), QUERY_BLOCK):
-        yield a, (x[a : a + QUERY_BLOCK] @ v.T).astype(np.float64)
-
-
 def _file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
     a = int(store.first_rows[f])
     return np.ascontiguousarray(stored[a : a + int(store.n_windows[f])], dtype=np.float32)
@@ -253,57 +250,10 @@ def _file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
 def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray, f: int,
                 rollup: str, hop: float, floor: np.ndarray | None) -> Hit:
     """The exact roll-up of one file from all its windows' vectors (``floor``: the query
-    windows' backgrounds, for ``vote``; the other roll-ups take None)."""
-    v = _file_vectors(store, stored, f)
-    file_spans = store.file_spans(f)
-    if rollup == "vote":
-        return _vote(f, x, v, spans[:, 0], file_spans, hop, floor)
-    best = np.full(len(v), -np.inf)  # each file window's best match over the query
-    for _, s in _similarity_blocks(x, v):
-        best = np.maximum(best, s.max(axis=0))
-    # best first, the earliest of windows that tie as reported
-    order = np.lexsort((file_spans[:, 0], -np.round(best, SCORE_DECIMALS)))
-    w = int(order[0])
-    if rollup == "max":
-        score = float(best[w])
-    else:
-        score = float(np.mean(best[order[: max(1, min(MEAN_TOP_M, len(v)))]]))
-    return Hit(f, score, float(file_spans[w, 0]), float(file_spans[w, 1]))
-
-
-def _vote(f: int, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
-          file_spans: np.ndarray, hop: float, floor: np.ndarray) -> Hit:
-    hop = hop if hop > 0 else 1.0
-    starts = file_spans[:, 0]
-    lo = int(np.rint((starts.min() - query_starts.max()) / hop))
-    n_buckets = int(np.rint((starts.max() - query_starts.min()) / hop)) - lo + 1
-
-    def blocks():
-        for a, s in _similarity_blocks(x, v):
-            s = s - floor[a : a + len(s), None]  # similarity above the window's background
-            qs = query_starts[a : a + len(s)]
-            bucket = np.rint((starts[None, :] - qs[:, None]) / hop).astype(np.int64) - lo
-            votes = np.zeros((len(s), n_buckets + 1))
-            rows = np.broadcast_to(np.arange(len(s))[:, None], s.shape)
-            np.maximum.at(votes, (rows, bucket), np.maximum(s, 0.0))  # one vote per bucket
-            yield s, bucket, np.maximum(votes[:, :-1], votes[:, 1:])  # buckets b, b+1 merged
-
-    one_block = len(x) <= QUERY_BLOCK  # keep it for the second pass; else recompute
-    first = list(blocks()) if one_block else blocks()
-    totals = np.zeros(n_buckets)
-    for _, _, pair in first:
-        totals += pair.sum(axis=0)
-    b = int(np.argmax(np.round(totals, 9)))  # ties as computed in any block size
-    voted_any = np.zeros(len(v), bool)
-    near_any = np.zeros(len(v), bool)
-    for s, bucket, pair in (first if one_block else blocks()):  # which windows voted for b
-        near = (bucket == b) | (bucket == b + 1)
-        voted_any |= (near & (s > 0) & (s >= pair[:, b : b + 1])).any(axis=0)
-        near_any |= near.any(axis=0)
-    voted = voted_any if voted_any.any() else near_any
-    most = max(float(np.sum(1.0 - floor)), 1e-12)  # every window matched perfectly
-    return Hit(f, float(totals[b] / most), float(file_spans[voted, 0].min()),
-               float(file_spans[voted, 1].max()))
+    windows' backgrounds, for roll-ups that need one; None for the others)."""
+    score, start, end = ROLLUP_REGISTRY.get(rollup).score(
+        x, _file_vectors(store, stored, f), spans[:, 0], store.file_spans(f), hop, floor)
+    return Hit(f, score, start, end)
 
 
 def _rank_windows(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray,
@@ -316,7 +266,7 @@ def _rank_windows(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.nda
         v = _file_vectors(store, stored, f)  # whole file: the same sums whatever the rows
         local = rows[files == f] - int(store.first_rows[f])
         best, arg = np.full(len(v), -np.inf), np.zeros(len(v), np.int64)
-        for a, s in _similarity_blocks(x, v):
+        for a, s in similarity_blocks(x, v):
             i = s.argmax(axis=0)
             m = s[i, np.arange(len(v))]
             better = m > best  # strictly: the earliest query window wins ties

@@ -23,6 +23,7 @@ from sonicsearch.config import FeatureConfig, ModelConfig, TrainConfig
 from sonicsearch.errors import ModelError
 from sonicsearch.model.frontend import LogMel
 from sonicsearch.model.weights import load_weights
+from sonicsearch.registry import Registry
 
 Stages = Callable[[nn.Module], list[list[nn.Module]]]
 
@@ -62,21 +63,21 @@ _DENSENET = _paths(
     ("features.denseblock3", "features.transition3"),
     ("features.denseblock4", "features.norm5"),
 )
-_REGISTRY: dict[str, ArchSpec] = {
-    "alexnet": ArchSpec(tvm.alexnet, tvm.AlexNet_Weights.DEFAULT, "features.0", _split_at_pools,
-                     "classifier.6", 4096, 63),
-    "densenet121": ArchSpec(tvm.densenet121, tvm.DenseNet121_Weights.DEFAULT, "features.conv0",
-                         _DENSENET, "classifier", 1024, 32),
-    "resnet18": ArchSpec(tvm.resnet18, tvm.ResNet18_Weights.DEFAULT, "conv1", _RESNET, "fc",
-                      512, 1),
-    "resnet34": ArchSpec(tvm.resnet34, tvm.ResNet34_Weights.DEFAULT, "conv1", _RESNET, "fc",
-                      512, 1),
-    "vgg11_bn": ArchSpec(tvm.vgg11_bn, tvm.VGG11_BN_Weights.DEFAULT, "features.0", _split_at_pools,
-                      "classifier.6", 4096, 32),
-    "vgg16_bn": ArchSpec(tvm.vgg16_bn, tvm.VGG16_BN_Weights.DEFAULT, "features.0", _split_at_pools,
-                      "classifier.6", 4096, 32),
-}
-ARCHS: tuple[str, ...] = tuple(sorted(_REGISTRY))
+ARCH_REGISTRY: Registry[ArchSpec] = Registry("arch", error=ModelError, sort=True)
+_arch = ARCH_REGISTRY.register
+_arch("alexnet", ArchSpec(tvm.alexnet, tvm.AlexNet_Weights.DEFAULT, "features.0",
+                          _split_at_pools, "classifier.6", 4096, 63))
+_arch("densenet121", ArchSpec(tvm.densenet121, tvm.DenseNet121_Weights.DEFAULT,
+                              "features.conv0", _DENSENET, "classifier", 1024, 32))
+_arch("resnet18", ArchSpec(tvm.resnet18, tvm.ResNet18_Weights.DEFAULT, "conv1", _RESNET, "fc",
+                           512, 1))
+_arch("resnet34", ArchSpec(tvm.resnet34, tvm.ResNet34_Weights.DEFAULT, "conv1", _RESNET, "fc",
+                           512, 1))
+_arch("vgg11_bn", ArchSpec(tvm.vgg11_bn, tvm.VGG11_BN_Weights.DEFAULT, "features.0",
+                           _split_at_pools, "classifier.6", 4096, 32))
+_arch("vgg16_bn", ArchSpec(tvm.vgg16_bn, tvm.VGG16_BN_Weights.DEFAULT, "features.0",
+                           _split_at_pools, "classifier.6", 4096, 32))
+ARCHS: tuple[str, ...] = ARCH_REGISTRY.names()  # sorted
 
 
 def _set_module(net: nn.Module, path: str, module: nn.Module) -> None:
@@ -93,7 +94,7 @@ class Backbone(nn.Module):
 
     def __init__(self, arch: str, num_classes: int, dropout: float = 0.0):
         super().__init__()
-        spec = _REGISTRY[arch]
+        spec = ARCH_REGISTRY.get(arch)
         self.arch, self.embed_dim, self.dropout = arch, spec.embed_dim, dropout
         self.net = spec.build(weights=None)
         old = self.net.get_submodule(spec.conv1)
@@ -113,7 +114,7 @@ class Backbone(nn.Module):
     @property
     def spec(self) -> ArchSpec:
         """The registry entry: constructor, ImageNet weights, conv1 / head names, stages."""
-        return _REGISTRY[self.arch]
+        return ARCH_REGISTRY.get(self.arch)
 
     def stages(self) -> list[nn.Module]:
         """The backbone's stages, bottom to top, head excluded (views sharing parameters)."""
@@ -223,8 +224,7 @@ def create_backbone(arch: str, num_classes: int, weights: str | Path = "none",
         ModelError: unknown arch, bad arguments, or a weights file that does not fit.
         WeightsUnavailableError: ImageNet weights are neither cached nor downloadable.
     """
-    if arch not in _REGISTRY:
-        raise ModelError(f"unknown arch '{arch}'; choose one of: {', '.join(ARCHS)}")
+    ARCH_REGISTRY.check(arch)
     if not 0.0 <= dropout < 1.0:
         raise ModelError(f"dropout must be in [0, 1), got {dropout}")
     model = Backbone(arch, num_classes, dropout)
@@ -350,4 +350,4 @@ class AudioModel(nn.Module):
         return self
 
 
-__all__ = ["ARCHS", "AudioModel", "Backbone", "SpecAugment", "create_backbone"]
+__all__ = ["ARCHS", "ARCH_REGISTRY", "AudioModel", "Backbone", "SpecAugment", "create_backbone"]

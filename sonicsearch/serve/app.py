@@ -29,7 +29,7 @@ from sonicsearch.audio import load_audio
 from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index import AudioIndex
 from sonicsearch.index.filters import Filters, calibration, parse_min_score, resolve_prefix
-from sonicsearch.index.search import ROLLUP_DEFAULT
+from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.index.types import Embedder
 from sonicsearch.serve import apidocs, media
 from sonicsearch.serve.live import LiveIndex
@@ -44,6 +44,7 @@ from sonicsearch.serve.security import (
 from sonicsearch.serve.upload import UploadRejected, check_audio, receive
 
 STATIC = Path(__file__).parent / "static"
+RollupName = Literal[ROLLUP_REGISTRY.names()]  # the OpenAPI enum of ``rollup``
 _ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -67,8 +68,7 @@ class QueryParams(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
     k: int = Field(10, ge=1, le=1000, description="Results wanted.")
-    rollup: Literal["vote", "max", "mean-top"] = Field(ROLLUP_DEFAULT,
-                                                       description="Window hits -> file score.")
+    rollup: RollupName = Field(ROLLUP_DEFAULT, description="Window hits -> file score.")
     segments: bool = Field(False, description="List matching windows, not files.")
     label: list[str] = Field(default_factory=list, description="Keep files with these labels.")
     path_prefix: str | None = Field(None, description="Keep files under this folder; "

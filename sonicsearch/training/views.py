@@ -7,7 +7,9 @@ then band-limited, codec-filtered, reverberated, mixed with coloured noise at a 
 and given a random gain; each degradation hits an example with its own probability. The
 log-mel, standardisation and SpecAugment masks are the model's (``AudioModel.forward`` in
 training mode). All randomness comes from one ``torch.Generator`` on the waveforms' device,
-so a CPU run is repeatable.
+so a CPU run is repeatable. The degradation steps are registered in
+:data:`sonicsearch.degradations.DEGRADATIONS` (``register_view``) and run in the order they
+are defined here; a new step is one registered method and its ``<name>_prob`` config key.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from sonicsearch.degradations import (
     TELEPHONE_HIGHPASS_RANGE,
     TELEPHONE_LOWPASS_RANGE,
     band_rt60,
+    register_view,
+    views,
 )
 
 
@@ -58,15 +62,14 @@ class ViewMaker:
             hit = self._hit(x, c.mix_prob, gen)
             if bool(hit.any()):
                 x = torch.where(hit[:, None], self._mix(x, gen), x)
-        for prob, degrade in ((c.band_prob, self._band_limit),
-                              (c.telephone_prob, self._telephone), (c.codec_prob, self._codec),
-                              (c.reverb_prob, self._reverb), (c.noise_prob, self._noise)):
-            if prob <= 0 and degrade == self._telephone:
-                continue  # drew nothing before it existed: old recipes keep their streams
+        for _, step in views():  # band, telephone, codec, reverb, noise: registration order
+            prob = getattr(c, step.prob)
+            if prob <= 0 and not step.draws_when_off:
+                continue
             hit = self._hit(x, prob, gen)
             if prob > 0 and bool(hit.any()):
                 x = x.clone()
-                x[hit] = degrade(x[hit], gen)
+                x[hit] = step.view(self, x[hit], gen)
         if c.gain_db > 0:
             db = self._uniform(x.shape[0], -c.gain_db, c.gain_db, gen, x)
             x = x * (10.0 ** (db / 20.0))[:, None]
@@ -95,6 +98,7 @@ class ViewMaker:
         lo = lo.clamp(max=n)
         return pad.gather(1, lo) * (1 - frac) + pad.gather(1, lo + 1) * frac
 
+    @register_view("band", prob="band_prob")
     def _band_limit(self, x: torch.Tensor, gen) -> torch.Tensor:
         """Soft low-pass at 1 kHz..Nyquist (log-uniform) and high-pass at 0..500 Hz."""
         b, nyq = x.shape[0], self.sr / 2
@@ -106,6 +110,32 @@ class ViewMaker:
                 * torch.sigmoid((f - hp[:, None]) / (0.1 * hp[:, None] + 1.0)))
         return torch.fft.irfft(spec * gain, n=x.shape[1])
 
+    @register_view("telephone", prob="telephone_prob", draws_when_off=False)
+    def _telephone(self, x: torch.Tensor, gen) -> torch.Tensor:
+        """A phone line: a steep band-pass (high-pass 200-400 Hz, low-pass 3.0-3.7 kHz, as
+        300-3400 Hz through 8 kHz), half of the time mu-law 8-bit companding, and a gentle
+        saturation; loudness kept."""
+        b, nyq = x.shape[0], self.sr / 2
+        spec = torch.fft.rfft(x)
+        f = torch.linspace(0, nyq, spec.shape[1], device=x.device)[None]
+        hp = self._uniform(b, *TELEPHONE_HIGHPASS_RANGE, gen, x)[:, None]
+        lo, hi = TELEPHONE_LOWPASS_RANGE
+        lp = self._uniform(b, min(lo, nyq * 0.9), min(hi, nyq * 0.95), gen, x)[:, None]
+        gain = torch.sigmoid((f - hp) / 25.0) * torch.sigmoid((lp - f) / 40.0)
+        y = torch.fft.irfft(spec * gain, n=x.shape[1])
+        peak = y.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
+        mu = 255.0
+        z = y / peak
+        q = torch.sign(z) * torch.log1p(mu * z.abs()) / torch.log1p(torch.tensor(mu))
+        q = torch.round(q * 127.0) / 127.0
+        lawed = torch.sign(q) * ((1 + mu) ** q.abs() - 1) / mu * peak
+        law = self._hit(x, 0.5, gen)[:, None]
+        y = torch.where(law, lawed, y)
+        drive = self._uniform(b, 1.0, 3.0, gen, x)[:, None]
+        y = torch.tanh(drive * y / peak) * peak / torch.tanh(drive)
+        return y * (_rms(x) / _rms(y).clamp_min(1e-8))
+
+    @register_view("codec", prob="codec_prob")
     def _codec(self, x: torch.Tensor, gen) -> torch.Tensor:
         """Perceptual-codec-like loss: STFT bins under a per-frame magnitude quantile
         (30-70 %) are dropped, and everything above 4-16 kHz is cut."""
@@ -124,6 +154,7 @@ class ViewMaker:
         out = torch.istft(spec * keep, n_fft, hop, window=window, length=x.shape[1])
         return out
 
+    @register_view("reverb", prob="reverb_prob")
     def _reverb(self, x: torch.Tensor, gen) -> torch.Tensor:
         return self._room(x, gen) if self.c.reverb_room else self._decay(x, gen)
 
@@ -175,30 +206,6 @@ class ViewMaker:
         ir[:, 0] = 1.0
         return _convolve(x, ir)
 
-    def _telephone(self, x: torch.Tensor, gen) -> torch.Tensor:
-        """A phone line: a steep band-pass (high-pass 200-400 Hz, low-pass 3.0-3.7 kHz, as
-        300-3400 Hz through 8 kHz), half of the time mu-law 8-bit companding, and a gentle
-        saturation; loudness kept."""
-        b, nyq = x.shape[0], self.sr / 2
-        spec = torch.fft.rfft(x)
-        f = torch.linspace(0, nyq, spec.shape[1], device=x.device)[None]
-        hp = self._uniform(b, *TELEPHONE_HIGHPASS_RANGE, gen, x)[:, None]
-        lo, hi = TELEPHONE_LOWPASS_RANGE
-        lp = self._uniform(b, min(lo, nyq * 0.9), min(hi, nyq * 0.95), gen, x)[:, None]
-        gain = torch.sigmoid((f - hp) / 25.0) * torch.sigmoid((lp - f) / 40.0)
-        y = torch.fft.irfft(spec * gain, n=x.shape[1])
-        peak = y.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
-        mu = 255.0
-        z = y / peak
-        q = torch.sign(z) * torch.log1p(mu * z.abs()) / torch.log1p(torch.tensor(mu))
-        q = torch.round(q * 127.0) / 127.0
-        lawed = torch.sign(q) * ((1 + mu) ** q.abs() - 1) / mu * peak
-        law = self._hit(x, 0.5, gen)[:, None]
-        y = torch.where(law, lawed, y)
-        drive = self._uniform(b, 1.0, 3.0, gen, x)[:, None]
-        y = torch.tanh(drive * y / peak) * peak / torch.tanh(drive)
-        return y * (_rms(x) / _rms(y).clamp_min(1e-8))
-
     def _mix(self, x: torch.Tensor, gen) -> torch.Tensor:
         """Every excerpt over another one of the batch (a shifted copy, looped) at a random
         SNR in ``mix_snr_min``..``mix_snr_max`` dB: real sounds as the background."""
@@ -209,6 +216,7 @@ class ViewMaker:
         scale = _rms(x) / _rms(back).clamp_min(1e-8) * 10.0 ** (-snr[:, None] / 20.0)
         return x + back * scale
 
+    @register_view("noise", prob="noise_prob")
     def _noise(self, x: torch.Tensor, gen) -> torch.Tensor:
         """Noise coloured as 1/f^a (a in 0..2: white, pink, brown) at a random SNR."""
         b, n = x.shape

@@ -23,20 +23,29 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.errors import ConfigError, IndexStoreError
-from sonicsearch.index.backends.base import BACKENDS, IndexBackend, WindowFields, ancestors
+from sonicsearch.index.backends import faiss_backend as _faiss  # noqa: F401 - registers
+from sonicsearch.index.backends import milvus_backend as _milvus  # noqa: F401 - registers
+from sonicsearch.index.backends.base import (
+    BACKEND_REGISTRY,
+    IndexBackend,
+    WindowFields,
+    ancestors,
+)
+
+BACKENDS: tuple[str, ...] = BACKEND_REGISTRY.names()  # faiss, milvus
 
 DEFAULT_LITE_FILE = "milvus.db"  # milvus-lite file inside the index directory by default
 ADD_ROWS = 50_000  # vectors read from vectors.npy per insert batch
 
-__all__ = ["BACKENDS", "IndexBackend", "WindowFields", "ancestors", "backend_of",
+__all__ = ["BACKENDS", "BACKEND_REGISTRY", "IndexBackend", "WindowFields", "ancestors",
+           "backend_of",
            "check_backend", "open_backend", "resolve_uri", "same_backend",
            "write_backend_index", "drop_stale_collections"]
 
 
 def check_backend(name: str, uri: str | None = None) -> str:
     """Return ``name`` if it is a backend; raise ConfigError naming the valid ones."""
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+    BACKEND_REGISTRY.check(name)
     if name == "faiss" and uri:
         raise ConfigError("--uri is for --backend milvus; the faiss backend keeps its index "
                           "inside the index directory")

@@ -16,8 +16,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from sonicsearch.index.types import FileRecord
+from sonicsearch.registry import Registry
 
-BACKENDS = ("faiss", "milvus")
+# backend name -> its IndexBackend class; each backend's module registers itself
+BACKEND_REGISTRY: Registry[type] = Registry("backend")
 MAX_FOLDERS = 64  # ancestor folders stored per window row (deeper paths keep the nearest 64)
 
 

@@ -17,10 +17,11 @@ import faiss
 import numpy as np
 
 from sonicsearch.errors import ConfigError, IndexStoreError
-from sonicsearch.index.backends.base import WindowFields
+from sonicsearch.index.backends.base import BACKEND_REGISTRY, WindowFields
 from sonicsearch.index.faiss_index import build_faiss_index, read_faiss_index, set_search_params
 
 
+@BACKEND_REGISTRY.register("faiss")
 class FaissBackend:
     """A FAISS index of one generation; ``path`` is where :meth:`commit` writes it."""
 

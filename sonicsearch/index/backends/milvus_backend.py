@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.errors import ConfigError, IndexStoreError
-from sonicsearch.index.backends.base import MAX_FOLDERS, WindowFields
+from sonicsearch.index.backends.base import BACKEND_REGISTRY, MAX_FOLDERS, WindowFields
 
 MAX_TOPK = 16_384  # Milvus answers at most this many neighbours per query
 INSERT_ROWS = 5_000  # rows per insert call (keeps gRPC messages small)
@@ -174,6 +174,7 @@ def _first_line(exc: BaseException) -> str:
     return str(text).splitlines()[0][:160]
 
 
+@BACKEND_REGISTRY.register("milvus")
 class MilvusBackend:
     """One Milvus collection (one generation's windows)."""
 
