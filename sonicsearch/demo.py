@@ -53,7 +53,6 @@ def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
         DataError: a negative seed, or a corpus in ``workdir`` made with another seed or size.
     """
     from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.eval.metrics import hit_rate_at_k
     from sonicsearch.index import AudioIndex
     from sonicsearch.training.finetune import fit
 
@@ -79,6 +78,21 @@ def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
     index = AudioIndex.build(collection, result.model_path, index_dir, rebuild=True)
     held_out = ds.split("test")
     step(f"querying with the {len(held_out)} held-out clips")
+    numbers = {**_query_held_out(index, held_out, show),
+               "test_macro_f1": (result.test or {}).get("macro_f1"),
+               "queries": len(held_out), "seconds": time.monotonic() - t0}
+    print("\n" + summary_line(numbers))
+    print(f"(seed {seed}, {torch_threads()} CPU threads: the same seed and thread count on "
+          "this CPU repeat these numbers)")
+    print(f"try: sonicsearch query {held_out[0].path} --index {index_dir} --k 5")
+    return numbers
+
+
+def _query_held_out(index, held_out, show: int) -> dict:
+    """Query with each held-out clip: recall@1/10 and precision@10 of its genre, and how
+    often the predicted label is right; the first ``show`` are printed."""
+    from sonicsearch.eval.metrics import hit_rate_at_k
+
     relevant, correct = [], []
     for n, (item, (_, res)) in enumerate(zip(held_out, index.query_files(
             [it.path for it in held_out], k=10))):
@@ -89,15 +103,8 @@ def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
             _show(res, item.label)
     index.close()
     rel = np.array(relevant, dtype=bool)
-    numbers = {"recall@1": hit_rate_at_k(rel, 1), "recall@10": hit_rate_at_k(rel, 10),
-               "precision@10": float(rel.mean()), "query_label_accuracy": float(np.mean(correct)),
-               "test_macro_f1": (result.test or {}).get("macro_f1"),
-               "queries": len(held_out), "seconds": time.monotonic() - t0}
-    print("\n" + summary_line(numbers))
-    print(f"(seed {seed}, {torch_threads()} CPU threads: the same seed and thread count on "
-          "this CPU repeat these numbers)")
-    print(f"try: sonicsearch query {held_out[0].path} --index {index_dir} --k 5")
-    return numbers
+    return {"recall@1": hit_rate_at_k(rel, 1), "recall@10": hit_rate_at_k(rel, 10),
+            "precision@10": float(rel.mean()), "query_label_accuracy": float(np.mean(correct))}
 
 
 def _corpus(corpus: Path, record: Path, spec: dict, step: _Steps) -> None:
