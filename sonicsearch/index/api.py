@@ -6,23 +6,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from sonicsearch.config import IndexConfig
 from sonicsearch.embedding_types import with_windows
-from sonicsearch.errors import AudioError, ConfigError, IndexStoreError
+from sonicsearch.errors import AudioError, IndexStoreError
 from sonicsearch.index import layout as L
-from sonicsearch.index.backends import backend_of, close_index, open_backend
+from sonicsearch.index.backends import IndexBackend, backend_files, open_backend
 from sonicsearch.index.build import build_index
 from sonicsearch.index.calibration import check_calibration_file
-from sonicsearch.index.faiss_index import (
-    GPU_MAX_K,
-    index_cpu_to_gpu,
-    read_faiss_index,
-    resolve_gpu,
-    set_search_params,
-)
 from sonicsearch.index.filters import Filters, filtered_hits
 from sonicsearch.index.search import ROLLUP_DEFAULT, Hit, search
 from sonicsearch.index.store import Store
@@ -42,10 +34,10 @@ class AudioIndex:
     """
 
     def __init__(self, root: Path, gen: Path, meta: dict[str, Any], store: Store,
-                 index: faiss.Index, on_gpu: bool, embedder: Embedder | None, device: str,
+                 index: IndexBackend, embedder: Embedder | None, device: str,
                  hold: int | None = None):
         self.root, self.gen, self.meta, self.store = root, gen, meta, store
-        self.index, self.on_gpu, self.device = index, on_gpu, device
+        self.index, self.device = index, device  # the backend (index/backends)
         self._hold = hold  # the reader lock on ``gen`` (layout.hold_generation)
         # candidates are scored exactly from the stored raw vectors (a memory map)
         self._exact = store.vectors()
@@ -100,42 +92,14 @@ class AudioIndex:
     def _load(cls, root, gen, embedder, device, nprobe, ef_search, hold=None) -> AudioIndex:
         meta = L.read_index_json(gen)
         L.check_sizes(gen, meta)
-        milvus = backend_of(meta)["name"] != "faiss"  # searched in Milvus (index/backends)
-        for name in (L.MODEL,) if milvus else (L.INDEX_FILE, L.MODEL):
+        for name in (*backend_files(root, meta), L.MODEL):
             if not (gen / name).is_file():
                 raise L.damaged(gen, name, "is missing")
         store = Store(gen)
         try:
-            if milvus:
-                index = open_backend(root, meta, store.n_rows)
-                return cls(root, gen, meta, store, index, False, embedder, device, hold)
-            index = read_faiss_index(str(gen / L.INDEX_FILE))
-        except BaseException as exc:
-            store.close()
-            if milvus or not isinstance(exc, RuntimeError):
-                raise
-            raise L.damaged(gen, L.INDEX_FILE, f"is unreadable "
-                            f"({str(exc).splitlines()[0][:120]})") from None
-        counts = meta.get("counts", {})
-        if not (index.ntotal == store.n_rows == counts.get("vectors")
-                and index.d == meta.get("dim") and len(store.records) == counts.get("files")):
-            store.close()
-            raise L.damaged(gen, L.INDEX_FILE, f"disagrees with {L.META_DB} and {L.INFO} on "
-                            "the number of vectors")
-        kind, params = meta["index_type"], meta["index_params"]
-        set_search_params(index, kind, params, nprobe=nprobe, ef_search=ef_search)
-        gpu, on_gpu = resolve_gpu(device), False
-        if gpu is not None and kind != "hnsw":
-            try:
-                index, on_gpu = index_cpu_to_gpu(index, kind, params, gpu), True
-            except RuntimeError as exc:
-                if device != "auto":
-                    store.close()
-                    raise ConfigError(f"cannot move this {kind} index to {device} "
-                                      f"({str(exc).splitlines()[0][:120]}); use --device "
-                                      "cpu or auto") from None
-        try:
-            return cls(root, gen, meta, store, index, on_gpu, embedder, device, hold)
+            index = open_backend(root, gen, meta, (store.n_rows, len(store.records)),
+                                 device, nprobe, ef_search)
+            return cls(root, gen, meta, store, index, embedder, device, hold)
         except BaseException:
             store.close()
             raise
@@ -183,6 +147,11 @@ class AudioIndex:
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the backend searches on a GPU."""
+        return bool(self.index.on_gpu)
 
     def info(self) -> dict[str, Any]:
         """The info JSON of docs/formats.md: counts, model, times, index type and why,
@@ -237,12 +206,12 @@ class AudioIndex:
         if keep is not None and (new.meta["model"]["sha256"] != self.meta["model"]["sha256"]
                                  or new.meta["features"] != self.meta["features"]):
             keep = None
-        old_store, old_hold, old_meta, old_index = self.store, self._hold, self.meta, self.index
+        old_store, old_hold, old_index = self.store, self._hold, self.index
         self.gen, self.meta, self.store, self.index = new.gen, new.meta, new.store, new.index
-        self.on_gpu, self._exact, self._hold = new.on_gpu, new._exact, new._hold
+        self._exact, self._hold = new._exact, new._hold
         self._embedder = keep
         old_store.close()
-        close_index(old_meta, old_index)
+        old_index.close()
         L.release_generation(old_hold)
         return True
 
@@ -362,11 +331,13 @@ class AudioIndex:
         exclude_id = (self.store.by_path.get(str(Path(exclude).resolve()))
                       if exclude is not None else None)
 
+        fields = filters.fields() if filters is not None and filters.active else None
+
         def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
             return search(self.index, self.store, vectors, spans, depth, rollup,
                           fc["hop_seconds"], segments=segments, exclude=exclude_id,
-                          max_k=GPU_MAX_K if self.on_gpu else None, exact=self._exact,
-                          allowed=allowed)
+                          exact=self._exact,
+                          allowed=allowed, fields=fields)
 
         extra: dict[str, Any] = {}
         if filters is None and min_score is None:
@@ -392,7 +363,7 @@ class AudioIndex:
     def close(self) -> None:
         """Close the metadata and release the generation (a later build may delete it)."""
         self.store.close()
-        close_index(self.meta, self.index)
+        self.index.close()
         L.release_generation(self._hold)
         self._hold = None
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sonicsearch.errors import ConfigError
+from sonicsearch.index.backends.base import FieldFilter
 from sonicsearch.index.calibration import calibration
 from sonicsearch.index.search import Hit
 from sonicsearch.index.types import FileRecord
@@ -69,6 +70,11 @@ class Filters:
                 raise ConfigError(f"path prefix {self.path_prefix!r} must be absolute "
                                   "(resolve it against the collection first)")
             object.__setattr__(self, "path_prefix", os.path.normpath(self.path_prefix))
+
+    def fields(self) -> FieldFilter:
+        """The same filter (max_per_folder aside) as conditions on a backend's stored
+        fields."""
+        return FieldFilter(self.labels, self.path_prefix, self.min_duration, self.max_duration)
 
     @property
     def active(self) -> bool:
