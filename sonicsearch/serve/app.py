@@ -28,7 +28,8 @@ from sonicsearch._version import __version__
 from sonicsearch.audio import load_audio
 from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index import AudioIndex
-from sonicsearch.index.filters import Filters, calibration, parse_min_score, resolve_prefix
+from sonicsearch.index.calibration import calibration
+from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
 from sonicsearch.index.search import ROLLUP_DEFAULT
 from sonicsearch.index.types import Embedder
 from sonicsearch.serve import apidocs, media

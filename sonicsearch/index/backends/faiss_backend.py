@@ -166,7 +166,8 @@ class FaissBackend:
             os.close(fd)
 
     def close(self) -> None:
-        self.index = self._cpu = None
+        """Nothing to release: the index is memory, freed with this object (so ``ntotal``
+        still answers after an AudioIndex is closed, as it always has)."""
 
     # -- one generation ------------------------------------------------------------------
 
