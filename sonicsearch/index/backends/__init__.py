@@ -44,7 +44,8 @@ BACKENDS: dict[str, type] = {
 
 __all__ = ["BACKENDS", "FieldFilter", "GenerationSpec", "IndexBackend", "Selection",
            "WindowFields", "after_commit", "ancestors", "backend_files", "backend_of",
-           "check_backend", "open_backend", "resolve_uri", "same_backend", "write_backend"]
+           "check_backend", "inherited_uri", "open_backend", "resolve_uri", "same_backend",
+           "write_backend"]
 
 
 def check_backend(name: str, uri: str | None = None) -> str:
@@ -96,6 +97,14 @@ def write_backend(name: str, gen: Path, prev: tuple[Path, dict[str, Any]] | None
     if prev is not None:
         prev = (prev[0], {**prev[1], "backend": backend_of(prev[1])})
     return BACKENDS[name].write_generation(gen, prev, records, spec)
+
+
+def inherited_uri(backend: str, old: dict[str, Any], index_dir: str | Path) -> str:
+    """The uri a build with ``backend`` and no uri of its own keeps from the index's live
+    backend entry ``old`` ("" when that is another backend, or one without a uri)."""
+    if old["name"] != backend or backend not in BACKENDS:
+        return ""
+    return BACKENDS[backend].kept_uri(old, Path(index_dir))
 
 
 def same_backend(meta: dict[str, Any], backend: str, uri: str | None,

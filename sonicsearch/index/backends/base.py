@@ -76,6 +76,10 @@ class IndexBackend(Protocol):
         linked unchanged from the previous generation ``prev`` (gen folder, index.json)."""
 
     @classmethod
+    def kept_uri(cls, entry: dict[str, Any], index_dir: Path) -> str:
+        """The uri a later build keeps from a generation's ``entry`` ("" for none)."""
+
+    @classmethod
     def same_place(cls, entry: dict[str, Any], uri: str | None, root: Path) -> bool:
         """Whether a generation's ``entry`` lies where a build with ``uri`` puts it."""
 

@@ -232,6 +232,10 @@ class FaissBackend:
         return {"name": cls.name}, []
 
     @classmethod
+    def kept_uri(cls, entry: dict[str, Any], index_dir: Path) -> str:
+        return ""  # no uri: the index file lives in the generation
+
+    @classmethod
     def same_place(cls, entry: dict[str, Any], uri: str | None, root: Path) -> bool:
         return True  # always the generation's own file
 

@@ -409,6 +409,13 @@ class MilvusBackend:
         return {"name": cls.name, "uri": stored, "collection": name}, []
 
     @classmethod
+    def kept_uri(cls, entry: dict[str, Any], index_dir: Path) -> str:
+        """The stored uri as the build's option: a server as is, a lite file under
+        ``index_dir`` when relative."""
+        stored = entry["uri"]
+        return stored if "://" in stored else str(index_dir / stored)
+
+    @classmethod
     def same_place(cls, entry: dict[str, Any], uri: str | None, root: Path) -> bool:
         return entry["uri"] == resolve_uri(uri, root)
 
