@@ -15,6 +15,7 @@ from fake_embedder import SR, FakeEmbedder, sound, write_sound
 
 from sonicsearch.config import IndexConfig
 from sonicsearch.index import AudioIndex, build_index
+from sonicsearch.index.backends import milvus_params as M
 from sonicsearch.index.backends.milvus_backend import MilvusBackend
 from sonicsearch.index.filters import Filters
 
@@ -99,8 +100,6 @@ def test_milvus_filtered_top_k_is_complete_on_a_skewed_collection(skewed, ranges
                                                                    monkeypatch):
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
-    from sonicsearch.index.backends import milvus_backend as M
-
     if not ranges:  # the selection is sent as conditions on label / folders / duration
         monkeypatch.setattr(M, "MAX_EXPR_RANGES", 0)
     root, emb = skewed
