@@ -139,3 +139,17 @@ def test_cli_server_and_api_pass_one_query_request(index_dir, monkeypatch, tmp_p
     (req,) = seen
     assert isinstance(req, QueryRequest) and req.k == 2 and req.clips == (clip,)
     assert req.filters.labels == ("mid",) and req.filters.min_duration == 1.0
+
+
+def test_calibration_follows_a_refresh(tmp_path):
+    make_corpus(tmp_path / "audio", 4)
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    build_index([tmp_path / "audio"], emb, tmp_path / "idx")
+    with AudioIndex.open(tmp_path / "idx", embedder=emb, device="cpu") as index:
+        before = calibration(index)
+        make_corpus(tmp_path / "audio", 2, seed0=50)
+        build_index([tmp_path / "audio"], emb, tmp_path / "idx")
+        assert index.refresh()
+        after = calibration(index)  # measured on the new generation, not the cached one
+        assert after["generation"] != before["generation"]
+        assert after["vectors"] == index.ntotal > before["vectors"]
