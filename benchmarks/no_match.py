@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> dict:
     from sonicsearch.index.api import AudioIndex, load_embedder
-    from sonicsearch.index.filters import calibration, resolve_min_score
+    from sonicsearch.index.calibration import calibration, resolve_min_score
 
     args = parse_args(argv)
     _threads(args.threads)

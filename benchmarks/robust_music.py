@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from sonicsearch.embed import QUIET_DBFS  # noqa: E402
+from sonicsearch.index.backends.faiss_backend import FaissBackend  # noqa: E402
 
 QUIET_PEAK = 1e-3  # excerpts quieter than -60 dBFS at their peak are not queried
 SR = 22050  # excerpts are decoded and degraded at this rate; systems resample as they need
@@ -447,8 +448,8 @@ def build_index(system, tracks: list[dict], cache: Path) -> dict:
     index.add(vectors)
     C.log(f"{system.name}: {len(vectors)} index windows of {len(tracks)} tracks in "
           f"{t.seconds:.1f}s")
-    return {"faiss": index, "vectors": vectors, "store": _Store([len(v) for v in vecs],
-                                                                  np.concatenate(spans)),
+    return {"faiss": FaissBackend(index), "vectors": vectors,
+            "store": _Store([len(v) for v in vecs], np.concatenate(spans)),
             "probs": probs}
 
 

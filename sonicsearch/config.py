@@ -285,6 +285,43 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     return value
 
 
+def load_index_config(path: str | Path | None) -> tuple[IndexConfig, set[str]]:
+    """The ``index:`` section of a config file (defaults without one), and the keys the file
+    sets (so that unset ones can defer to an existing index). A file that sets
+    ``runtime.device`` (or the older ``train.device``) but no ``index.device`` gives its
+    device to the index too.
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    data = _read_yaml(path)
+    full = Config.from_dict(data)
+    cfg = full.index
+    if path is None:
+        return cfg, set()
+    sections = data if isinstance(data, dict) else {}
+    section = sections.get("index")
+    keys = set(section) if isinstance(section, dict) else set()
+    if "device" not in keys and any(
+            isinstance(sections.get(s), dict) and "device" in sections[s]
+            for s in ("runtime", "train")):
+        cfg.device = full.runtime.device
+        keys.add("device")
+    return cfg, keys
+
+
+def _read_yaml(path: str | Path | None) -> Any:
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load a YAML config over the built-in defaults, then apply dotted-key overrides.
 
@@ -298,16 +335,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     Raises:
         ConfigError: the file is missing, is not YAML, or has unknown keys or bad types.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    config = Config.from_dict(data)
+    config = Config.from_dict(_read_yaml(path))
     return config.with_overrides(overrides or {})
 
 

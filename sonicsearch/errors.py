@@ -14,6 +14,15 @@ class ConfigError(SonicsearchError):
     """A config file or option has an unknown key or a value of the wrong kind."""
 
 
+class OptionError(ConfigError):
+    """One option's value is unusable; ``option`` names it (``--window``), so the CLI
+    reports a usage error (exit 2) on that flag."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(message)
+
+
 class AudioError(SonicsearchError):
     """An audio file cannot be used: unreadable, empty, corrupt, silent or too short.
 

@@ -96,7 +96,7 @@ def test_build_index_config_reaches_the_index(tmp_path, monkeypatch, capsys, fak
     assert code == 0, err
     with AudioIndex.open(tmp_path / "idx") as index:
         assert index.meta["index_type"] == "hnsw"
-        assert index.meta["index_params"]["M"] == 12 and index.index.hnsw.efSearch == 20
+        assert index.meta["index_params"]["M"] == 12 and index.index.index.hnsw.efSearch == 20
     seen = []
     real_open = AudioIndex.open.__func__
 

@@ -303,5 +303,6 @@ def test_search_settings_change_without_rebuilding_faiss(corpus, emb):
     assert report.written and gen != old_gen
     assert os.stat(gen / "index.faiss").st_ino == inode  # hard-linked, not rebuilt
     with AudioIndex.open(root / "idx") as index:
-        assert index.index.hnsw.efSearch == 64 and index.info()["index_params"]["ef_search"] == 64
+        assert index.index.index.hnsw.efSearch == 64
+        assert index.info()["index_params"]["ef_search"] == 64
     assert not build_index([root / "audio"], emb, root / "idx", cfg).written

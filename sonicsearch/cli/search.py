@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -24,10 +24,6 @@ from sonicsearch.index.backends.base import BACKEND_REGISTRY
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.progress import log, progress_bar
 from sonicsearch.reporting import display_path
-
-if TYPE_CHECKING:
-    from sonicsearch.config import IndexConfig
-
 
 Rollup = ROLLUP_REGISTRY.enum("Rollup")
 
@@ -73,48 +69,23 @@ def build_index_cmd(
     override it.
 
     \f
-    Long: typer declares its eleven options in the signature; the body resolves config,
-    backend and model, then calls AudioIndex.build.
+    Long: typer declares its fourteen options in the signature; the body maps them one to
+    one onto the library's build_index and shows its progress.
     """
+    import contextlib
     import time
 
-    from sonicsearch.index import AudioIndex
-    from sonicsearch.index import layout as L
-    from sonicsearch.index.api import load_embedder
-    from sonicsearch.index.backends import check_backend
+    from sonicsearch.errors import OptionError
+    from sonicsearch.index import builder
 
-    _check_inputs(audio)  # before the model loads
-    cfg, keys = _index_config(config)
-    cfg.index_type = index_type.value if index_type else cfg.index_type
-    cfg.device = device.value if device else cfg.device
-    old = _live_backend(index)
-    cfg.backend = backend.value if backend else (
-        cfg.backend if "backend" in keys else old["name"])
-    if uri is not None:
-        cfg.uri = uri
-    elif not cfg.uri and cfg.backend == old["name"] == "milvus":  # keep the index's Milvus
-        cfg.uri = old["uri"] if "://" in old["uri"] else str(Path(index) / old["uri"])
-    check_backend(cfg.backend, cfg.uri or None)  # before the model loads
-    if model is None and not (index / L.CURRENT).exists():
-        model, features = Path("base"), None  # a new index: the shipped base model
-        from sonicsearch.model import base
-
-        log(f"no --model given: embedding with the shipped base model ({base.VERSION})")
-    elif model is None:
-        model, features = _index_model(index)
-    else:
-        features = None
-    embedder = load_embedder(model, cfg.device, features, batch_size=cfg.batch_size)
-    _check_windowing(ctx, embedder.feature_config, window, hop)
-    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
-        f"on {getattr(embedder, 'device', cfg.device)}")
-    if ray or ray_address:
-        embedder = _ray_embedder(embedder, model, cfg.device, ray_address, ray_workers)
     t0 = time.monotonic()
-    with progress_bar(0, "embedding") as bar:
-        state = {"done": 0}
+    with contextlib.ExitStack() as stack:
+        state: dict = {"done": 0, "bar": None}
 
         def progress(done: int, total: int, path: str, windows: int, seconds: float) -> None:
+            if state["bar"] is None:  # opened once embedding starts, after the model logs
+                state["bar"] = stack.enter_context(progress_bar(0, "embedding"))
+            bar = state["bar"]
             bar.set_total(total)
             if done > state["done"]:
                 speed = seconds / 3600 / max(time.monotonic() - t0, 1e-9)
@@ -123,120 +94,21 @@ def build_index_cmd(
                             f"{display_path(Path(path).name)[:30]}")
                 state["done"] = done
 
-        idx = AudioIndex.build(audio, embedder, index, config=cfg, rebuild=rebuild,
-                               progress=progress, device=cfg.device, window_seconds=window,
-                               hop_seconds=hop)
-    report = idx.build_report
-    idx.close()
+        try:
+            report = builder.build_index(
+                audio, model=model, index=index, config=config, window=window, hop=hop,
+                index_type=index_type.value if index_type else None,
+                device=device.value if device else None, rebuild=rebuild,
+                backend=backend.value if backend else None, uri=uri, ray=ray,
+                ray_address=ray_address, ray_workers=ray_workers, progress=progress)
+        except OptionError as exc:  # --window / --hop do not suit the model: exit 2
+            raise typer.BadParameter(str(exc), ctx=ctx, param_hint=f"'{exc.option}'") \
+                from None
     report_skipped(report.skipped)
     log(f"{'wrote' if report.written else 'unchanged:'} {index}: {report.summary()}")
 
 
-def _check_inputs(inputs: list[Path]) -> None:
-    """Every input exists and at least one audio file is among them.
-
-    Raises:
-        AudioError: an input that does not exist.
-        DataError: no audio file under the inputs.
-    """
-    from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
-    from sonicsearch.errors import DataError
-
-    errors: list[tuple[str, str]] = []
-    if not find_audio_files(inputs, errors) and not errors:
-        raise DataError(f"no audio files found in {', '.join(map(str, inputs))} (looked for "
-                        f"{', '.join(sorted(AUDIO_EXTENSIONS))})")
-
-
-def _check_windowing(ctx: typer.Context, fc, window: float | None, hop: float | None) -> None:
-    """--window and --hop against the loaded model's front end: a usage error (exit 2)."""
-    from sonicsearch.embedding_types import check_hop, check_window
-    from sonicsearch.errors import ConfigError
-
-    for value, check, flag in ((window, check_window, "--window"), (hop, check_hop, "--hop")):
-        try:
-            if value is not None:
-                check(fc, value)
-        except ConfigError as exc:
-            raise typer.BadParameter(str(exc), ctx=ctx, param_hint=f"'{flag}'") from None
-
-
-def _index_config(path: Path | None) -> tuple[IndexConfig, set[str]]:
-    """The ``index:`` section of a config file (defaults without one), and the keys the
-    file sets. A file that sets ``runtime.device`` (or the older ``train.device``) but no
-    ``index.device`` gives its device to the index too."""
-    import yaml
-
-    from sonicsearch.config import load_config
-
-    full = load_config(path)
-    cfg = full.index
-    if path is None:
-        return cfg, set()
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    sections = data if isinstance(data, dict) else {}
-    section = sections.get("index")
-    keys = set(section) if isinstance(section, dict) else set()
-    if "device" not in keys and any(
-            isinstance(sections.get(s), dict) and "device" in sections[s]
-            for s in ("runtime", "train")):
-        cfg.device = full.runtime.device
-        keys.add("device")
-    return cfg, keys
-
-
-def _index_model(index: Path) -> tuple[Path, dict | None]:
-    """The model an existing index holds, and its windowing, without opening the rest (so
-    that ``--rebuild`` works on an index whose other files are damaged)."""
-    from sonicsearch.errors import IndexStoreError
-    from sonicsearch.index import layout as L
-
-    try:
-        gen = L.IndexLayout(index).current()
-    except IndexStoreError:
-        gen = None
-    meta = None
-    if gen is not None:
-        try:
-            meta = L.read_index_json(gen)
-        except IndexStoreError:
-            meta = None
-    if meta is None or not (gen / L.MODEL).is_file():
-        raise IndexStoreError(f"no usable index at {index} to take the model from: pass "
-                              "--model PATH")
-    return gen / L.MODEL, meta.get("features")
-
-
 Backend = BACKEND_REGISTRY.enum("Backend")
-
-
-def _live_backend(index: Path) -> dict:
-    """The backend entry of the live generation's index.json; faiss when there is no index
-    yet or it is too damaged to say (``--rebuild`` with ``--model`` then starts over)."""
-    from sonicsearch.errors import IndexStoreError
-    from sonicsearch.index import layout as L
-    from sonicsearch.index.backends import backend_of
-
-    try:
-        gen = L.IndexLayout(index).current()
-        return backend_of(L.read_index_json(gen)) if gen is not None else {"name": "faiss"}
-    except IndexStoreError:
-        return {"name": "faiss"}
-
-
-def _ray_embedder(embedder, model: Path, device: str, address: str | None,
-                  workers: int | None):
-    """Wrap the model for Ray: workers load it from ``model`` with the same windowing."""
-    import functools
-
-    from sonicsearch.index.api import load_embedder
-    from sonicsearch.scale.ray_embed import RayEmbedder
-
-    factory = functools.partial(load_embedder, str(Path(model).resolve()),
-                                "auto" if device == "auto" else device)
-    where = f"Ray at {address}" if address else "a local Ray"
-    log(f"embedding on {where} with {workers or 'all'} workers")
-    return RayEmbedder(embedder, factory, address, workers)
 
 
 def _check_min_score(value: str | None) -> str | None:
@@ -291,18 +163,21 @@ def query(
     file's (the "predicted" column); nobody's hand labels.
 
     \f
-    Long: typer declares its fourteen options in the signature; the body builds the
-    filters and loops over AudioIndex.query_files.
+    Long: typer declares its fourteen options in the signature; the body builds one
+    QueryRequest and prints what AudioIndex.run_clips answers.
     """
     from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
+    from sonicsearch.config import load_index_config
     from sonicsearch.errors import AudioError, DataError
     from sonicsearch.index import AudioIndex
-    from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
+    from sonicsearch.index.request import QueryRequest
 
-    filters = Filters(tuple(label or ()), resolve_prefix(path_prefix), min_duration,
-                      max_duration, max_per_folder)
-    threshold = parse_min_score(min_score)
-    cfg, keys = _index_config(config)
+    request = QueryRequest.from_options(
+        labels=label, path_prefix=path_prefix, min_duration=min_duration,
+        max_duration=max_duration, max_per_folder=max_per_folder, min_score=min_score, k=k,
+        segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
+        exclude_self=exclude_self)
+    cfg, keys = load_index_config(config)
     dev = device.value if device else (cfg.device if "device" in keys else "auto")
     errors: list[tuple[str, str]] = []
     paths = find_audio_files(clips, errors)
@@ -313,12 +188,8 @@ def query(
                           nprobe=cfg.ivf_nprobe if "ivf_nprobe" in keys else None,
                           ef_search=cfg.hnsw_ef_search if "hnsw_ef_search" in keys else None)
     skipped = list(errors)
-    how = rollup.value if rollup else ROLLUP_DEFAULT
     try:
-        for path, result in idx.query_files(paths, k=k, segments=segments, rollup=how,
-                                            exclude_self=exclude_self,
-                                            filters=filters if filters.active else None,
-                                            min_score=threshold):
+        for path, result in idx.run_clips(request.replace(clips=tuple(paths))):
             if isinstance(result, AudioError):
                 skipped.append((str(path), result.reason))
             elif json_out:

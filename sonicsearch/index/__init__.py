@@ -2,12 +2,19 @@
 and query by example with window-to-file roll-up.
 
     faiss_index.py  choose_index_type / build_faiss_index (CPU or GPU)
-    store.py        meta.sqlite (files, windows: row i = FAISS id i), vectors.npy, probs.npy
+    backends/       IndexBackend: FAISS and Milvus behind one interface (BACKEND_REGISTRY)
+    store.py        meta.sqlite (files, windows: row i = backend id i), vectors.npy, probs.npy
     layout.py       DIR/CURRENT -> DIR/gen-NNNNNN/, locks, atomic commit, checksums, cleanup
     writer.py       writing one generation
-    build.py        build_index: incremental update from files and folders
-    search.py       candidate search, then exact roll-ups (vote, max, mean-top)
-    api.py          AudioIndex
+    build.py        build_index: incremental update from files and folders, with an Embedder
+    search.py       candidate search (filtered in the backend), then exact roll-ups
+    rollups.py      the roll-ups (vote, max, mean-top), one registered function each
+    filters.py      Filters, the filtered top-k loop over a resolved min_score
+    request.py      QueryRequest: one query, as the CLI, the server and the API build it
+    reader.py       IndexReader: an opened generation; search(QueryRequest)
+    calibration.py  the no-match threshold of min_score="auto" (a client of IndexReader)
+    api.py          AudioIndex: IndexReader + embedding + "auto" resolved before the search
+    builder.py      builder.build_index: build-index's options one to one
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from sonicsearch.index.api import DEFAULT_INDEX_DIR, AudioIndex, load_embedder
 from sonicsearch.index.build import build_index
 from sonicsearch.index.faiss_index import INDEX_TYPES, choose_index_type
 from sonicsearch.index.metrics import recall_at_k
-from sonicsearch.index.search import ROLLUP_DEFAULT, ROLLUPS
+from sonicsearch.index.request import QueryRequest
+from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUPS
 from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord, QueryResult
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "EmbeddedFile",
     "Embedder",
     "FileRecord",
+    "QueryRequest",
     "QueryResult",
     "build_index",
     "choose_index_type",

@@ -1,4 +1,10 @@
-"""AudioIndex: open a built index, describe it, and query it by example."""
+"""AudioIndex: open a built index, describe it, and query it by example.
+
+:class:`AudioIndex` is the :class:`IndexReader` (index/reader.py) plus what sits above the
+index: the embedding of clips, and ``min_score="auto"``, whose threshold the no-match
+calibration (index/calibration.py, a client of the reader) measures. Every query is one
+:class:`QueryRequest`; :meth:`AudioIndex.run` resolves its threshold before the search.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +12,25 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from sonicsearch.config import IndexConfig
 from sonicsearch.embedding_types import with_windows
-from sonicsearch.errors import AudioError, ConfigError, IndexStoreError
+from sonicsearch.errors import AudioError
 from sonicsearch.index import layout as L
-from sonicsearch.index.backends import backend_of, close_index, open_backend
 from sonicsearch.index.build import build_index
-from sonicsearch.index.calibration import check_calibration_file
-from sonicsearch.index.faiss_index import (
-    GPU_MAX_K,
-    index_cpu_to_gpu,
-    read_faiss_index,
-    resolve_gpu,
-    set_search_params,
-)
-from sonicsearch.index.filters import Filters, filtered_hits
-from sonicsearch.index.search import ROLLUP_DEFAULT, Hit, search
-from sonicsearch.index.store import Store
-from sonicsearch.index.types import BuildReport, Embedder, QueryResult
+from sonicsearch.index.calibration import check_calibration_file, resolve_min_score
+from sonicsearch.index.filters import Filters
+from sonicsearch.index.reader import DEFAULT_INDEX_DIR, IndexReader
+from sonicsearch.index.request import QueryRequest
+from sonicsearch.index.rollups import ROLLUP_DEFAULT
+from sonicsearch.index.types import EmbeddedFile, Embedder, QueryResult
 
-DEFAULT_INDEX_DIR = L.DEFAULT_INDEX_DIR
+__all__ = ["DEFAULT_INDEX_DIR", "AudioIndex", "load_embedder"]
 
 
-class AudioIndex:
-    """A built index, opened read-only: FAISS index, metadata, and the model it holds.
+class AudioIndex(IndexReader):
+    """A built index, opened read-only: backend, metadata, and the model it holds.
 
     Use :meth:`open` (or :meth:`build`); the model is loaded on the first query by file or
     waveform, unless an embedder is given. The opened generation stays on disk (a reader
@@ -40,105 +38,6 @@ class AudioIndex:
     switches to the newest one a build committed since. Refresh between queries, not while
     another thread queries the same object.
     """
-
-    def __init__(self, root: Path, gen: Path, meta: dict[str, Any], store: Store,
-                 index: faiss.Index, on_gpu: bool, embedder: Embedder | None, device: str,
-                 hold: int | None = None):
-        self.root, self.gen, self.meta, self.store = root, gen, meta, store
-        self.index, self.on_gpu, self.device = index, on_gpu, device
-        self._hold = hold  # the reader lock on ``gen`` (layout.hold_generation)
-        # candidates are scored exactly from the stored raw vectors (a memory map)
-        self._exact = store.vectors()
-        self._search_overrides: tuple[int | None, int | None] = (None, None)
-        self._embedder = None
-        self.build_report: BuildReport | None = None
-        if embedder is not None:
-            self.use_embedder(embedder)
-
-    @classmethod
-    def open(cls, index_dir: str | Path = DEFAULT_INDEX_DIR, embedder: Embedder | None = None,
-             device: str = "auto", nprobe: int | None = None,
-             ef_search: int | None = None) -> AudioIndex:
-        """Open the live generation of an index directory.
-
-        Args:
-            index_dir: the directory ``build-index`` wrote.
-            embedder: a loaded model to query with (checked against the index's model);
-                None loads the index's own copy on the first query.
-            device: auto | cpu | cuda: where FAISS searches (flat and IVF indexes can use a
-                GPU) and where a lazily loaded model runs.
-            nprobe, ef_search: override the index's IVF / HNSW search settings.
-
-        Raises:
-            IndexStoreError: no index there, or it is damaged; the message names the folder.
-        """
-        layout = L.IndexLayout(index_dir)
-        if not layout.root.is_dir():
-            raise IndexStoreError(f"no index at {layout.root}: the folder does not exist "
-                                  "(build one with `sonicsearch build-index`)")
-        for _ in range(3):  # a build may replace the generation while we open it
-            gen = layout.current()
-            if gen is None:
-                raise IndexStoreError(layout.why_no_index())
-            hold = None
-            try:
-                hold = L.hold_generation(gen)  # clean-up now leaves it alone
-                index = cls._load(layout.root, gen, embedder, device, nprobe, ef_search, hold)
-            except IndexStoreError:
-                L.release_generation(hold)
-                if layout.current_name() == gen.name:
-                    raise
-                continue
-            except BaseException:
-                L.release_generation(hold)
-                raise
-            index._search_overrides = (nprobe, ef_search)
-            return index
-        raise IndexStoreError(f"index {layout.root} keeps changing while opening it; try again")
-
-    @classmethod
-    def _load(cls, root, gen, embedder, device, nprobe, ef_search, hold=None) -> AudioIndex:
-        meta = L.read_index_json(gen)
-        L.check_sizes(gen, meta)
-        milvus = backend_of(meta)["name"] != "faiss"  # searched in Milvus (index/backends)
-        for name in (L.MODEL,) if milvus else (L.INDEX_FILE, L.MODEL):
-            if not (gen / name).is_file():
-                raise L.damaged(gen, name, "is missing")
-        store = Store(gen)
-        try:
-            if milvus:
-                index = open_backend(root, meta, store.n_rows)
-                return cls(root, gen, meta, store, index, False, embedder, device, hold)
-            index = read_faiss_index(str(gen / L.INDEX_FILE))
-        except BaseException as exc:
-            store.close()
-            if milvus or not isinstance(exc, RuntimeError):
-                raise
-            raise L.damaged(gen, L.INDEX_FILE, f"is unreadable "
-                            f"({str(exc).splitlines()[0][:120]})") from None
-        counts = meta.get("counts", {})
-        if not (index.ntotal == store.n_rows == counts.get("vectors")
-                and index.d == meta.get("dim") and len(store.records) == counts.get("files")):
-            store.close()
-            raise L.damaged(gen, L.INDEX_FILE, f"disagrees with {L.META_DB} and {L.INFO} on "
-                            "the number of vectors")
-        kind, params = meta["index_type"], meta["index_params"]
-        set_search_params(index, kind, params, nprobe=nprobe, ef_search=ef_search)
-        gpu, on_gpu = resolve_gpu(device), False
-        if gpu is not None and kind != "hnsw":
-            try:
-                index, on_gpu = index_cpu_to_gpu(index, kind, params, gpu), True
-            except RuntimeError as exc:
-                if device != "auto":
-                    store.close()
-                    raise ConfigError(f"cannot move this {kind} index to {device} "
-                                      f"({str(exc).splitlines()[0][:120]}); use --device "
-                                      "cpu or auto") from None
-        try:
-            return cls(root, gen, meta, store, index, on_gpu, embedder, device, hold)
-        except BaseException:
-            store.close()
-            raise
 
     @classmethod
     def build(
@@ -169,37 +68,6 @@ class AudioIndex:
         index.build_report = report
         return index
 
-    # -- facts ---------------------------------------------------------------------------
-
-    @property
-    def model_path(self) -> Path:
-        """The copy of the model inside the index."""
-        return self.gen / L.MODEL
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.meta["model"]["labels"])
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
-
-    def info(self) -> dict[str, Any]:
-        """The info JSON of docs/formats.md: counts, model, times, index type and why,
-        windowing, path, and whether index.json had its own checksum (manifest_verified)."""
-        m, fc = self.meta["model"], self.meta["features"]
-        return {
-            "files": len(self.store.records), "vectors": self.ntotal,
-            "dim": int(self.meta["dim"]),
-            "index_type": self.meta["index_type"],
-            "model": {"arch": m["arch"], "sha256": m["sha256"], "labels": list(m["labels"])},
-            "created": self.meta["created"], "updated": self.meta["updated"],
-            "index_params": self.meta["index_params"], "index_reason": self.meta["index_reason"],
-            "window_seconds": fc["window_seconds"], "hop_seconds": fc["hop_seconds"],
-            "path": str(self.root),
-            "manifest_verified": L.manifest_verified(self.meta),
-        }
-
     def check(self) -> None:
         """``info --check``: every file's size and sha256, index.json's and calibration.json's
         own checksums, and SQLite's integrity check of the metadata.
@@ -214,41 +82,7 @@ class AudioIndex:
         if problem is not None:
             raise L.damaged(self.gen, L.META_DB, f"fails SQLite's integrity check ({problem})")
 
-    # -- a newer generation --------------------------------------------------------------
-
-    def refresh(self) -> bool:
-        """Switch to the newest committed generation, if a build committed one since this
-        index was opened (what a long-running server calls). The model moves along when
-        the new generation was built with the same model and windows.
-
-        Returns:
-            True when it switched, False when this is already the newest.
-
-        Raises:
-            IndexStoreError: the newest generation cannot be opened (this one stays open).
-        """
-        name = L.IndexLayout(self.root).current_name()
-        if name is None or name == self.gen.name:
-            return False
-        nprobe, ef_search = self._search_overrides
-        new = AudioIndex.open(self.root, device=self.device, nprobe=nprobe,
-                              ef_search=ef_search)
-        keep = self._embedder
-        if keep is not None and (new.meta["model"]["sha256"] != self.meta["model"]["sha256"]
-                                 or new.meta["features"] != self.meta["features"]):
-            keep = None
-        old_store, old_hold, old_meta, old_index = self.store, self._hold, self.meta, self.index
-        self.gen, self.meta, self.store, self.index = new.gen, new.meta, new.store, new.index
-        self.on_gpu, self._exact, self._hold = new.on_gpu, new._exact, new._hold
-        self._embedder = keep
-        old_store.close()
-        close_index(old_meta, old_index)
-        L.release_generation(old_hold)
-        return True
-
-    reload = refresh
-
-    # -- the model -----------------------------------------------------------------------
+    # -- queries -------------------------------------------------------------------------
 
     @property
     def embedder(self) -> Embedder:
@@ -257,20 +91,45 @@ class AudioIndex:
             self.use_embedder(load_embedder(self.model_path, self.device, self.meta["features"]))
         return self._embedder
 
-    def use_embedder(self, embedder: Embedder) -> None:
-        """Query with this embedder from now on (after :meth:`check_embedder`)."""
-        self.check_embedder(embedder)
-        self._embedder = embedder
+    def run(self, request: QueryRequest) -> QueryResult:
+        """Answer one request: its waveform, its single clip, or its vectors.
 
-    def check_embedder(self, embedder: Embedder) -> None:
-        """Raise IndexStoreError unless ``embedder`` is the model the index was built with."""
-        m = self.meta["model"]
-        if embedder.model_sha256 != m["sha256"]:
-            raise IndexStoreError(
-                f"index {self.root} was built with model {m['sha256'][:12]} ({m['arch']}); "
-                f"this model is {embedder.model_sha256[:12]} ({embedder.arch})")
+        ``min_score="auto"`` is resolved first, from the index's no-match calibration.
 
-    # -- queries -------------------------------------------------------------------------
+        Raises:
+            AudioError: the clip is unusable. IndexStoreError: another model, or vectors
+                of another dimension. ConfigError: unknown roll-up, k < 1, bad filters.
+        """
+        if request.vectors is None:
+            if request.waveform is not None:
+                fc = self.embedder.feature_config
+                emb = self.embedder.embed_waveform(request.waveform,
+                                                   request.sample_rate or fc.sample_rate)
+                return self.run(_with(request, emb, "<waveform>", None))
+            (clip,) = request.clips
+            emb = self.embedder.embed_file(clip)
+            return self.run(_with(request, emb, str(clip), _self(request, clip)))
+        return self.search(self._resolved(request))
+
+    def run_clips(self, request: QueryRequest
+                  ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
+        """Answer ``request`` for each of its clips, decoding ahead; bad clips yield their
+        AudioError in order."""
+        threshold = None
+        for path, emb in self.embedder.embed_files(request.clips):
+            if isinstance(emb, AudioError):
+                yield path, emb
+                continue
+            if threshold is None:
+                threshold = self._resolved(request)
+            yield path, self.search(_with(threshold, emb, str(path), _self(request, path)))
+
+    def _resolved(self, request: QueryRequest) -> QueryRequest:
+        """``request`` with its min_score a number or None (``"auto"`` resolved)."""
+        threshold = resolve_min_score(self, request.min_score, request.rollup,
+                                      request.segments)
+        return request.replace(min_score=threshold,
+                               thresholded=request.thresholded or request.min_score is not None)
 
     def query(self, source: str | Path | np.ndarray, k: int = 10,
               sample_rate: int | None = None, rollup: str = ROLLUP_DEFAULT,
@@ -300,17 +159,11 @@ class AudioIndex:
         Raises:
             AudioError: the clip is unusable. IndexStoreError: another model.
         """
+        options = dict(k=k, rollup=rollup, segments=segments, filters=filters,
+                       min_score=min_score)
         if isinstance(source, np.ndarray):
-            fc = self.embedder.feature_config
-            emb = self.embedder.embed_waveform(source, sample_rate or fc.sample_rate)
-            name, exclude = "<waveform>", None
-        else:
-            emb = self.embedder.embed_file(source)
-            name, exclude = str(source), Path(source).resolve() if exclude_self else None
-        return self.query_vectors(emb.vectors, emb.spans, emb.probs, k=k, rollup=rollup,
-                                  segments=segments, exclude=exclude, query=name,
-                                  duration=emb.duration, filters=filters,
-                                  min_score=min_score)
+            return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
+        return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
 
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
                     ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
@@ -319,14 +172,7 @@ class AudioIndex:
         Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self, filters,
         min_score).
         """
-        exclude_self = kwargs.pop("exclude_self", False)
-        for path, emb in self.embedder.embed_files(paths):
-            if isinstance(emb, AudioError):
-                yield path, emb
-                continue
-            yield path, self.query_vectors(
-                emb.vectors, emb.spans, emb.probs, query=str(path), duration=emb.duration,
-                exclude=Path(path).resolve() if exclude_self else None, **kwargs)
+        return self.run_clips(QueryRequest(clips=tuple(paths), **kwargs))
 
     def query_vectors(self, vectors: np.ndarray, spans: np.ndarray | None = None,
                       probs: np.ndarray | None = None, k: int = 10,
@@ -350,61 +196,22 @@ class AudioIndex:
         Returns:
             A :class:`QueryResult`, the same shape :meth:`query` returns.
         """
-        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        if vectors.shape[1] != self.meta["dim"]:
-            raise IndexStoreError(f"query vectors have dimension {vectors.shape[1]}; index "
-                                  f"{self.root} holds dimension {self.meta['dim']}")
-        fc = self.meta["features"]
-        if spans is None:
-            starts = np.arange(len(vectors)) * fc["hop_seconds"]
-            spans = np.stack([starts, starts + fc["window_seconds"]], axis=1)
-        spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
-        exclude_id = (self.store.by_path.get(str(Path(exclude).resolve()))
-                      if exclude is not None else None)
+        return self.run(QueryRequest(
+            vectors=vectors, spans=spans, probs=probs, k=k, rollup=rollup, segments=segments,
+            exclude=exclude, query=query, duration=duration, filters=filters,
+            min_score=min_score))
 
-        def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
-            return search(self.index, self.store, vectors, spans, depth, rollup,
-                          fc["hop_seconds"], segments=segments, exclude=exclude_id,
-                          max_k=GPU_MAX_K if self.on_gpu else None, exact=self._exact,
-                          allowed=allowed)
 
-        extra: dict[str, Any] = {}
-        if filters is None and min_score is None:
-            hits = run(k)
-        else:
-            hits, extra = filtered_hits(self, run, k, filters, min_score, rollup, segments)
-        labels = self.labels
-        predicted = (labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
-                     if probs is not None and len(probs) and labels else None)
-        seconds = float(duration if duration is not None else spans[:, 1].max())
-        return QueryResult([self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
-                           query, round(seconds, 3), predicted, extra)
+def _with(request: QueryRequest, emb: EmbeddedFile, name: str,
+          exclude: Path | None) -> QueryRequest:
+    """``request`` for one embedded clip."""
+    return request.replace(vectors=emb.vectors, spans=emb.spans, probs=emb.probs,
+                           query=name, duration=emb.duration, exclude=exclude,
+                           clips=(), waveform=None)
 
-    def _result(self, rank: int, hit: Hit) -> dict[str, Any]:
-        rec = self.store.records[hit.file]
-        out = {"rank": rank, "path": rec.path, "score": round(hit.score, 6),
-               "start": round(hit.start, 3), "end": round(hit.end, 3), "label": rec.label}
-        if hit.query_start is not None:
-            out["query_start"] = round(hit.query_start, 3)
-            out["query_end"] = round(hit.query_end, 3)
-        return out
 
-    def close(self) -> None:
-        """Close the metadata and release the generation (a later build may delete it)."""
-        self.store.close()
-        close_index(self.meta, self.index)
-        L.release_generation(self._hold)
-        self._hold = None
-
-    def __enter__(self) -> AudioIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (f"AudioIndex({str(self.root)!r}, files={len(self.store.records)}, "
-                f"vectors={self.ntotal}, type={self.meta['index_type']})")
+def _self(request: QueryRequest, clip: str | Path) -> Path | None:
+    return Path(clip).resolve() if request.exclude_self else request.exclude
 
 
 def load_embedder(model_path: str | Path, device: str = "auto",

@@ -26,12 +26,7 @@ from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
 from sonicsearch.config import IndexConfig
 from sonicsearch.errors import AudioError, DataError, IndexStoreError
 from sonicsearch.index import layout as L
-from sonicsearch.index.backends import (
-    backend_of,
-    check_backend,
-    drop_stale_collections,
-    same_backend,
-)
+from sonicsearch.index.backends import after_commit, check_backend, same_backend
 from sonicsearch.index.faiss_index import check_index_type, choose_index_type, resolve_gpu
 from sonicsearch.index.store import Store
 from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord
@@ -193,7 +188,7 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         raise
     report.written, report.generation = True, gen.name
     layout.cleanup()
-    _drop_stale_collections(layout.root, gen, prev)
+    after_commit(layout.root, L.read_index_json(gen), prev.meta if prev else None)
     return _finish(report, t0)
 
 
@@ -300,13 +295,6 @@ def _check_compatible(meta: dict[str, Any], embedder: Embedder, root: Path) -> N
             f"index {root} was built with {old['window_seconds']:g} s windows every "
             f"{old['hop_seconds']:g} s; this build uses {fc.window_seconds:g} s every "
             f"{fc.hop_seconds:g} s: pass --rebuild to re-embed everything with them")
-
-
-def _drop_stale_collections(root: Path, gen: Path, prev: Previous | None) -> None:
-    """Milvus keeps collections outside the folder: drop those of older generations."""
-    live, old = L.read_index_json(gen), prev.meta if prev else {}
-    if "milvus" in (backend_of(live)["name"], backend_of(old)["name"]):
-        drop_stale_collections(root, live, prev.meta if prev else None)
 
 
 def _build_params(params: dict[str, Any]) -> dict[str, Any]:

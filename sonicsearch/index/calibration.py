@@ -11,6 +11,10 @@ no-match score would put the threshold at ~1.0 and turn every real match into "n
 It is computed once per generation and kept beside ``index.json`` as ``calibration.json``
 (in memory only when the folder is read-only), with its own checksum (``self_sha256``,
 :func:`sonicsearch.fileio.self_hashed_json`); a file that fails it is measured again.
+
+Calibration is a client of the index: it searches through
+:meth:`sonicsearch.index.reader.IndexReader.search`, and the index never calls it;
+:func:`resolve_min_score` turns ``"auto"`` into a number before a query's search.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ import numpy as np
 
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.fileio import SELF_SHA256, self_hash_problem, self_hashed_json
-from sonicsearch.index.search import ROLLUPS
+from sonicsearch.index.filters import parse_min_score
+from sonicsearch.index.request import QueryRequest
+from sonicsearch.index.rollups import ROLLUP_REGISTRY
 from sonicsearch.index.types import FileRecord
 
 if TYPE_CHECKING:
-    from sonicsearch.index.api import AudioIndex
+    from sonicsearch.index.reader import IndexReader
 
 CALIBRATION = "calibration.json"
 # 2: vote scores above a background; 3: variants left out, counted, and a self_sha256
@@ -55,11 +61,12 @@ COPY_SHARE = 0.5  # ... for at least this share of the excerpt's windows, at one
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def calibration(index: AudioIndex) -> dict[str, Any]:
+def calibration(index: IndexReader) -> dict[str, Any]:
     """The no-match calibration of the index's generation: loaded from ``calibration.json``
     or computed (and saved there when the folder is writable), once per open index."""
-    if index in _cache:
-        return _cache[index]
+    cached = _cache.get(index)
+    if cached is not None and cached[0] == index.gen:  # not from before a refresh
+        return cached[1]
     path = Path(index.gen) / CALIBRATION
     data = _load(path)
     if data is not None and (data.get("version") != CALIBRATION_VERSION
@@ -69,7 +76,7 @@ def calibration(index: AudioIndex) -> dict[str, Any]:
     if data is None:
         data = calibrate(index)
         _save(path, data)
-    _cache[index] = data
+    _cache[index] = (index.gen, data)
     return data
 
 
@@ -116,7 +123,7 @@ def _damaged(gen: Path, why: str) -> IndexStoreError:
         "no-match threshold is measured again on the next `--min-score auto` query)")
 
 
-def calibrate(index: AudioIndex, target: float = TARGET_FALSE_ACCEPT,
+def calibrate(index: IndexReader, target: float = TARGET_FALSE_ACCEPT,
               samples: int = CALIBRATION_SAMPLES, seconds: float = EXCERPT_SECONDS,
               seed: int = 0) -> dict[str, Any]:
     """Measure the best score a clip that is not in the collection gets, per roll-up.
@@ -158,7 +165,7 @@ def _one_faiss_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _measure(index: AudioIndex, target: float, samples: int, seconds: float,
+def _measure(index: IndexReader, target: float, samples: int, seconds: float,
              seed: int) -> dict[str, Any]:
     store, records = index.store, index.store.records
     fc = index.meta["features"]
@@ -168,7 +175,8 @@ def _measure(index: AudioIndex, target: float, samples: int, seconds: float,
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(records))
                             for _ in range(-(-samples // len(records)))])[:samples]
-    scores: dict[str, list[float]] = {r: [] for r in ROLLUPS}
+    rollups = ROLLUP_REGISTRY.names()
+    scores: dict[str, list[float]] = {r: [] for r in rollups}
     variant_samples, variants = 0, set()
     for f in order.tolist():
         rec = records[f]
@@ -179,16 +187,17 @@ def _measure(index: AudioIndex, target: float, samples: int, seconds: float,
         spans -= spans[0, 0]
         excerpt = np.asarray(vectors[rows])
         is_variant = _Variants(index, excerpt, spans, fc["hop_seconds"])
-        for rollup in ROLLUPS:
-            res = index.query_vectors(excerpt, spans, k=CANDIDATES, rollup=rollup,
-                                      exclude=rec.path)  # nor in vote's background
+        for rollup in rollups:
+            res = index.search(QueryRequest(vectors=excerpt, spans=spans, k=CANDIDATES,
+                                            rollup=rollup, exclude=rec.path))  # nor in
+            # vote's background
             other = _first_other(res["results"], rec, index, is_variant)
             if other is not None:
                 scores[rollup].append(other)
         found = [g for g, yes in is_variant.seen.items() if yes]
         variant_samples += bool(found)
         variants.update(found)
-    out["samples"] = len(scores[ROLLUPS[0]])
+    out["samples"] = len(scores[rollups[0]])
     out["variant_samples"], out["variant_files"] = variant_samples, len(variants)
     for rollup, values in scores.items():
         if values:
@@ -200,7 +209,7 @@ def _measure(index: AudioIndex, target: float, samples: int, seconds: float,
 class _Variants:
     """Which files hold one sample's excerpt (:func:`contains_excerpt`), asked once each."""
 
-    def __init__(self, index: AudioIndex, excerpt: np.ndarray, spans: np.ndarray,
+    def __init__(self, index: IndexReader, excerpt: np.ndarray, spans: np.ndarray,
                  hop: float):
         self.index, self.excerpt, self.spans, self.hop = index, excerpt, spans, hop
         self.seen: dict[int, bool] = {}  # file id -> holds the excerpt
@@ -212,7 +221,7 @@ class _Variants:
         return self.seen[file]
 
 
-def contains_excerpt(index: AudioIndex, excerpt: np.ndarray, spans: np.ndarray, file: int,
+def contains_excerpt(index: IndexReader, excerpt: np.ndarray, spans: np.ndarray, file: int,
                      hop: float) -> bool:
     """Whether indexed file ``file`` holds the audio of ``excerpt`` (window vectors with
     their ``spans``, seconds): at least COPY_SHARE of its windows match one of the file's
@@ -231,7 +240,7 @@ def contains_excerpt(index: AudioIndex, excerpt: np.ndarray, spans: np.ndarray, 
     return consistent.sum() >= max(1, COPY_SHARE * len(excerpt))
 
 
-def _first_other(results: list[dict], rec: FileRecord, index: AudioIndex,
+def _first_other(results: list[dict], rec: FileRecord, index: IndexReader,
                  is_variant: _Variants) -> float | None:
     """The score of the first result that is neither ``rec``, a byte-identical copy of it,
     nor a variant holding the excerpt (None when all of them are)."""
@@ -253,3 +262,15 @@ def _save(path: Path, data: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError:  # a read-only index, or the generation was just deleted: memory only
         tmp.unlink(missing_ok=True)
+
+
+def resolve_min_score(index: IndexReader, min_score: float | str | None, rollup: str,
+                      segments: bool) -> float | None:
+    """The threshold a query uses: a number as given, ``"auto"`` from the calibration (None
+    when the index is too small to calibrate), or None."""
+    min_score = parse_min_score(min_score)
+    if min_score != "auto":
+        return min_score
+    thresholds = calibration(index).get("thresholds", {})
+    value = thresholds.get("max" if segments else rollup)
+    return None if value is None else float(value)

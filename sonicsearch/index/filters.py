@@ -9,7 +9,8 @@ labels, path and durations are never candidates of the exact scoring
 filter, the results for ``k`` are the first ``k`` for any larger ``k``.
 
 A minimum score turns a weak best match into "no match". ``min_score="auto"`` takes it
-from the index itself (:mod:`sonicsearch.index.calibration`).
+from the index itself (:mod:`sonicsearch.index.calibration`, which sits above the index
+and resolves it before the search: this module only ever sees a number).
 """
 
 from __future__ import annotations
@@ -19,20 +20,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from sonicsearch.errors import ConfigError
-from sonicsearch.index.calibration import calibration
+from sonicsearch.index.backends.base import FieldFilter
 from sonicsearch.index.search import Hit
 from sonicsearch.index.types import FileRecord
 
-if TYPE_CHECKING:
-    from sonicsearch.index.api import AudioIndex
-
-__all__ = ["Filters", "calibration", "filtered_hits",
-           "parse_min_score", "resolve_min_score", "resolve_prefix", "under"]
+__all__ = ["Filters", "filtered_hits", "parse_min_score", "resolve_prefix", "under"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +66,11 @@ class Filters:
                 raise ConfigError(f"path prefix {self.path_prefix!r} must be absolute "
                                   "(resolve it against the collection first)")
             object.__setattr__(self, "path_prefix", os.path.normpath(self.path_prefix))
+
+    def fields(self) -> FieldFilter:
+        """The same filter (max_per_folder aside) as conditions on a backend's stored
+        fields."""
+        return FieldFilter(self.labels, self.path_prefix, self.min_duration, self.max_duration)
 
     @property
     def active(self) -> bool:
@@ -133,27 +135,28 @@ def parse_min_score(value: str | float | None) -> float | str | None:
     return number
 
 
-def filtered_hits(index: AudioIndex, run: Callable[[int, np.ndarray | None], list[Hit]],
-                  k: int, filters: Filters | None, min_score: float | str | None, rollup: str,
-                  segments: bool) -> tuple[list[Hit], dict[str, Any]]:
-    """Top-``k`` hits that pass ``filters`` and ``min_score``, searching deeper as needed.
+def filtered_hits(records: Sequence[FileRecord], n_rows: int,
+                  run: Callable[[int, np.ndarray | None], list[Hit]], k: int,
+                  filters: Filters | None, threshold: float | None, segments: bool
+                  ) -> tuple[list[Hit], dict[str, Any]]:
+    """Top-``k`` hits that pass ``filters`` and ``threshold``, searching deeper as needed.
 
     Args:
-        index: the index searched (for its records and calibration).
+        records: the indexed files (file id = position).
+        n_rows: the number of indexed windows.
         run: ``run(depth, allowed)`` returns the best ``depth`` hits among the files of the
             mask ``allowed`` (None: all), best first (fewer: no more); the hits for a depth
             are the first ones for any larger depth.
-        k, rollup, segments: as in ``AudioIndex.query``.
+        threshold: the minimum score, already resolved (None: none).
+        k, segments: as in ``AudioIndex.query``.
 
     Returns:
         The hits, and the keys the query JSON gains: ``min_score`` (the threshold used, or
         None), ``no_match`` (no result) and ``reason`` (why not, or None).
     """
     filters = filters if filters is not None and filters.active else None
-    threshold = resolve_min_score(index, min_score, rollup, segments)
-    records = index.store.records
     mask = filters.file_mask(records) if filters is not None else None
-    limit = index.ntotal if segments else len(records)
+    limit = n_rows if segments else len(records)
     depth, best = k, None
     kept: list[Hit] = []
     while mask is None or mask.any():
@@ -203,15 +206,3 @@ def _why_none(mask: np.ndarray | None, best: float | None, threshold: float | No
         return (f"no match: the best score {best:.3f} is below the threshold "
                 f"{threshold:.3f}")
     return "no match among the files that pass the filters"
-
-
-def resolve_min_score(index: AudioIndex, min_score: float | str | None, rollup: str,
-                      segments: bool) -> float | None:
-    """The threshold a query uses: a number as given, ``"auto"`` from the calibration (None
-    when the index is too small to calibrate), or None."""
-    min_score = parse_min_score(min_score)
-    if min_score != "auto":
-        return min_score
-    thresholds = calibration(index).get("thresholds", {})
-    value = thresholds.get("max" if segments else rollup)
-    return None if value is None else float(value)

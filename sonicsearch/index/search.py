@@ -27,13 +27,15 @@ Roll-ups (``rollup=``), with S = the cosine similarities of query windows x file
 - segments mode ranks windows instead: each candidate window scores its best match
   against the query's windows, and names that query window's span.
 
-A filter (``allowed``, a mask over file ids) applies before the cut: files outside it are
-never candidates, so the search deepens until ``k`` allowed results are ranked or the
+A filter (``allowed``, a mask over file ids) applies inside the vector search: the backend
+is given the allowed windows (a :class:`Selection`: FAISS an ID selector, Milvus its filter
+expression), so files outside it are never candidates even when the filter keeps 1 % of the
+collection, and the search deepens until ``k`` allowed results are ranked or the
 candidates run out; once the allowed windows are no more than the depth, the last stage
 scores every allowed file. The stages depend on the filter, not on ``k``, so for a fixed
 filter the results for ``k`` are still the first ``k`` for any larger ``k``.
 
-Long queries are processed in blocks of ``QUERY_BLOCK`` windows (FAISS searches and the
+Long queries are processed in blocks of ``QUERY_BLOCK`` windows (backend searches and the
 similarity blocks), so memory stays bounded however long the query clip is.
 """
 
@@ -42,10 +44,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from sonicsearch.errors import ConfigError
+from sonicsearch.index.backends.base import FieldFilter, IndexBackend, Selection
 from sonicsearch.index.rollups import (  # noqa: F401 - ROLLUPS, MEAN_TOP_M: the public names
     MEAN_TOP_M,
     QUERY_BLOCK,
@@ -76,7 +78,7 @@ class Hit:
 
 
 def search(
-    index: faiss.Index,
+    index: IndexBackend,
     store: Store,
     vectors: np.ndarray,
     spans: np.ndarray,
@@ -88,11 +90,12 @@ def search(
     max_k: int | None = None,
     exact: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
+    fields: FieldFilter | None = None,
 ) -> list[Hit]:
     """Top-``k`` files (or windows with ``segments``) for a query's window vectors.
 
     Args:
-        index: the FAISS index (ids = store rows).
+        index: the generation's backend (ids = store rows).
         store: the generation's metadata.
         vectors: (nq, dim) float32 query window vectors.
         spans: (nq, 2) their start, end seconds in the query.
@@ -101,10 +104,12 @@ def search(
         hop: the index's hop between windows, seconds (for ``vote``).
         segments: return window hits instead of files.
         exclude: a file id to leave out (the query file itself).
-        max_k: most neighbours one search may ask for (GPU indexes have a limit).
+        max_k: most neighbours one search may ask for (None: the backend's ``max_k``).
         exact: the stored raw vectors (row = id) candidates are scored from; None reads
             them from ``store``.
         allowed: a boolean mask over file ids: only these files may be results (None: all).
+        fields: ``allowed`` as conditions on the stored fields (labels, path prefix,
+            durations), for a backend that filters on them (see :class:`Selection`).
 
     Raises:
         ConfigError: unknown rollup or k < 1.
@@ -121,15 +126,18 @@ def search(
     stored = exact if exact is not None else store.vectors()
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+    max_k = max_k or index.max_k
     limit = min(ntotal, max_k or ntotal)
     depth = min(limit, CANDIDATE_DEPTH)
     keep = _eligible(store, allowed, exclude)
     pool = int(store.n_windows[keep].sum()) if keep is not None else ntotal
     ranked: list[Hit] = []
     seen = np.zeros(0, dtype=np.int64)
-    near = Neighbours(index, x)  # one FAISS search per depth, shared by both uses
+    near = Neighbours(index, x)  # one search per depth, shared by both uses
     floor = (background(index, store, stored, x, exclude, max_k, near)
              if spec.background and not segments else None)
+    if keep is not None:  # the filter goes down to the backend; the background does not
+        near = Neighbours(index, x, _selection(store, keep, fields, exclude))
     while True:
         last = depth >= limit or (keep is not None and pool <= depth)
         if keep is not None and pool <= depth:  # no more work than the search: score them all
@@ -162,6 +170,17 @@ def _eligible(store: Store, allowed: np.ndarray | None, exclude: int | None
     return keep
 
 
+def _selection(store: Store, keep: np.ndarray, fields: FieldFilter | None,
+               exclude: int | None) -> Selection:
+    """The windows of the files ``keep`` allows, for the backend's search."""
+    rows = np.repeat(keep, store.n_windows.astype(np.int64))
+    if fields is not None and exclude is not None:
+        a = int(store.first_rows[exclude])
+        fields = FieldFilter(fields.labels, fields.path_prefix, fields.min_duration,
+                             fields.max_duration, (a, a + int(store.n_windows[exclude])))
+    return Selection(rows, fields)
+
+
 def _all_of(store: Store, keep: np.ndarray, segments: bool) -> np.ndarray:
     """Every eligible file id (or window row with ``segments``)."""
     files = np.flatnonzero(keep).astype(np.int64)
@@ -178,8 +197,8 @@ class Neighbours:
     the first candidates ask for the same one in the common case: one search, not two);
     deeper ones are searched block by block and not kept, so memory stays bounded."""
 
-    def __init__(self, index, x: np.ndarray):
-        self.index, self.x = index, x
+    def __init__(self, index: IndexBackend, x: np.ndarray, where: Selection | None = None):
+        self.index, self.x, self.where = index, x, where
         self._depth: int | None = None
         self._kept: list[np.ndarray] = []
 
@@ -190,7 +209,10 @@ class Neighbours:
 
     def _search(self, depth: int) -> Iterator[np.ndarray]:
         for a in range(0, len(self.x), QUERY_BLOCK):
-            yield self.index.search(self.x[a : a + QUERY_BLOCK], depth)[1]
+            if self.where is None:
+                yield self.index.search(self.x[a : a + QUERY_BLOCK], depth)[1]
+            else:
+                yield self.index.search(self.x[a : a + QUERY_BLOCK], depth, self.where)[1]
 
 
 def _candidates(near: Neighbours, store: Store, depth: int, segments: bool,

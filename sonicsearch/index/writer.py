@@ -1,5 +1,6 @@
-"""Writing one generation: vectors, probabilities, metadata, the FAISS index, the model and
-index.json, each fsynced. The caller commits it (layout.IndexLayout.commit) afterwards.
+"""Writing one generation: vectors, probabilities, metadata, the backend's index (through
+index/backends), the model and index.json, each fsynced. The caller commits it
+(layout.IndexLayout.commit) afterwards.
 
 Rows of files kept from the previous generation are copied from its ``vectors.npy`` (a
 memory map); rows embedded by this build come from a raw float32 file that the build
@@ -15,13 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from sonicsearch.config import IndexConfig
 from sonicsearch.embedding_types import EmbedderProtocol
 from sonicsearch.index import layout as L
-from sonicsearch.index.faiss_index import build_faiss_index
+from sonicsearch.index.backends import GenerationSpec, write_backend
 from sonicsearch.index.store import Store, write_meta
 from sonicsearch.index.types import FileRecord
 
@@ -62,7 +62,7 @@ class GenerationPlan:
 
     ``records`` are in row order (``first_row`` renumbered); ``sources[i]`` says where the
     rows of ``records[i]`` come from. ``same_vectors``: no file was added or removed, so
-    the previous vectors are linked as they are; ``same_index``: the FAISS file too.
+    the previous vectors are linked as they are; ``same_index``: the backend's index too.
     """
 
     gen: Path
@@ -97,26 +97,11 @@ def write_generation(plan: GenerationPlan) -> None:
         spans = _write_arrays(plan)
     (gen / NEW_VECTORS).unlink(missing_ok=True)
     write_meta(gen, plan.records, spans)
-    backend = {"name": "faiss"}
-    if plan.config.backend != "faiss":  # vectors searched elsewhere (index/backends)
-        from sonicsearch.index.backends import write_backend_index
-        backend = write_backend_index(gen, prev.meta if prev else None, plan.records,
-                                      int(plan.embedder.dim), plan.same_index,
-                                      plan.index_type, plan.params, plan.config.uri)
-    elif plan.same_index:
-        L.link_or_copy(prev.gen / L.INDEX_FILE, gen / L.INDEX_FILE)
-        linked.append(L.INDEX_FILE)
-    else:
-        vectors = np.load(gen / L.VECTORS, mmap_mode="r")
-        index = build_faiss_index(vectors, plan.index_type, plan.params,
-                                  device=plan.config.device)
-        try:
-            faiss.write_index(index, str(gen / L.INDEX_FILE))
-        except RuntimeError as exc:
-            raise OSError(f"cannot write {L.INDEX_FILE} ({str(exc).splitlines()[0]})") \
-                from None
-        L.fsync_file(gen / L.INDEX_FILE)
-        del index
+    spec = GenerationSpec(int(plan.embedder.dim), plan.index_type, plan.params,
+                          plan.same_index, plan.config.device, plan.config.uri or None)
+    backend, reused = write_backend(plan.config.backend, gen,
+                                    (prev.gen, prev.meta) if prev else None, plan.records, spec)
+    linked += reused
     emb = plan.embedder
     L.install_model(gen, Path(emb.model_path), emb.model_sha256, prev.gen if prev else None)
     meta = _index_json(plan)

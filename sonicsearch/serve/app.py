@@ -28,7 +28,9 @@ from sonicsearch._version import __version__
 from sonicsearch.audio import load_audio
 from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index import AudioIndex
-from sonicsearch.index.filters import Filters, calibration, parse_min_score, resolve_prefix
+from sonicsearch.index.calibration import calibration
+from sonicsearch.index.filters import parse_min_score
+from sonicsearch.index.request import QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.index.types import Embedder
 from sonicsearch.serve import apidocs, media
@@ -286,11 +288,13 @@ def _root(idx: AudioIndex) -> str:
 
 def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) -> dict:
     check_audio(up, settings.max_seconds)
-    min_score = parse_min_score(params.min_score)
     with live.use() as idx:
-        prefix = resolve_prefix(params.path_prefix, _root(idx)) if params.path_prefix else None
-        filters = Filters(tuple(params.label), prefix, params.min_duration,
-                          params.max_duration, params.max_per_folder)
+        request = QueryRequest.from_options(
+            labels=params.label, path_prefix=params.path_prefix,
+            prefix_base=_root(idx) if params.path_prefix else None,
+            min_duration=params.min_duration, max_duration=params.max_duration,
+            max_per_folder=params.max_per_folder, min_score=params.min_score, k=params.k,
+            rollup=params.rollup, segments=params.segments, query=up.filename)
         embedder = idx.embedder
         view = None
         if params.view:  # decoded for the picture outside the lock
@@ -301,10 +305,8 @@ def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) ->
                 emb = embedder.embed_file(up.path)
             except AudioError as exc:
                 raise AudioError(up.filename, exc.reason) from None
-            res = idx.query_vectors(
-                emb.vectors, emb.spans, emb.probs, k=params.k, rollup=params.rollup,
-                segments=params.segments, query=up.filename, duration=emb.duration,
-                filters=filters if filters.active else None, min_score=min_score)
+            res = idx.run(request.replace(vectors=emb.vectors, spans=emb.spans,
+                                          probs=emb.probs, duration=emb.duration))
         out = res.to_dict()
         if view is not None:
             view.update(generation=Path(idx.gen).name,

@@ -17,7 +17,7 @@ from pathlib import Path
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import AudioIndex
 from sonicsearch.index import layout as L
-from sonicsearch.index.filters import calibration
+from sonicsearch.index.calibration import calibration
 from sonicsearch.index.types import Embedder
 
 log = logging.getLogger("sonicsearch.serve")

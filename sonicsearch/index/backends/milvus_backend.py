@@ -12,6 +12,9 @@ Rows: ``id`` (INT64, the window's row in meta.sqlite), ``vector`` (FLOAT_VECTOR,
 metric), and the scalar fields ``label`` (VARCHAR, nullable), ``folders`` (ARRAY of
 VARCHAR: every folder the file lies under) and ``duration`` (DOUBLE, the file's seconds),
 so label / path-prefix / duration filters run inside the search (:func:`filter_expr`).
+A filtered search (:class:`Selection`) becomes one expression (:func:`selection_expr`):
+id ranges when the allowed windows form few runs, else the conditions on those fields
+(the expressions and index settings are in milvus_params.py).
 
 ``uri``: ``http(s)://host:19530`` for a server (token from $SONICSEARCH_MILVUS_TOKEN), or a
 local ``*.db`` path for milvus-lite, which one process at a time may open.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,24 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.errors import ConfigError, IndexStoreError
-from sonicsearch.index.backends.base import BACKEND_REGISTRY, MAX_FOLDERS, WindowFields
+from sonicsearch.index.backends.base import (
+    BACKEND_REGISTRY,
+    MAX_FOLDERS,
+    GenerationSpec,
+    Selection,
+    WindowFields,
+)
+from sonicsearch.index.backends.milvus_params import (
+    filter_expr,
+    index_params,
+    search_params,
+    selection_expr,
+)
+from sonicsearch.index.layout import VECTORS
+
+__all__ = ["MilvusBackend", "collection_name", "collection_prefix", "connect", "disconnect",
+           "drop_stale", "filter_expr", "index_params", "local_uri", "resolve_uri",
+           "search_params", "selection_expr"]
 
 MAX_TOPK = 16_384  # Milvus answers at most this many neighbours per query
 INSERT_ROWS = 5_000  # rows per insert call (keeps gRPC messages small)
@@ -37,7 +58,8 @@ MAX_PATH = 4_096
 MAX_LABEL = 512
 TOKEN_ENV = "SONICSEARCH_MILVUS_TOKEN"
 _LITE_USERS: dict[str, int] = {}  # open clients per milvus-lite file in this process
-_INDEX = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT", "ivfpq": "IVF_PQ"}
+DEFAULT_LITE_FILE = "milvus.db"  # milvus-lite file inside the index directory by default
+ADD_ROWS = 50_000  # vectors read from vectors.npy per insert batch
 
 
 def collection_prefix(index_root: str | Path) -> str:
@@ -53,74 +75,6 @@ def collection_name(index_root: str | Path, gen_name: str) -> str:
 
 def is_server(uri: str) -> bool:
     return "://" in uri
-
-
-def index_params(index_type: str, params: dict[str, Any],
-                 lite: bool = False) -> tuple[str, dict[str, Any]]:
-    """Our index type and params -> Milvus index type and build params.
-
-    Raises:
-        ConfigError: an unknown type, or IVF-PQ on milvus-lite (which lacks it).
-    """
-    if index_type not in _INDEX:
-        raise ConfigError(f"unknown index type '{index_type}' for milvus; choose one of: "
-                          f"{', '.join(_INDEX)}")
-    if lite and index_type == "ivfpq":
-        raise ConfigError("milvus-lite has no IVF_PQ index: use --index-type flat, hnsw or "
-                          "ivf, or a Milvus server (--uri http://host:19530)")
-    if index_type == "hnsw":
-        return "HNSW", {"M": int(params["M"]), "efConstruction": int(params["ef_construction"])}
-    if index_type == "ivf":
-        return "IVF_FLAT", {"nlist": int(params["nlist"])}
-    if index_type == "ivfpq":
-        return "IVF_PQ", {"nlist": int(params["nlist"]), "m": int(params["pq_m"]),
-                          "nbits": int(params.get("pq_nbits", 8))}
-    return "FLAT", {}
-
-
-def search_params(index_type: str, params: dict[str, Any], k: int) -> dict[str, Any]:
-    """Milvus search params: ef (>= k) for HNSW, nprobe for IVF."""
-    if index_type == "hnsw":
-        return {"ef": max(int(params["ef_search"]), k)}
-    if index_type in ("ivf", "ivfpq"):
-        return {"nprobe": int(params["nprobe"])}
-    return {}
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def filter_expr(labels: Iterable[str] | None = None, path_prefix: str | Path | None = None,
-                min_duration: float | None = None, max_duration: float | None = None) -> str:
-    """A Milvus boolean expression for our filter kinds ("" means no filter).
-
-    Args:
-        labels: keep windows of files with one of these labels.
-        path_prefix: keep files under this folder (absolute, or resolved here): an exact
-            ``array_contains`` on the stored ancestor folders, so no wildcard escaping.
-        min_duration, max_duration: keep files whose duration (seconds) lies in range.
-
-    Raises:
-        ConfigError: an empty label list, or min_duration > max_duration.
-    """
-    parts = []
-    if labels is not None:
-        labels = list(labels)
-        if not labels:
-            raise ConfigError("the label filter needs at least one label")
-        parts.append(f"label in [{', '.join(_quote(str(lab)) for lab in labels)}]")
-    if path_prefix is not None:
-        folder = os.path.normpath(os.path.abspath(os.fspath(path_prefix)))
-        parts.append(f"array_contains(folders, {_quote(folder)})")
-    if min_duration is not None and max_duration is not None and min_duration > max_duration:
-        raise ConfigError(f"min duration {min_duration:g} s is above max duration "
-                          f"{max_duration:g} s")
-    if min_duration is not None:
-        parts.append(f"duration >= {float(min_duration)!r}")
-    if max_duration is not None:
-        parts.append(f"duration <= {float(max_duration)!r}")
-    return " and ".join(f"({p})" for p in parts) if len(parts) > 1 else "".join(parts)
 
 
 def connect(uri: str):
@@ -179,6 +133,9 @@ class MilvusBackend:
     """One Milvus collection (one generation's windows)."""
 
     name = "milvus"
+    FILES: tuple[str, ...] = ()  # the vectors live in Milvus, not in the generation folder
+    max_k = MAX_TOPK
+    on_gpu = False
 
     def __init__(self, client, collection: str, dim: int, index_type: str = "flat",
                  params: dict[str, Any] | None = None, uri: str = "", owns_client: bool = True):
@@ -269,9 +226,12 @@ class MilvusBackend:
         self._count = None
         return int(res.get("delete_count", len(ids)) if isinstance(res, dict) else len(res))
 
-    def search(self, vectors: np.ndarray, k: int,
+    def search(self, vectors: np.ndarray, k: int, where: Selection | None = None,
                expr: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product (k capped at Milvus's 16384), padded with id -1."""
+        """Top-k by inner product (k capped at Milvus's 16384), padded with id -1, among
+        the windows ``where`` allows (or that pass the Milvus expression ``expr``)."""
+        if where is not None:
+            expr = selection_expr(where)
         x = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         kk = max(1, min(int(k), MAX_TOPK))
         scores = np.full((len(x), k), -np.finfo(np.float32).max, np.float32)
@@ -310,6 +270,114 @@ class MilvusBackend:
         if self.client is not None and self._owns:
             disconnect(self.client, self.uri)
         self.client = None
+
+    # -- one generation ------------------------------------------------------------------
+
+    @classmethod
+    def check_uri(cls, uri: str | None) -> None:
+        if uri and "://" not in uri and not uri.endswith(".db"):
+            raise ConfigError(f"--uri {uri}: a milvus-lite file must end in .db (or give a "
+                              "server, http://host:19530)")
+
+    @classmethod
+    def open_generation(cls, root: Path, gen: Path, meta: dict[str, Any],
+                        counts: tuple[int, int], device: str = "auto",
+                        nprobe: int | None = None, ef_search: int | None = None
+                        ) -> MilvusBackend:
+        """The generation's collection, checked against ``counts`` (rows, files).
+
+        Raises:
+            IndexStoreError: unreachable, missing, or holding another number of vectors.
+        """
+        entry = meta["backend"]
+        n_rows = counts[0]
+        backend = cls.open(local_uri(entry["uri"], root), entry["collection"],
+                           int(meta["dim"]), meta["index_type"], meta["index_params"])
+        if backend.ntotal != n_rows or n_rows != meta.get("counts", {}).get("vectors"):
+            backend.close()
+            raise IndexStoreError(f"index {root} is damaged: Milvus collection "
+                                  f"{entry['collection']} and the metadata disagree on the "
+                                  "number of vectors; pass --rebuild")
+        return backend
+
+    @classmethod
+    def write_generation(cls, gen: Path, prev: tuple[Path, dict[str, Any]] | None,
+                         records, plan: GenerationSpec) -> tuple[dict[str, Any], list[str]]:
+        """Fill a collection for a new generation from its ``vectors.npy``; with
+        ``same_index`` the previous generation's collection is named again instead.
+
+        Raises:
+            IndexStoreError: Milvus cannot be reached or refuses the rows.
+        """
+        root = gen.parent
+        stored = resolve_uri(plan.uri, root)
+        if plan.same_index and prev is not None:
+            return dict(prev[1]["backend"]), []
+        name = collection_name(root, gen.name)
+        backend = cls.create(local_uri(stored, root), name, plan.dim, plan.index_type,
+                             plan.params)
+        try:
+            vectors = np.load(gen / VECTORS, mmap_mode="r")
+            fields = WindowFields.of_records(records)
+            for a in range(0, len(vectors), ADD_ROWS):
+                b = min(a + ADD_ROWS, len(vectors))
+                backend.add(vectors[a:b], np.arange(a, b), fields.slice(a, b))
+            backend.commit()
+            if backend.ntotal != len(vectors):
+                raise IndexStoreError(f"Milvus collection {name} holds {backend.ntotal} rows "
+                                      f"after inserting {len(vectors)}; run the build again")
+        except IndexStoreError:
+            raise
+        except Exception as exc:  # pymilvus / grpc errors
+            raise IndexStoreError(f"cannot fill Milvus collection {name} "
+                                  f"({_first_line(exc)})") from None
+        finally:
+            backend.close()
+        return {"name": cls.name, "uri": stored, "collection": name}, []
+
+    @classmethod
+    def kept_uri(cls, entry: dict[str, Any], index_dir: Path) -> str:
+        """The stored uri as the build's option: a server as is, a lite file under
+        ``index_dir`` when relative."""
+        stored = entry["uri"]
+        return stored if "://" in stored else str(index_dir / stored)
+
+    @classmethod
+    def same_place(cls, entry: dict[str, Any], uri: str | None, root: Path) -> bool:
+        return entry["uri"] == resolve_uri(uri, root)
+
+    @classmethod
+    def after_commit(cls, root: Path, entries: list[dict[str, Any]]) -> list[str]:
+        """Drop the index's collections but the live and the previous generation's, on
+        every Milvus the two use. Failures only warn (the next build retries)."""
+        keep = {e["collection"] for e in entries}
+        dropped: list[str] = []
+        for uri in dict.fromkeys(local_uri(e["uri"], root) for e in entries):
+            try:
+                dropped += drop_stale(uri, root, keep)
+            except Exception as exc:  # noqa: BLE001 - clean-up is best effort after a commit
+                warnings.warn(f"could not drop old Milvus collections at {uri}: {exc}",
+                              stacklevel=3)
+        return dropped
+
+
+def resolve_uri(uri: str | None, index_root: str | Path) -> str:
+    """The milvus uri to store in index.json: a server URL as is; a local file absolute, or
+    relative to the index directory when it lies inside it (so the folder can move)."""
+    root = Path(index_root).resolve()
+    if not uri:
+        return DEFAULT_LITE_FILE
+    if "://" in uri:
+        return uri
+    path = Path(uri).expanduser().resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def local_uri(stored: str, index_root: str | Path) -> str:
+    """A stored uri made usable: relative lite files are under the index directory."""
+    if "://" in stored or Path(stored).is_absolute():
+        return stored
+    return str(Path(index_root).resolve() / stored)
 
 
 def drop_stale(uri: str, index_root: str | Path, keep: Iterable[str]) -> list[str]:
