@@ -99,3 +99,30 @@ def test_style_benchmark_runs_end_to_end(tmp_path):
                                    "MFCC statistics"}
     assert res["systems"]["MFCC statistics"]["map"] == pytest.approx(1.0)  # pitch apart
     assert (tmp_path / "out" / "style.md").is_file()
+
+
+def test_style_levers_run_end_to_end(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for label, freq in (("low", 220.0), ("mid", 700.0), ("high", 1760.0)):
+        for i in range(3):
+            t = np.arange(8000 * 16) / 8000
+            wave = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * i) * t)
+            wave += 0.05 * rng.normal(size=t.size)
+            rows.append({"path": write_audio(tmp_path / f"{label}{i}.wav",
+                                             wave.astype(np.float32)[:, None], 8000),
+                         "label": label})
+    data = tmp_path / "data.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    model = tiny_checkpoint(tmp_path / "m.pt")
+    bench = load_benchmark("style_levers")
+    res = bench.main(["--train", str(data), "--eval", str(data), "--label", "label",
+                      "--val-packages", "low,mid", "--steps", "3", "--model", str(model),
+                      "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    assert (res["train_tracks"], res["val_tracks"], res["eval_tracks"]) == (3, 6, 9)
+    assert set(res["eval"]) == {"embedding (window mean)", "stage statistics",
+                                "head: supcon", "head: track"}
+    assert all(0 <= r["map"] <= 1 for r in res["eval"].values())
