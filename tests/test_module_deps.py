@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from bench_scripts import load_benchmark
@@ -69,7 +70,22 @@ def test_command_line_markdown_and_strict(tmp_path, capsys):
     assert deps.main(["--root", str(root), "--package", "fake", "--strict"]) == 0
 
 
-def test_the_package_has_no_upward_import():
-    report = deps.analyse(Path(deps.__file__).resolve().parents[1])
+ROOT = Path(deps.__file__).resolve().parents[1]
+
+
+def test_the_package_has_no_upward_import_nor_private_one():
+    report = deps.analyse(ROOT)
     assert len(report.modules) > 50
     assert not report.upward, [f"{i.source}:{i.line} -> {i.target}" for i in report.upward]
+    assert not report.private, [f"{i.source}:{i.line} takes {i.private} from {i.target}"
+                                for i in report.private]
+
+
+def test_benchmarks_take_no_private_name_from_the_package():
+    taken = [f"{path.name}:{node.lineno} {alias.name}"
+             for path in sorted((ROOT / "benchmarks").glob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sonicsearch")
+             for alias in node.names
+             if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not taken, taken
