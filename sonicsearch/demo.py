@@ -79,16 +79,8 @@ def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
     index = AudioIndex.build(collection, result.model_path, index_dir, rebuild=True)
     held_out = ds.split("test")
     step(f"querying with the {len(held_out)} held-out clips")
-    relevant, correct = [], []
-    for n, (item, (_, res)) in enumerate(zip(held_out, index.query_files(
-            [it.path for it in held_out], k=10))):
-        genres = [_genre(r["path"]) for r in res["results"]]
-        relevant.append([g == item.label for g in genres] + [False] * (10 - len(genres)))
-        correct.append(res["predicted_label"] == item.label)
-        if n < show:
-            _show(res, item.label)
+    rel, correct = _query_held_out(index, held_out, show)
     index.close()
-    rel = np.array(relevant, dtype=bool)
     numbers = {"recall@1": hit_rate_at_k(rel, 1), "recall@10": hit_rate_at_k(rel, 10),
                "precision@10": float(rel.mean()), "query_label_accuracy": float(np.mean(correct)),
                "test_macro_f1": (result.test or {}).get("macro_f1"),
@@ -98,6 +90,20 @@ def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
           "this CPU repeat these numbers)")
     print(f"try: sonicsearch query {held_out[0].path} --index {index_dir} --k 5")
     return numbers
+
+
+def _query_held_out(index, held_out, show: int) -> tuple[np.ndarray, list[bool]]:
+    """Each held-out clip's top 10 (is each hit of its genre?) and whether its predicted
+    label is right; the first ``show`` queries are printed."""
+    relevant, correct = [], []
+    for n, (item, (_, res)) in enumerate(zip(held_out, index.query_files(
+            [it.path for it in held_out], k=10))):
+        genres = [_genre(r["path"]) for r in res["results"]]
+        relevant.append([g == item.label for g in genres] + [False] * (10 - len(genres)))
+        correct.append(res["predicted_label"] == item.label)
+        if n < show:
+            _show(res, item.label)
+    return np.array(relevant, dtype=bool), correct
 
 
 def _corpus(corpus: Path, record: Path, spec: dict, step: _Steps) -> None:

@@ -174,8 +174,8 @@ class Embedder:
     ) -> Iterator[tuple[Path, EmbeddedFile | AudioError]]:
         """Embed many files in order, decoding ahead on a thread; bad files yield AudioError.
 
-        Long: the decode-ahead thread and the consumer loop share their queue and
-        stop flag, so they live in one function.
+        The decode-ahead thread and the consumer loop share their queue and stop flag, so
+        they live in one function.
         """
         fc = self.feature_config
         q: queue.Queue = queue.Queue(maxsize=4)

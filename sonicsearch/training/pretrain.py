@@ -96,8 +96,8 @@ def pretrain(
         another config. AudioError: an input that does not exist. ConfigError: an unknown
         method.
 
-    Long: set-up, resume and the epoch loop of the run scaffold, in the order that makes
-    a resumed run equal an uninterrupted one.
+    Set-up, resume and the epoch loop stay in this one function, in the order that makes a
+    resumed run equal an uninterrupted one.
     """
     t0 = time.monotonic()
     prepare_torch()
