@@ -115,7 +115,7 @@ def train_variant(name: str, overrides: dict, audio_path: str, index: np.ndarray
     """Pretrain one variant for ``seconds`` of wall clock; write OUT/NAME/model.pt (fp16)."""
     from sonicsearch.config import load_config
     from sonicsearch.model.checkpoint import save_checkpoint
-    from sonicsearch.training.pretrain import _optimizer
+    from sonicsearch.training.pretrain import pretrain_optimizer
     from sonicsearch.training.run import warmup_schedule
     from sonicsearch.training.views import ViewMaker
 
@@ -151,7 +151,7 @@ def train_variant(name: str, overrides: dict, audio_path: str, index: np.ndarray
     # step count so that warm-up and cosine decay fit the budget.
     t0 = time.monotonic()
     probe_steps = PROBE_STEPS
-    optimizer, scheduler = _optimizer(model, objective, pc, probe_steps)
+    optimizer, scheduler = pretrain_optimizer(model, objective, pc, probe_steps)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
     objective.train()
@@ -169,7 +169,7 @@ def train_variant(name: str, overrides: dict, audio_path: str, index: np.ndarray
     total = max(20, int(left / per_step))
     epoch_steps = max(1, total // 20)
     model, objective = _fresh_model(config, clean, dev, seed)  # the probe only timed steps
-    optimizer, _ = _optimizer(model, objective, pc, epoch_steps)
+    optimizer, _ = pretrain_optimizer(model, objective, pc, epoch_steps)
     scheduler = warmup_schedule(optimizer, epoch_steps, 20, 1)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()

@@ -151,7 +151,7 @@ def iter_blocks(
             else:
                 lo = max(raw_lo, pos - margin)
                 hi = min(end, pos + count + margin)
-                res = _resample(torch.from_numpy(raw[lo - raw_lo : hi - raw_lo]), native, target)
+                res = resample(torch.from_numpy(raw[lo - raw_lo : hi - raw_lo]), native, target)
                 a = (pos - lo) * target // native
                 out = res.numpy()[a : a + math.ceil(count * target / native)].copy()
             yield out, target
@@ -364,7 +364,7 @@ def _read_resampled(f: sf.SoundFile, path, start: int, count: int, target: int) 
     raw = _read_mono(f, path, lo, hi - lo)
     if hi == f.frames:
         _check_complete(path, lo + raw.size, f.frames, native)
-    out = _resample(torch.from_numpy(raw), native, target).numpy()
+    out = resample(torch.from_numpy(raw), native, target).numpy()
     a = (start - lo) * target // native
     b = a + math.ceil(count * target / native)
     return np.ascontiguousarray(out[a:b], dtype=np.float32)
@@ -396,7 +396,9 @@ def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
     return torchaudio.transforms.Resample(orig, new)
 
 
-def _resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+def resample(wave: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """``wave`` from ``orig`` Hz to ``new`` Hz with torchaudio's windowed-sinc resampler
+    (one cached per rate pair); what every file read uses, so in-memory clips match."""
     with torch.no_grad():
         return _resampler(orig, new)(wave)
 

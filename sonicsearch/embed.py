@@ -34,6 +34,7 @@ from sonicsearch.audio import (
     check_usable,
     iter_windows,
     pad_to,
+    resample,
     too_short,
     window_starts,
 )
@@ -150,9 +151,7 @@ class Embedder:
         if not np.isfinite(wave).all():
             raise AudioError("<waveform>", "contains NaN or infinite samples")
         if sr != fc.sample_rate:
-            from sonicsearch.audio import _resample
-
-            wave = _resample(torch.from_numpy(wave), sr, fc.sample_rate).numpy()
+            wave = resample(torch.from_numpy(wave), sr, fc.sample_rate).numpy()
         check_usable(wave, fc.sample_rate, "<waveform>", fc.min_seconds)
         win = int(round(fc.window_seconds * fc.sample_rate))
         hop = int(round(fc.hop_seconds * fc.sample_rate))
@@ -175,8 +174,8 @@ class Embedder:
     ) -> Iterator[tuple[Path, EmbeddedFile | AudioError]]:
         """Embed many files in order, decoding ahead on a thread; bad files yield AudioError.
 
-        Long: the decode-ahead thread and the consumer loop share their queue and
-        stop flag, so they live in one function.
+        The decode-ahead thread and the consumer loop share their queue and stop flag, so
+        they live in one function.
         """
         fc = self.feature_config
         q: queue.Queue = queue.Queue(maxsize=4)

@@ -49,6 +49,11 @@ class WeightsUnavailableError(ModelError):
     """Pretrained weights are not in the local cache and cannot be downloaded."""
 
 
+class DeviceError(ConfigError):
+    """The device asked for cannot be used (``--device cuda`` on a machine without a CUDA
+    GPU). A ConfigError: the setting is wrong for this machine, whichever stage reads it."""
+
+
 class IndexStoreError(SonicsearchError):
     """An index is missing, damaged, or was built with another model."""
 

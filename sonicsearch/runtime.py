@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import torch
 
-from sonicsearch.errors import TrainingError
+from sonicsearch.errors import DeviceError
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error.
 
     Raises:
-        TrainingError: ``cuda`` was asked for and no CUDA GPU is available.
+        DeviceError: ``cuda`` was asked for and no CUDA GPU is available.
     """
     if isinstance(name, torch.device):
         return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for, but no CUDA GPU is available; "
-                            "use --device cpu or auto")
+        raise DeviceError("--device cuda was asked for, but no CUDA GPU is available; "
+                          "use --device cpu or auto")
     return torch.device(name)
 
 

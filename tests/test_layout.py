@@ -64,14 +64,62 @@ def test_modules_stay_readable():
     assert not long, f"split these modules: {long}"
 
 
-def test_long_functions_say_why():
+MAX_FUNCTION_LINES = 60
+
+# Functions allowed past MAX_FUNCTION_LINES, each with why it is not split. A new long
+# function is split, or added here with its reason (and the reason said in its docstring).
+ALLOWED_LONG = {
+    "cli/search.py:build_index_cmd": "typer declares every option in the signature",
+    "cli/search.py:query": "typer declares every option in the signature",
+    "cli/tune.py:tune": "typer declares every option in the signature",
+    "data/debian.py:pack_opus": "one seeded pass, so the draw order (and the pack) repeats",
+    "data/synth/corpus.py:make_synth_corpus": "one seeded pass, so the corpus stays "
+                                              "bit-identical",
+    "embed.py:embed_files": "the decode-ahead thread and its consumer share a queue and a "
+                            "stop flag",
+    "index/build.py:_build": "the build's steps under one lock, in the order that keeps a "
+                             "killed build harmless",
+    "index/search.py:search": "the deepening loop holds candidates, filter mask and roll-up "
+                              "together",
+    "training/pretrain.py:pretrain": "set-up, resume and epochs in the order that makes a "
+                                     "resumed run equal an uninterrupted one",
+}
+
+
+def _long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Every function (methods and nested ones too) of ``source`` longer than ``limit``."""
     import ast
 
-    unexplained = []
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                length = node.end_lineno - node.lineno + 1
-                if length > 60 and "Long:" not in (ast.get_docstring(node) or ""):
-                    unexplained.append(f"{path.relative_to(PACKAGE)}:{node.name} ({length})")
-    assert not unexplained, f"split these or say why (Long: ...): {unexplained}"
+    return {node.name: length for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and (length := node.end_lineno - node.lineno + 1) > limit}
+
+
+def _package_long_functions() -> dict[str, int]:
+    return {f"{path.relative_to(PACKAGE).as_posix()}:{name}": length
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for name, length in _long_functions(path.read_text()).items()}
+
+
+def test_long_functions_are_split_or_allowed_with_a_reason():
+    unexplained = {k: n for k, n in _package_long_functions().items() if k not in ALLOWED_LONG}
+    assert not unexplained, (f"split these (over {MAX_FUNCTION_LINES} lines) or add them to "
+                             f"ALLOWED_LONG with the reason: {unexplained}")
+    assert all(reason.strip() for reason in ALLOWED_LONG.values())
+
+
+def test_the_allow_list_holds_only_long_functions():
+    stale = sorted(set(ALLOWED_LONG) - set(_package_long_functions()))
+    assert not stale, (f"no longer over {MAX_FUNCTION_LINES} lines (or gone); drop them from "
+                       f"ALLOWED_LONG: {stale}")
+
+
+def test_the_length_check_counts_lines_not_docstring_words():
+    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    long_one = f'def f():\n    """Long: a note does not excuse it."""\n{body}\n'
+    short_one = "def g():\n" + "\n".join(f"    y{i} = {i}" for i in range(59)) + "\n"
+    deeper = body.replace("    ", " " * 12)
+    nested = f"class C:\n    def m(self):\n        def inner():\n{deeper}\n"
+    assert _long_functions(long_one) == {"f": 62}
+    assert _long_functions(short_one) == {}
+    assert _long_functions(nested) == {"m": 62, "inner": 61}

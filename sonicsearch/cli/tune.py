@@ -71,8 +71,8 @@ def tune(
     """Search the training recipe's hyperparameters with Optuna; write the best config.
 
     \f
-    Long: typer declares its options in the signature; the body calls run_study and
-    prints its report.
+    It is long because typer declares every option in the signature; the body only calls
+    run_study and prints its report.
     """
     from sonicsearch.config import load_config
     from sonicsearch.data.manifest import class_count_table, load_dataset

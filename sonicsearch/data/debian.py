@@ -291,8 +291,8 @@ def pack_opus(tracks: list[Track], out_dir: str | Path, hours: float, sample_rat
     Raises:
         DataError: this libsndfile cannot write Opus, or no tracks.
 
-    Long: one seeded pass that picks, cuts, encodes and records each piece, kept
-    together so the draw order (and so the pack) is reproducible.
+    One seeded pass picks, cuts, encodes and records each piece; it stays in one function
+    so that the draw order, and so the pack, is reproducible.
     """
     from sonicsearch.audio import SILENCE_PEAK, load_audio
 

@@ -96,8 +96,8 @@ def pretrain(
         another config. AudioError: an input that does not exist. ConfigError: an unknown
         method.
 
-    Long: set-up, resume and the epoch loop of the run scaffold, in the order that makes
-    a resumed run equal an uninterrupted one.
+    Set-up, resume and the epoch loop stay in this one function, in the order that makes a
+    resumed run equal an uninterrupted one.
     """
     t0 = time.monotonic()
     prepare_torch()
@@ -111,7 +111,7 @@ def pretrain(
               if out_dir is not None else None)
 
     model, views, data, objective = _build(config, files, device)
-    optimizer, scheduler = _optimizer(model, objective, pc, len(data))
+    optimizer, scheduler = pretrain_optimizer(model, objective, pc, len(data))
 
     state: dict = {"epoch": 0, "history": []}
     if folder is not None and resume:
@@ -219,7 +219,7 @@ def pretrain_one_epoch(model: AudioModel, objective, views: ViewMaker,
     return total / max(count, 1)
 
 
-def _optimizer(model: AudioModel, objective, pc, steps_per_epoch: int):
+def pretrain_optimizer(model: AudioModel, objective, pc, steps_per_epoch: int):
     """AdamW (no decay on biases and norms), linear warm-up, cosine to 1 % of the rate."""
     groups = model.backbone.param_groups(pc.lr, pc.lr, pc.weight_decay)
     heads = objective.trainable_parameters()
@@ -241,4 +241,5 @@ def _load_last(folder: RunFolder, model, objective, optimizer, scheduler) -> dic
     return ckpt["state"]
 
 
-__all__ = ["PretrainResult", "build_pretrain_model", "pretrain", "pretrain_one_epoch"]
+__all__ = ["PretrainResult", "build_pretrain_model", "pretrain", "pretrain_one_epoch",
+           "pretrain_optimizer"]

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sonicsearch.config import Config
 from sonicsearch.data.manifest import Dataset
-from sonicsearch.errors import ConfigError, TrainingError
+from sonicsearch.errors import ConfigError, DeviceError, TrainingError
 from sonicsearch.progress import log, progress_bar
 from sonicsearch.runtime import resolve_device
 from sonicsearch.training.finetune import fit
@@ -213,7 +213,7 @@ def trial_objective(dataset: Dataset, base: Config, space: SearchSpace, objectiv
             second = second_objective(objective, model, dataset, config)
             trial.set_user_attr(SECOND[objective], second)
             return f1, second
-        except TrainingError as exc:
+        except (TrainingError, DeviceError) as exc:  # a trial's failure, as before DeviceError
             _fail(trial, str(exc))
         except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if not _is_oom(exc):

@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sonicsearch.data.synth.instruments import _kit
-from sonicsearch.data.synth.recipes import _VEL, PATTERNS, SCALES
+from sonicsearch.data.synth.instruments import drum_kit
+from sonicsearch.data.synth.recipes import PATTERNS, SCALES, VELOCITY
 
 if TYPE_CHECKING:
-    from sonicsearch.data.synth.render import _Clip
+    from sonicsearch.data.synth.render import Clip
 
 
 def _semis(scale: tuple[int, ...], degree: int) -> int:
     return 12 * (degree // len(scale)) + scale[degree % len(scale)]
 
 
-def _compose(clip: _Clip) -> None:
+def compose(clip: Clip) -> None:
     """Draw an arrangement (sections, parts, instruments) and render every note and hit."""
     r, rng = clip.r, clip.rng
 
@@ -35,7 +35,7 @@ def _compose(clip: _Clip) -> None:
     prog = pick(r.progressions)
     bpc = int(pick(r.bars_per_chord))
     sevenths = rng.random() < r.sevenths
-    kit = _kit(str(pick(r.kits)), rng, clip.sr)
+    kit = drum_kit(str(pick(r.kits)), rng, clip.sr)
     levels = {p: 10 ** (rng.uniform(-4, 2) / 20) for p in ("drums", "bass", "comp", "lead")}
     bass_style, bass_tb = str(pick(r.bass)), str(pick(r.bass_timbres))
     comp_style, comp_tb = str(pick(r.comp)), str(pick(r.comp_timbres))
@@ -72,18 +72,18 @@ def _compose(clip: _Clip) -> None:
         bar = end
 
 
-def _hit(clip: _Clip, kit: dict, piece: str, step: float, vel: float) -> None:
+def _hit(clip: Clip, kit: dict, piece: str, step: float, vel: float) -> None:
     t = clip.time(step) + clip.rng.normal(0, 0.004)
     if clip.audible(t, kit[piece].size / clip.sr):
         clip.add("drums", t, vel * kit[piece])
 
 
-def _drum_bar(clip: _Clip, kit: dict, pattern: str, s0: int, vel: float, last: bool) -> None:
+def _drum_bar(clip: Clip, kit: dict, pattern: str, s0: int, vel: float, last: bool) -> None:
     rng = clip.rng
     for piece, row in PATTERNS[pattern].items():
         for i, ch in enumerate(row):
             if ch != "." and rng.random() > 0.05:
-                _hit(clip, kit, piece, s0 + i, vel * _VEL[ch] * rng.uniform(0.8, 1.1))
+                _hit(clip, kit, piece, s0 + i, vel * VELOCITY[ch] * rng.uniform(0.8, 1.1))
             elif piece in ("hat", "snare") and rng.random() < 0.04:
                 _hit(clip, kit, piece, s0 + i, vel * 0.25)
     if last and rng.random() < 0.4:  # a fill into the next section
@@ -91,7 +91,7 @@ def _drum_bar(clip: _Clip, kit: dict, pattern: str, s0: int, vel: float, last: b
             _hit(clip, kit, "snare", s0 + i, vel * rng.uniform(0.4, 0.9))
 
 
-def _bass_bar(clip: _Clip, style: str, tb: str, chord: list[int], s0: int, vel: float) -> None:
+def _bass_bar(clip: Clip, style: str, tb: str, chord: list[int], s0: int, vel: float) -> None:
     rng = clip.rng
     root = chord[0] - 24 if chord[0] - 24 >= 28 else chord[0] - 12
     third, fifth = root + chord[1] - chord[0], root + 7
@@ -128,7 +128,7 @@ _RHYTHMS = {
 }
 
 
-def _comp_bar(clip: _Clip, style: str, tb: str, chord: list[int], s0: int, vel: float,
+def _comp_bar(clip: Clip, style: str, tb: str, chord: list[int], s0: int, vel: float,
               chord_start: bool, bpc: int) -> None:
     rng = clip.rng
     if style == "pad":
@@ -158,7 +158,7 @@ def _comp_bar(clip: _Clip, style: str, tb: str, chord: list[int], s0: int, vel: 
             clip.note("comp", tb, s0 + h, length, m, vel * rng.uniform(0.4, 0.7), delay=lag)
 
 
-def _lead_bar(clip: _Clip, tb: str, scale: tuple[int, ...], deg: int, s0: int,
+def _lead_bar(clip: Clip, tb: str, scale: tuple[int, ...], deg: int, s0: int,
               vel: float) -> int:
     rng = clip.rng
     step = 0

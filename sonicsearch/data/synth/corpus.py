@@ -43,8 +43,8 @@ def make_synth_corpus(
     Raises:
         DataError: an argument out of range, or OUT exists and is not an empty folder.
 
-    Long: one seeded pass over genres and clips, kept together so the random stream (and
-    so the corpus) stays bit-identical.
+    One seeded pass over genres and clips; it stays in one function so that the random
+    stream, and so the corpus, stays bit-identical.
     """
     out = Path(out)
     if not 2 <= genres <= MAX_GENRES:

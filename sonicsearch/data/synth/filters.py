@@ -9,7 +9,7 @@ from scipy import fft as sp_fft
 from scipy import signal
 
 
-def _sos(kind: str, cutoff: float | tuple[float, float], sr: int) -> np.ndarray:
+def butter_sos(kind: str, cutoff: float | tuple[float, float], sr: int) -> np.ndarray:
     """A 2nd-order Butterworth; cutoffs are rounded to 25 Hz so designs can be cached."""
     edges = tuple(round(c / 25) * 25 for c in np.atleast_1d(cutoff))
     return _butter(kind, edges, sr)
@@ -23,7 +23,7 @@ def _butter(kind: str, edges: tuple[float, ...], sr: int) -> np.ndarray:
     return signal.butter(2, wn if len(wn) > 1 else wn[0], btype=kind, output="sos")
 
 
-def _eq_gain(nfft: int, sr: int, tilt: float, lofi: bool, rng: np.random.Generator
+def eq_gain(nfft: int, sr: int, tilt: float, lofi: bool, rng: np.random.Generator
              ) -> np.ndarray:
     """A tilt (dB per octave around 1 kHz), optionally band-limited like a lo-fi record."""
     f = np.maximum(sp_fft.rfftfreq(nfft, 1 / sr).astype(np.float32), np.float32(20))

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal
 
-from sonicsearch.data.synth.filters import _sos
+from sonicsearch.data.synth.filters import butter_sos
 
 _SAW = tuple(1.0 / k for k in range(1, 25))
 _SQUARE = tuple(1.0 / k if k % 2 else 0.0 for k in range(1, 25))
@@ -74,7 +74,7 @@ TIMBRES: dict[str, dict] = {
 }
 
 
-def _hz(midi: float) -> float:
+def midi_hz(midi: float) -> float:
     return 440.0 * 2 ** ((midi - 69) / 12)
 
 
@@ -96,7 +96,7 @@ def _env(spec, dur: float, n: int, sr: int) -> np.ndarray:
     return env
 
 
-def _tone(tb: dict, f: float, dur: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+def render_note(tb: dict, f: float, dur: float, sr: int, rng: np.random.Generator) -> np.ndarray:
     """One note: ``dur`` seconds held, then its release (or string decay)."""
     kind = tb["kind"]
     if kind == "ks":
@@ -155,7 +155,7 @@ _KICKS = {"acoustic": ((90, 130), (45, 60), (0.12, 0.25)), "808": ((55, 80), (40
           "brush": ((70, 90), (45, 55), (0.1, 0.2))}
 
 
-def _kit(kind: str, rng: np.random.Generator, sr: int) -> dict[str, np.ndarray]:
+def drum_kit(kind: str, rng: np.random.Generator, sr: int) -> dict[str, np.ndarray]:
     """Drum sounds for one clip, from sines, metallic squares and filtered noise."""
     def t(s):
         return np.arange(int(s * sr)) / sr
@@ -163,7 +163,7 @@ def _kit(kind: str, rng: np.random.Generator, sr: int) -> dict[str, np.ndarray]:
     def noise(s, lo, hi, decay, attack=0.0):
         hi = min(hi, 0.45 * sr)
         band = (min(lo, 0.6 * hi), hi)
-        x = signal.sosfilt(_sos("bandpass", band, sr), rng.standard_normal(int(s * sr)))
+        x = signal.sosfilt(butter_sos("bandpass", band, sr), rng.standard_normal(int(s * sr)))
         tt = t(s)
         env = np.exp(-tt / decay) * (np.minimum(1.0, tt / attack) if attack else 1.0)
         return x * env / (np.abs(x).max() + 1e-9)
@@ -172,7 +172,7 @@ def _kit(kind: str, rng: np.random.Generator, sr: int) -> dict[str, np.ndarray]:
         tt = t(s)
         base = rng.uniform(0.9, 1.1)
         x = sum(np.sign(np.sin(2 * np.pi * f * base * tt)) for f in (205, 304, 370, 523, 540, 800))
-        x = signal.sosfilt(_sos("highpass", lo, sr), x)
+        x = signal.sosfilt(butter_sos("highpass", lo, sr), x)
         return x * np.exp(-tt / decay) / (np.abs(x).max() + 1e-9)
 
     u = rng.uniform

@@ -42,7 +42,7 @@ PATTERNS = {
     "light": dict(shaker="x.g.x.g.x.g.x.g.", kick="X.......X......."),
     "sparse": dict(kick="X...............", rim="..........x.....", shaker="....g.......g..."),
 }
-_VEL = {"X": 1.0, "x": 0.7, "g": 0.3}
+VELOCITY = {"X": 1.0, "x": 0.7, "g": 0.3}
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal
 
-from sonicsearch.data.synth.arrange import _compose
-from sonicsearch.data.synth.filters import _eq_gain, _sos
-from sonicsearch.data.synth.instruments import TIMBRES, _hz, _tone
+from sonicsearch.data.synth.arrange import compose
+from sonicsearch.data.synth.filters import butter_sos, eq_gain
+from sonicsearch.data.synth.instruments import TIMBRES, midi_hz, render_note
 from sonicsearch.data.synth.recipes import GENRES, RECIPES, Recipe
 from sonicsearch.errors import DataError
 
@@ -34,12 +34,12 @@ def synth_clip(
                         f"{sample_rate}, {seed}")
     g = GENRES.index(genre)
     rng = np.random.default_rng(np.random.SeedSequence([seed, g, index]))
-    clip = _Clip(RECIPES[g], rng, seconds, sample_rate)
-    _compose(clip)
+    clip = Clip(RECIPES[g], rng, seconds, sample_rate)
+    compose(clip)
     return _master(clip)
 
 
-class _Clip:
+class Clip:
     """A clip being rendered: its draws, its tempo map and one buffer per part."""
 
     def __init__(self, recipe: Recipe, rng: np.random.Generator, seconds: float, sr: int):
@@ -87,11 +87,11 @@ class _Clip:
             return
         key = (timbre, int(midi), dur)
         if key not in self.cache:
-            self.cache[key] = _tone(TIMBRES[timbre], _hz(midi), dur, self.sr, self.rng)
+            self.cache[key] = render_note(TIMBRES[timbre], midi_hz(midi), dur, self.sr, self.rng)
         self.add(part, t, vel * self.cache[key])
 
 
-def _master(clip: _Clip) -> np.ndarray:
+def _master(clip: Clip) -> np.ndarray:
     """Mix the parts; add delay, reverb, EQ tilt, background noise; normalise the peak."""
     r, rng, sr, n = clip.r, clip.rng, clip.sr, clip.n
     size = n + int(_TAIL_S * sr)
@@ -99,7 +99,8 @@ def _master(clip: _Clip) -> np.ndarray:
     for name in ("comp", "lead"):
         if name in parts and rng.random() < 0.3:  # darker or thinner instrument buses
             cut = rng.uniform(1500, 8000)
-            parts[name] = signal.sosfilt(_sos("lowpass", min(cut, 0.45 * sr), sr), parts[name])
+            lowpass = butter_sos("lowpass", min(cut, 0.45 * sr), sr)
+            parts[name] = signal.sosfilt(lowpass, parts[name])
     mix = sum(parts.values(), np.zeros(size))
     sends = [parts[k] for k in ("comp", "lead") if k in parts]
     if sends and rng.random() < r.delay_prob:  # feedback echo on the melodic parts
@@ -111,13 +112,13 @@ def _master(clip: _Clip) -> np.ndarray:
     # room (decaying-noise impulse response) and EQ in one frequency-domain pass
     wet, room = rng.uniform(*r.reverb), rng.uniform(*r.room)
     tt = np.arange(int(room * sr)) / sr
-    ir = signal.sosfilt(_sos("lowpass", rng.uniform(3000, 8000), sr),
+    ir = signal.sosfilt(butter_sos("lowpass", rng.uniform(3000, 8000), sr),
                         rng.standard_normal(tt.size)) * np.exp(-6.9 * tt / room)
     ir = np.concatenate([np.zeros(int(rng.uniform(0.005, 0.03) * sr)), ir / np.sqrt(
         (ir**2).sum())])
     nfft = sp_fft.next_fast_len(size + ir.size, real=True)
     spec = sp_fft.rfft(mix, nfft) * (1 + wet * sp_fft.rfft(ir, nfft))
-    spec *= _eq_gain(nfft, sr, rng.uniform(*r.tilt), rng.random() < r.lofi_prob, rng)
+    spec *= eq_gain(nfft, sr, rng.uniform(*r.tilt), rng.random() < r.lofi_prob, rng)
     mix = sp_fft.irfft(spec, nfft)[:n]
     mix /= np.sqrt(np.mean(mix**2)) + 1e-9
     mix += _noise(str(rng.choice(r.noise)), n, sr, rng) * 10 ** (rng.uniform(-60, -25) / 20)
@@ -133,12 +134,12 @@ def _noise(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Background noise at unit RMS: tape hiss, vinyl crackle, mains hum or room tone."""
     white = rng.standard_normal(n)
     if kind == "hiss":
-        x = signal.sosfilt(_sos("highpass", 2000, sr), white)
+        x = signal.sosfilt(butter_sos("highpass", 2000, sr), white)
     elif kind == "vinyl":  # surface noise and rumble, plus sparse clicks a few times louder
-        bed = signal.sosfilt(_sos("lowpass", 80, sr), white) * 3 + 0.3 * white
+        bed = signal.sosfilt(butter_sos("lowpass", 80, sr), white) * 3 + 0.3 * white
         clicks = (rng.random(n) < rng.uniform(5, 40) / sr) * rng.uniform(-6, 6, n)
         bed /= np.sqrt(np.mean(bed**2)) + 1e-9
-        return bed + signal.sosfilt(_sos("highpass", 1000, sr), clicks)
+        return bed + signal.sosfilt(butter_sos("highpass", 1000, sr), clicks)
     elif kind == "hum":
         t = np.arange(n) / sr
         base = rng.choice([50.0, 60.0])
