@@ -92,3 +92,37 @@ def test_a_new_index_is_built_with_the_base_model(tmp_path):
     import json
 
     assert json.loads(res.output)["results"][0]["path"].endswith("t1.wav")
+
+
+def test_train_weights_base_without_a_config_takes_the_fine_tuning_rates(tmp_path,
+                                                                        monkeypatch):
+    """The scratch recipe's rates (0.05 / 0.01) undid the base model's start once the
+    backbone unfroze; with no --config, --weights base now trains at a fifth of them, and a
+    config file's rates are kept."""
+    import numpy as np
+    from conftest import write_audio
+    from typer.testing import CliRunner
+
+    import sonicsearch.training.finetune as finetune
+    from sonicsearch.cli import app
+
+    seen = []
+
+    def fake_fit(cfg, ds, out, **kw):
+        seen.append((cfg.train.head_lr, cfg.train.backbone_lr))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(finetune, "fit", fake_fit)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            write_audio(tmp_path / "data" / label / f"{i}.wav",
+                        np.full((16000 * 3, 1), 0.1 * (i + 1), np.float32), 16000)
+    own = tmp_path / "own.yaml"
+    own.write_text("train:\n  head_lr: 0.03\n  backbone_lr: 0.004\n")
+    runner = CliRunner()
+    for extra in ([], ["--config", str(own)]):
+        res = runner.invoke(app, ["train", str(tmp_path / "data"), "--weights", "base",
+                                  "--out", str(tmp_path / f"run{len(seen)}"), *extra])
+        assert res.exit_code == 0, res.output
+    assert seen == [(0.01, 0.002), (0.03, 0.004)]

@@ -58,6 +58,10 @@ def train(
     if base.is_base(cfg.model.weights):  # its filters only fit the front end they learned on
         cfg = base.adopt_features(cfg)
         log("--weights base: using the base model's front end (16 kHz, 64 mels, 2 s windows)")
+        if config is None:  # the scratch recipe's rates would undo the base model's start
+            cfg = base.adopt_finetune_rates(cfg)
+            log(f"--weights base: rates head {cfg.train.head_lr:g}, backbone "
+                f"{cfg.train.backbone_lr:g} (a fifth of the recipe's; --config sets others)")
     RunFolder(out).check(cfg, resume=resume, overwrite=overwrite)  # fail before the data scan
     tc = cfg.train
     ds = load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,

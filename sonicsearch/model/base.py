@@ -63,6 +63,25 @@ def feature_config():
     return FeatureConfig(**{"level": "absolute", **obj["feature_config"]})
 
 
+FINETUNE_RATES = {"head_lr": 0.01, "backbone_lr": 0.002}
+"""``train --weights base`` without ``--config``: the default recipe at a fifth of its rates
+(configs/finetune-pretrained.yaml). The recipe's own rates (0.05 / 0.01) are set for a
+backbone trained from scratch; from the base model they threw away its start once the
+backbone unfroze, while a fifth of them trained stably through 2 + 18 epochs (README,
+"Find the recording": base + fine-tuned)."""
+
+
+def adopt_finetune_rates(config):
+    """``config`` with :data:`FINETUNE_RATES` when ``model.weights`` is ``base`` (for a
+    ``train`` run given no config file: a file's rates are the user's); else unchanged."""
+    import dataclasses
+
+    if not is_base(config.model.weights):
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                 **FINETUNE_RATES))
+
+
 def adopt_features(config):
     """``config`` with the base model's front end when ``model.weights`` is ``base``: its
     filters were learned on that input (16 kHz, 64 mels, level-invariant), so fine-tuning or
