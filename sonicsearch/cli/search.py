@@ -69,8 +69,8 @@ def build_index_cmd(
     override it.
 
     \f
-    Long: typer declares its fourteen options in the signature; the body maps them one to
-    one onto the library's build_index and shows its progress.
+    It is long because typer declares its fourteen options in the signature; the body
+    maps them one to one onto the library's build_index and shows its progress.
     """
     import contextlib
     import time
@@ -163,8 +163,8 @@ def query(
     file's (the "predicted" column); nobody's hand labels.
 
     \f
-    Long: typer declares its fourteen options in the signature; the body builds one
-    QueryRequest and prints what AudioIndex.run_clips answers.
+    It is long because typer declares its fourteen options in the signature; the body
+    builds one QueryRequest and prints what AudioIndex.run_clips answers.
     """
     from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
     from sonicsearch.config import load_index_config

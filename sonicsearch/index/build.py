@@ -117,8 +117,8 @@ def _locked(inputs, embedder, layout, config, rebuild, report, progress, t0) -> 
 
 
 def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> BuildReport:
-    """Long: the build's steps (plan, embed, write, commit, clean up) under one lock, in
-    the order that keeps a killed build harmless."""
+    """The build's steps (plan, embed, write, commit, clean up) under one lock, in the
+    order that keeps a killed build harmless: one function, so the order is in one place."""
     found = [p.resolve() for p in find_audio_files(inputs, report.skipped)]
     if not found:
         raise DataError(f"no audio files found in {', '.join(map(str, inputs))} (looked for "

@@ -114,8 +114,8 @@ def search(
     Raises:
         ConfigError: unknown rollup or k < 1.
 
-    Long: the deepening loop holds the candidate set, the filter mask and the roll-up
-    together; each step is a call to a small function.
+    One function, because the deepening loop holds the candidate set, the filter mask and
+    the roll-up together; each step is a call to a small function.
     """
     spec = ROLLUP_REGISTRY.get(rollup)
     if k < 1:
