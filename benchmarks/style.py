@@ -106,20 +106,33 @@ def mfcc_rep(frames: int):
     return rep
 
 
-def peer_vectors(folder: Path, paths: list[str], clips: list[S.Clip], starts: list,
-                 win: float) -> np.ndarray | None:
-    """A peer's clip vectors: the mean of its patches inside each clip's span."""
-    vecs = []
-    for c in clips:
-        f = folder / f"{file_key(paths[c.track])}.npz"
+def load_peer(folder: Path, paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Another model's ``(feats float32, patch starts)`` per file; None if one is missing."""
+    loaded = []
+    for path in paths:
+        f = folder / f"{file_key(path)}.npz"
         if not f.is_file():
             return None
         z = np.load(f)
-        t0, t1 = starts[c.track][c.windows[0]], starts[c.track][c.windows[-1]] + win
-        inside = (z["starts"] >= t0 - 0.5) & (z["starts"] + PATCH_SECONDS <= t1 + 0.5)
-        rows = z["feats"][inside] if inside.any() else z["feats"][:1]
-        vecs.append(rows.astype(np.float32).mean(0))
-    return np.stack(vecs)
+        loaded.append((z["feats"].astype(np.float32), z["starts"]))
+    return loaded
+
+
+def span_mean(feats: np.ndarray, patch_starts: np.ndarray, t0: float, t1: float) -> np.ndarray:
+    """The mean of the patches inside ``[t0, t1]`` (half a second of slack each side; the
+    first patch when none fits)."""
+    inside = (patch_starts >= t0 - 0.5) & (patch_starts + PATCH_SECONDS <= t1 + 0.5)
+    return (feats[inside] if inside.any() else feats[:1]).mean(0)
+
+
+def peer_vectors(folder: Path, paths: list[str], clips: list[S.Clip], starts: list,
+                 win: float) -> np.ndarray | None:
+    """A peer's clip vectors: the mean of its patches inside each clip's span."""
+    peer = load_peer(folder, paths)
+    if peer is None:
+        return None
+    return np.stack([span_mean(*peer[c.track], starts[c.track][c.windows[0]],
+                               starts[c.track][c.windows[-1]] + win) for c in clips])
 
 
 def read_csv(path: Path, label: str, limit: int) -> list[tuple[str, str]]:

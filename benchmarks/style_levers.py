@@ -114,24 +114,20 @@ def train_head(lever: str, per: list[dict], labels: list[str], teacher: list | N
 
 
 def _teacher_clip(teacher, starts: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    feats, tstarts, mu, sd = teacher
-    t0, t1 = starts[idx[0]], starts[idx[-1]] + 2.0
-    inside = (tstarts >= t0 - 0.5) & (tstarts + B.PATCH_SECONDS <= t1 + 0.5)
-    rows = feats[inside] if inside.any() else feats[:1]
-    return ((rows.mean(0) - mu) / sd).astype(np.float32)
+    feats, tstarts, mu, sd, win = teacher
+    mean = B.span_mean(feats, tstarts, starts[idx[0]], starts[idx[-1]] + win)
+    return ((mean - mu) / sd).astype(np.float32)
 
 
-def load_teacher(folder: Path, paths: list[str]) -> list | None:
-    loaded = []
-    for path in paths:
-        f = folder / f"{B.file_key(path)}.npz"
-        if not f.is_file():
-            return None
-        z = np.load(f)
-        loaded.append((z["feats"].astype(np.float32), z["starts"]))
+def load_teacher(folder: Path, paths: list[str], win: float) -> list | None:
+    """The teacher's features per file with their standardisation (over every patch) and
+    the student's window length; None if a file has none."""
+    loaded = B.load_peer(folder, paths)
+    if loaded is None:
+        return None
     allf = np.concatenate([f for f, _ in loaded])
     mu, sd = allf.mean(0), allf.std(0) + 1e-6
-    return [(f, s, mu, sd) for f, s in loaded]
+    return [(f, s, mu, sd, win) for f, s in loaded]
 
 
 def measure(head: Head | None, per: list[dict], labels: list[str], fit: np.ndarray | None,
@@ -158,7 +154,7 @@ def main(argv=None) -> dict:
     val = set(filter(None, args.val_packages.split(",")))
     tr = [i for i, lab in enumerate(labels) if lab not in val]
     va = [i for i, lab in enumerate(labels) if lab in val]
-    teacher = load_teacher(args.teacher, paths) if args.teacher else None
+    teacher = load_teacher(args.teacher, paths, feats.win) if args.teacher else None
     levers = ["supcon", "track"] + (["distil"] if teacher else [])
     results: dict = {"mode": C.mode(args), "machine": C.machine(), "val_packages": sorted(val),
                      "train_tracks": len(tr), "val_tracks": len(va),
