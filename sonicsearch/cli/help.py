@@ -74,8 +74,8 @@ def _tidy_options(command: Any, ctx: Any) -> None:
             param.metavar = type_label(param.display_type(ctx))
 
 
-class HelpCommand(TyperCommand):
-    """A command whose help is tidied (see the module docstring)."""
+class _TidyHelp:
+    """Mixed into a click command or group: its help is tidied (see the module docstring)."""
 
     def __init__(self, *args: Any, help: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, help=tidy_help(help), **kwargs)
@@ -86,16 +86,12 @@ class HelpCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-class HelpGroup(TyperGroup):
-    """A command group whose help is tidied (see the module docstring)."""
+class HelpCommand(_TidyHelp, TyperCommand):
+    """A command whose help is tidied."""
 
-    def __init__(self, *args: Any, help: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, help=tidy_help(help), **kwargs)
-        _tidy_arguments(self)
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        _tidy_options(self, ctx)
-        super().format_help(ctx, formatter)
+class HelpGroup(_TidyHelp, TyperGroup):
+    """A command group whose help is tidied."""
 
 
 class App(typer.Typer):
