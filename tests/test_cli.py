@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_run import cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -36,20 +37,6 @@ def test_version():
 
 
 # -- build-index / query / info, in process with the torch-free fake model ----------------
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``main()`` as the console script does; (exit code, stdout, stderr)."""
-    from sonicsearch.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["sonicsearch", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture
 def fake_model(tmp_path, monkeypatch):

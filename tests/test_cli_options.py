@@ -5,22 +5,8 @@ silent fall-back to a default."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from sonicsearch.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["sonicsearch", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_run import cli
 
 
 @pytest.fixture

@@ -74,22 +74,28 @@ def test_stage_statistics_hold_the_embedding(tmp_path):
     assert torch.get_num_threads() >= 1
 
 
-def test_style_benchmark_runs_end_to_end(tmp_path):
-    rng = np.random.default_rng(0)
+def _tone_corpus(folder, freqs: dict[str, float], seed: int):
+    """Three noisy 16 s tones a label (8 kHz), a little apart in pitch; the DATA CSV."""
+    rng = np.random.default_rng(seed)
     rows = []
-    for label, freq in (("low", 220.0), ("high", 1760.0)):
+    for label, freq in freqs.items():
         for i in range(3):
             t = np.arange(8000 * 16) / 8000
             wave = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * i) * t)
             wave += 0.05 * rng.normal(size=t.size)
-            rows.append({"path": write_audio(tmp_path / f"{label}{i}.wav",
+            rows.append({"path": write_audio(folder / f"{label}{i}.wav",
                                              wave.astype(np.float32)[:, None], 8000),
                          "label": label})
-    data = tmp_path / "data.csv"
+    data = folder / "data.csv"
     with open(data, "w", newline="") as f:
         w = csv.DictWriter(f, ["path", "label"])
         w.writeheader()
         w.writerows(rows)
+    return data
+
+
+def test_style_benchmark_runs_end_to_end(tmp_path):
+    data = _tone_corpus(tmp_path, {"low": 220.0, "high": 1760.0}, seed=0)
     model = tiny_checkpoint(tmp_path / "m.pt")
     bench = load_benchmark("style")
     res = bench.main(["--data", str(data), "--model", str(model), "--cache",
@@ -102,21 +108,7 @@ def test_style_benchmark_runs_end_to_end(tmp_path):
 
 
 def test_style_levers_run_end_to_end(tmp_path):
-    rng = np.random.default_rng(1)
-    rows = []
-    for label, freq in (("low", 220.0), ("mid", 700.0), ("high", 1760.0)):
-        for i in range(3):
-            t = np.arange(8000 * 16) / 8000
-            wave = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * i) * t)
-            wave += 0.05 * rng.normal(size=t.size)
-            rows.append({"path": write_audio(tmp_path / f"{label}{i}.wav",
-                                             wave.astype(np.float32)[:, None], 8000),
-                         "label": label})
-    data = tmp_path / "data.csv"
-    with open(data, "w", newline="") as f:
-        w = csv.DictWriter(f, ["path", "label"])
-        w.writeheader()
-        w.writerows(rows)
+    data = _tone_corpus(tmp_path, {"low": 220.0, "mid": 700.0, "high": 1760.0}, seed=1)
     model = tiny_checkpoint(tmp_path / "m.pt")
     bench = load_benchmark("style_levers")
     res = bench.main(["--train", str(data), "--eval", str(data), "--label", "label",
