@@ -38,8 +38,16 @@ from sonicsearch.audio import (
     too_short,
     window_starts,
 )
-from sonicsearch.embedding_types import EmbeddedFile, check_hop, check_window
+from sonicsearch.embedding_types import (
+    EmbeddedFile,
+    StylePool,
+    StyleVectors,
+    check_hop,
+    check_window,
+    pool_style,
+)
 from sonicsearch.errors import AudioError
+from sonicsearch.model.style import forward_with_stats
 from sonicsearch.runtime import prepare_torch
 
 _END = object()
@@ -85,6 +93,10 @@ class Embedder:
         self.model_sha256: str = info["sha256"]
         self.dim: int = int(model.backbone.embed_dim)
         self.quiet_dbfs = quiet_dbfs
+        head = getattr(model, "style_head", None)
+        self.style_head = head.eval() if head is not None else None
+        self.style_dim: int = head.dim if head is not None else self.dim
+        self.style_kind: str = "head" if head is not None else "window-mean"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32,
@@ -133,6 +145,19 @@ class Embedder:
                else self.embed_file(source))
         return out.vectors, out.spans
 
+    def style(self, source: str | Path | np.ndarray,
+              sample_rate: int | None = None) -> StyleVectors:
+        """What a file or waveform sounds like: its :class:`StyleVectors` (one vector for
+        the whole and one per segment of about 20 s), from the model's style head, or the
+        mean of its window vectors for a model without one.
+
+        Raises:
+            AudioError: an unusable file or waveform.
+        """
+        out = (self.embed_waveform(source, sample_rate) if isinstance(source, np.ndarray)
+               else self.embed_file(source))
+        return out.style if out.style is not None else pool_style(out.vectors, out.spans)
+
     def embed_file(self, path: str | Path) -> EmbeddedFile:
         """Embed every window of a file. Raises AudioError for an unusable file."""
         for _, result in self.embed_files([path]):
@@ -157,17 +182,21 @@ class Embedder:
         hop = int(round(fc.hop_seconds * fc.sample_rate))
         starts = window_starts(wave.size, win, hop)
         vecs, probs, levels = [], [], []
+        pool = StylePool() if self.style_head is not None else None
         for i in range(0, len(starts), WAVEFORM_BLOCK_WINDOWS):  # bounded: one block of windows
             block = np.stack([pad_to(wave[s : s + win], win)
                               for s in starts[i : i + WAVEFORM_BLOCK_WINDOWS]])
-            v, p = self._run(block.astype(np.float32, copy=False))
+            v, p, stats = self._run(block.astype(np.float32, copy=False))
             vecs.append(v)
             levels.append(window_rms_dbfs(block))
             if p is not None:
                 probs.append(p)
+            if pool is not None:
+                first = np.asarray(starts[i : i + WAVEFORM_BLOCK_WINDOWS], np.float64)
+                self._pool(pool, stats, first / fc.sample_rate, levels[-1])
         start = np.asarray(starts, dtype=np.float64)
         spans = np.stack([start, np.minimum(start + win, wave.size)], axis=1) / fc.sample_rate
-        return self._result(vecs, probs, levels, spans, wave.size / fc.sample_rate, sr)
+        return self._result(vecs, probs, levels, spans, wave.size / fc.sample_rate, sr, pool)
 
     def embed_files(
         self, paths: Iterable[str | Path]
@@ -215,6 +244,7 @@ class Embedder:
         starts: list[float] = []
         levels: list[np.ndarray] = []
         peak = 0.0
+        pool = StylePool() if self.style_head is not None else None
         try:
             while True:
                 msg = q.get()
@@ -222,13 +252,15 @@ class Embedder:
                     return
                 kind, p, payload, extra = msg
                 if kind == "windows":
-                    v, pr = self._run(payload)
+                    v, pr, stats = self._run(payload)
                     vecs.append(v)
                     if pr is not None:
                         probs.append(pr)
                     starts.extend(extra)
                     levels.append(window_rms_dbfs(payload))
                     peak = max(peak, float(np.abs(payload).max()))
+                    if pool is not None:
+                        self._pool(pool, stats, np.asarray(extra, np.float64), levels[-1])
                     continue
                 if kind == "crash":
                     raise payload
@@ -237,8 +269,9 @@ class Embedder:
                 elif peak < SILENCE_PEAK:
                     yield p, AudioError(p, "silent (peak below -80 dBFS)")
                 else:
-                    yield p, self._assemble(vecs, probs, starts, levels, payload)
+                    yield p, self._assemble(vecs, probs, starts, levels, payload, pool)
                 vecs, probs, starts, levels, peak = [], [], [], [], 0.0
+                pool = StylePool() if self.style_head is not None else None
         finally:
             stop.set()
             while thread.is_alive():  # unblock a producer waiting on a full queue
@@ -247,28 +280,55 @@ class Embedder:
                 except queue.Empty:
                     thread.join(timeout=0.05)
 
-    def _assemble(self, vecs, probs, starts, levels, info) -> EmbeddedFile:
+    def _assemble(self, vecs, probs, starts, levels, info, pool) -> EmbeddedFile:
         fc = self.feature_config
         start = np.asarray(starts, dtype=np.float64)
         spans = np.stack([start, np.minimum(start + fc.window_seconds, info.duration)], axis=1)
-        return self._result(vecs, probs, levels, spans, info.duration, info.sample_rate)
+        return self._result(vecs, probs, levels, spans, info.duration, info.sample_rate, pool)
 
-    def _result(self, vecs, probs, levels, spans, duration, sample_rate) -> EmbeddedFile:
+    def _result(self, vecs, probs, levels, spans, duration, sample_rate,
+                pool: StylePool | None = None) -> EmbeddedFile:
         """One source's windows as an EmbeddedFile, its quiet windows left out."""
         keep = loud_mask(np.concatenate(levels), self.quiet_dbfs)
+        style = None
+        if pool is not None:
+            style = pool.vectors(self._project)
+            style.spans[:, 1] = np.minimum(style.spans[:, 1], duration)
         return EmbeddedFile(np.concatenate(vecs)[keep], spans[keep],
                             np.concatenate(probs)[keep] if probs else None, duration,
-                            sample_rate)
+                            sample_rate, style)
+
+    def _pool(self, pool: StylePool, stats: np.ndarray, starts: np.ndarray,
+              levels: np.ndarray) -> None:
+        """Add one batch's stage statistics to a file's style pool."""
+        spans = np.stack([starts, starts + self.feature_config.window_seconds], axis=1)
+        loud = None if self.quiet_dbfs is None else levels >= self.quiet_dbfs
+        pool.add(stats, spans, loud)
 
     @torch.no_grad()
-    def _run(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        vecs, probs = [], []
+    def _project(self, means: np.ndarray) -> np.ndarray:
+        """Mean stage statistics -> the style head's vectors."""
+        head = self.style_head
+        x = torch.from_numpy(np.ascontiguousarray(means, dtype=np.float32))
+        return head(x.to(next(head.parameters()).device)).float().cpu().numpy()
+
+    @torch.no_grad()
+    def _run(self, windows: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Normalised window vectors, head probabilities (None without labels) and, for a
+        model with a style head, each window's stage statistics (else None)."""
+        vecs, probs, stats = [], [], []
         for i in range(0, len(windows), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(windows[i : i + self.batch_size]))
-            emb, pr = self.model.embed(x.to(self.device))
+            if self.style_head is not None:
+                emb, pr, st = forward_with_stats(self.model, x.to(self.device))
+                stats.append(st.cpu().numpy())
+            else:
+                emb, pr = self.model.embed(x.to(self.device))
             emb = torch.nn.functional.normalize(emb.float(), dim=1)
             vecs.append(emb.cpu().numpy())
             if pr is not None:
                 probs.append(pr.float().cpu().numpy())
         return (np.concatenate(vecs).astype(np.float32),
-                np.concatenate(probs).astype(np.float32) if probs else None)
+                np.concatenate(probs).astype(np.float32) if probs else None,
+                np.concatenate(stats) if stats else None)

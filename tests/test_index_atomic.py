@@ -78,7 +78,7 @@ SCENARIOS = {
     "embed": ("embed", "5"),
     "fsync-first": ("fsync", "1"),
     "fsync-middle": ("fsync", "4"),
-    "fsync-before-switch": ("fsync", "8"),
+    "fsync-before-switch": ("fsync", "10"),
     "replaced": ("replaced", "0"),
     "random": ("random", "0.01,0.5"),  # delay per embedded file, longest wait to the kill
     "random-fast": ("random", "0,0.2"),
@@ -135,9 +135,9 @@ def test_kill_during_build_keeps_the_index_usable(tmp_path):
         assert answers(index_dir, emb)[0]["results"][0]["path"].endswith("s002.wav")
 
 
-@pytest.mark.parametrize("count", [9])
+@pytest.mark.parametrize("count", [11])
 def test_fsync_count_of_a_build(tmp_path, monkeypatch, count):
-    """Keeps the kill points above meaningful: fsync 8 is the last before the switch."""
+    """Keeps the kill points above meaningful: fsync 10 is the last before the switch."""
     make_corpus(tmp_path / "audio", 2)
     emb = FakeEmbedder(tmp_path / "model.pt")
     build_index([tmp_path / "audio"], emb, tmp_path / "idx")

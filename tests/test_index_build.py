@@ -69,7 +69,8 @@ def test_layout_and_index_json(corpus, emb):
     assert names == [".lock", "CURRENT", "gen-000001"]
     gen = root / "idx" / "gen-000001"
     assert sorted(p.name for p in gen.iterdir()) == sorted(
-        ["index.faiss", "meta.sqlite", "vectors.npy", "probs.npy", "index.json", "model.pt"])
+        ["index.faiss", "meta.sqlite", "vectors.npy", "probs.npy", "index.json", "model.pt",
+             "style-vectors.npy", "style-segments.npy"])
     meta = json.loads((gen / "index.json").read_text())
     assert meta["format_version"] == 2 and meta["dim"] == 32
     assert meta["model"] == {"arch": "fake", "sha256": emb.model_sha256,

@@ -54,8 +54,9 @@ def test_result_json_shape(built):
     hits = index.query(excerpt(2, 0.5, 3.0), k=4, sample_rate=SR)
     assert isinstance(hits, list) and hits.predicted_label in emb.labels  # docs/api.md: a list
     res = hits.to_dict()
-    assert list(res) == ["query", "duration", "predicted_label", "results"]
+    assert list(res) == ["query", "mode", "duration", "predicted_label", "results"]
     assert res["query"] == "<waveform>" and res["duration"] == 2.5
+    assert res["mode"] == "recording"
     assert res["predicted_label"] == hits.predicted_label and res["results"] == hits
     assert [r["rank"] for r in res["results"]] == [1, 2, 3, 4]
     for r in res["results"]:

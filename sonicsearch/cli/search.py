@@ -21,11 +21,13 @@ from sonicsearch.cli.common import (
     report_skipped,
 )
 from sonicsearch.index.backends.base import BACKEND_REGISTRY
+from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.progress import log, progress_bar
 from sonicsearch.reporting import display_path
 
 Rollup = ROLLUP_REGISTRY.enum("Rollup")
+Mode = MODE_REGISTRY.enum("Mode")
 
 
 @app.command("build-index")
@@ -128,11 +130,16 @@ def query(
     clips: Annotated[list[Path], typer.Argument(help="Query clips and/or folders of clips.")],
     index: IndexOpt = DEFAULT_INDEX,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Results per query.")] = 10,
-    segments: Annotated[bool, typer.Option(help="List matching windows, not files.")] = False,
+    mode: Annotated[Mode, typer.Option(
+        help="recording: the recording each clip came from (window vectors); style: files "
+        "that sound like it (style vectors of files and 20 s segments).")
+                    ] = Mode(MODE_DEFAULT),
+    segments: Annotated[bool, typer.Option(
+        help="List matching windows (style mode: 20 s segments), not files.")] = False,
     json_out: JsonOpt = False,
     rollup: Annotated[Rollup | None, typer.Option(
-        help=f"How window hits make a file's score (default: the library's, "
-        f"{ROLLUP_DEFAULT}).")] = None,
+        help=f"How window hits make a file's score, in recording mode (default: the "
+        f"library's, {ROLLUP_DEFAULT}).")] = None,
     exclude_self: Annotated[bool, typer.Option(
         help="Leave a query file out of its own results when it is indexed.")] = False,
     device: DeviceOpt = None,
@@ -157,7 +164,8 @@ def query(
         "--config", "-c", help="YAML config: its index: hnsw_ef_search / ivf_nprobe / device "
         "override the index's search settings.")] = None,
 ) -> None:
-    """Find the indexed files that sound most like each clip.
+    """Find the indexed files that sound most like each clip: the recording it came from
+    (--mode recording, the default) or files that sound like it (--mode style).
 
     Labels are the model's predictions: the query's (in its heading) and each indexed
     file's (the "predicted" column); nobody's hand labels.
@@ -172,11 +180,19 @@ def query(
     from sonicsearch.index import AudioIndex
     from sonicsearch.index.request import QueryRequest
 
+    mode_name = getattr(mode, "value", mode)
+    if mode_name == "style" and rollup is not None:
+        raise typer.BadParameter("a roll-up scores window matches: it applies to --mode "
+                                 "recording only", param_hint="'--rollup'")
+    if mode_name == "style" and min_score == "auto":
+        raise typer.BadParameter("'auto' is recording mode's calibrated no-match threshold; "
+                                 "in style mode give a cosine (e.g. 0.8)",
+                                 param_hint="'--min-score'")
     request = QueryRequest.from_options(
         labels=label, path_prefix=path_prefix, min_duration=min_duration,
         max_duration=max_duration, max_per_folder=max_per_folder, min_score=min_score, k=k,
         segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
-        exclude_self=exclude_self)
+        exclude_self=exclude_self, mode=mode_name)
     cfg, keys = load_index_config(config)
     dev = device.value if device else (cfg.device if "device" in keys else "auto")
     errors: list[tuple[str, str]] = []
@@ -195,7 +211,7 @@ def query(
             elif json_out:
                 echo_json(result.to_dict())
             else:
-                _print_result(result, segments)
+                _print_result(result, segments and mode_name == "recording")
     finally:
         idx.close()
     if len(skipped) == len(paths) + len(errors):  # nothing answered: one error, said once

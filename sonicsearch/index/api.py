@@ -16,13 +16,13 @@ import numpy as np
 
 from sonicsearch.config import IndexConfig
 from sonicsearch.embedding_types import with_windows
-from sonicsearch.errors import AudioError
+from sonicsearch.errors import AudioError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
 from sonicsearch.index.calibration import check_calibration_file, resolve_min_score
 from sonicsearch.index.filters import Filters
 from sonicsearch.index.reader import DEFAULT_INDEX_DIR, IndexReader
-from sonicsearch.index.request import QueryRequest
+from sonicsearch.index.request import MODE_DEFAULT, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT
 from sonicsearch.index.types import EmbeddedFile, Embedder, QueryResult
 
@@ -135,7 +135,7 @@ class AudioIndex(IndexReader):
               sample_rate: int | None = None, rollup: str = ROLLUP_DEFAULT,
               segments: bool = False, exclude_self: bool = False,
               filters: Filters | None = None,
-              min_score: float | str | None = None) -> QueryResult:
+              min_score: float | str | None = None, mode: str = MODE_DEFAULT) -> QueryResult:
         """Find the indexed files (or windows) that sound most like a clip.
 
         Args:
@@ -150,6 +150,8 @@ class AudioIndex(IndexReader):
             min_score: a score below which results are dropped, or "auto" for the index's
                 calibrated no-match threshold. With filters or min_score the JSON gains
                 ``min_score``, ``no_match`` and ``reason``.
+            mode: ``recording`` (the recording the clip came from) or ``style`` (files and
+                20 s segments that sound like it, by style vectors; ``rollup`` unused).
 
         Returns:
             A :class:`QueryResult`: the results, best first (see its docstring for the
@@ -160,7 +162,7 @@ class AudioIndex(IndexReader):
             AudioError: the clip is unusable. IndexStoreError: another model.
         """
         options = dict(k=k, rollup=rollup, segments=segments, filters=filters,
-                       min_score=min_score)
+                       min_score=min_score, mode=mode)
         if isinstance(source, np.ndarray):
             return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
         return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
@@ -170,7 +172,7 @@ class AudioIndex(IndexReader):
         """Query many clips, decoding ahead; bad clips yield their AudioError in order.
 
         Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self, filters,
-        min_score).
+        min_score, mode).
         """
         return self.run_clips(QueryRequest(clips=tuple(paths), **kwargs))
 
@@ -179,7 +181,8 @@ class AudioIndex(IndexReader):
                       rollup: str = ROLLUP_DEFAULT, segments: bool = False,
                       exclude: str | Path | None = None, query: str = "<vectors>",
                       duration: float | None = None, filters: Filters | None = None,
-                      min_score: float | str | None = None) -> QueryResult:
+                      min_score: float | str | None = None, mode: str = MODE_DEFAULT,
+                      style: np.ndarray | None = None) -> QueryResult:
         """Query with precomputed window embeddings of this index's model.
 
         Long queries are searched and scored in blocks of windows (see
@@ -191,7 +194,9 @@ class AudioIndex(IndexReader):
             probs: (n, labels) head probabilities for ``predicted_label``, or None.
             exclude: an indexed path to leave out of the results.
             query, duration: echoed in the result.
-            filters, min_score: as in :meth:`query`.
+            filters, min_score, mode: as in :meth:`query`.
+            style: in style mode, the query's style vector (``Embedder.style(...).file``);
+                None pools it from ``vectors`` (a model without a style head).
 
         Returns:
             A :class:`QueryResult`, the same shape :meth:`query` returns.
@@ -199,13 +204,43 @@ class AudioIndex(IndexReader):
         return self.run(QueryRequest(
             vectors=vectors, spans=spans, probs=probs, k=k, rollup=rollup, segments=segments,
             exclude=exclude, query=query, duration=duration, filters=filters,
-            min_score=min_score))
+            min_score=min_score, mode=mode, style=style))
+
+    def similar(self, file_id: int, request: QueryRequest | None = None,
+                **options: Any) -> QueryResult:
+        """"More like this" for an indexed file, with no upload: its stored style vector
+        (``mode="style"``, the default) or its stored window vectors (``"recording"``:
+        other copies of the recording) against every other file.
+
+        Args:
+            file_id: the file's position in ``store.records``.
+            request: k, mode, segments, filters, min_score (its clips or vectors unused);
+                None: a style request made of ``options`` (QueryRequest's fields).
+
+        Raises:
+            IndexStoreError: no file with this id.
+        """
+        request = request if request is not None else QueryRequest(
+            **{"mode": "style", **options})
+        records = self.store.records
+        if not 0 <= file_id < len(records):
+            raise IndexStoreError(f"no file {file_id} in index {self.root} (ids are 0 to "
+                                  f"{len(records) - 1})")
+        rec = records[file_id]
+        request = request.replace(query=rec.path, duration=rec.duration, exclude=rec.path,
+                                  clips=(), waveform=None, exclude_self=False)
+        if request.mode == "style":
+            return self.run(request.replace(style=self.style.file_vector(file_id)))
+        a, b = rec.first_row, rec.first_row + rec.n_windows
+        return self.run(request.replace(vectors=np.asarray(self._exact[a:b]),
+                                        spans=self.store.spans(np.arange(a, b))))
 
 
 def _with(request: QueryRequest, emb: EmbeddedFile, name: str,
           exclude: Path | None) -> QueryRequest:
     """``request`` for one embedded clip."""
     return request.replace(vectors=emb.vectors, spans=emb.spans, probs=emb.probs,
+                           style=emb.style.file if emb.style is not None else None,
                            query=name, duration=emb.duration, exclude=exclude,
                            clips=(), waveform=None)
 

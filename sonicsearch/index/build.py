@@ -29,6 +29,7 @@ from sonicsearch.index import layout as L
 from sonicsearch.index.backends import after_commit, check_backend, same_backend
 from sonicsearch.index.faiss_index import check_index_type, choose_index_type, resolve_gpu
 from sonicsearch.index.store import Store
+from sonicsearch.index.style import WINDOW_MEAN
 from sonicsearch.index.types import BuildReport, EmbeddedFile, Embedder, FileRecord
 from sonicsearch.index.writer import (
     NEW_VECTORS,
@@ -172,7 +173,8 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         same_index = (same_vectors and prev.meta["index_type"] == index_type
                       and _build_params(prev.meta["index_params"]) == _build_params(params)
                       and same_backend(prev.meta, config.backend, config.uri, layout.root))
-        if same_index and not meta_changed and prev.meta["index_params"] == params:
+        if (same_index and not meta_changed and prev.meta["index_params"] == params
+                and "style" in prev.meta):  # an index from before style vectors gets them
             if gen is not None:  # everything that was to be embedded failed
                 shutil.rmtree(gen, ignore_errors=True)
             report.generation = prev.gen.name
@@ -222,7 +224,8 @@ def _embed(embedder, to_embed, gen, report, progress) -> dict[str, tuple[FileRec
                                  int(result.sample_rate), _label(result.probs, embedder.labels),
                                  len(vectors))
                 probs = None if result.probs is None else np.asarray(result.probs, np.float32)
-                new[path] = (rec, NewRows(row, np.asarray(result.spans, np.float64), probs))
+                new[path] = (rec, NewRows(row, np.asarray(result.spans, np.float64), probs,
+                                          result.style))
                 row += len(vectors)
                 report.audio_seconds += float(result.duration)
             if progress:
@@ -241,6 +244,11 @@ def _check(result: EmbeddedFile, embedder: Embedder) -> str | None:
         return f"embedder returned probabilities of shape {result.probs.shape}"
     if not np.isfinite(v).all():
         return "embedding has NaN or infinite values"
+    if result.style is None and getattr(embedder, "style_kind", WINDOW_MEAN) != WINDOW_MEAN:
+        return "the model's style head gave no style vectors"
+    if result.style is not None and not (np.isfinite(result.style.file).all()
+                                         and np.isfinite(result.style.segments).all()):
+        return "style vectors have NaN or infinite values"
     return None
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from sonicsearch.embedding_types import pool_style
 from sonicsearch.errors import ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import IndexBackend, backend_files, open_backend
@@ -20,7 +21,16 @@ from sonicsearch.index.filters import filtered_hits
 from sonicsearch.index.request import QueryRequest
 from sonicsearch.index.search import Hit, search
 from sonicsearch.index.store import Store
+from sonicsearch.index.style import (
+    WINDOW_MEAN,
+    StyleTable,
+    pooled_style,
+    read_style,
+    style_note,
+    table_of,
+)
 from sonicsearch.index.types import BuildReport, Embedder, QueryResult
+from sonicsearch.progress import log
 
 DEFAULT_INDEX_DIR = L.DEFAULT_INDEX_DIR
 
@@ -45,6 +55,7 @@ class IndexReader:
         self._exact = store.vectors()
         self._search_overrides: tuple[int | None, int | None] = (None, None)
         self._embedder = None
+        self._style: StyleTable | None = None
         self.build_report: BuildReport | None = None
         if embedder is not None:
             self.use_embedder(embedder)
@@ -168,6 +179,7 @@ class IndexReader:
         old_store, old_hold, old_index = self.store, self._hold, self.index
         self.gen, self.meta, self.store, self.index = new.gen, new.meta, new.store, new.index
         self._exact, self._hold = new._exact, new._hold
+        self._style = None
         self._embedder = keep
         old_store.close()
         old_index.close()
@@ -205,6 +217,8 @@ class IndexReader:
         if isinstance(request.min_score, str):
             raise ConfigError(f"min_score {request.min_score!r} must be resolved to a "
                               "number before the search (AudioIndex.run does)")
+        if request.mode == "style":
+            return self._style_search(request)
         vectors = np.atleast_2d(np.asarray(request.vectors, dtype=np.float32))
         if vectors.shape[1] != self.meta["dim"]:
             raise IndexStoreError(f"query vectors have dimension {vectors.shape[1]}; index "
@@ -238,6 +252,66 @@ class IndexReader:
                         else spans[:, 1].max())
         return QueryResult([self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
                            request.query, round(seconds, 3), predicted, extra)
+
+    # -- style ---------------------------------------------------------------------------
+
+    @property
+    def style(self) -> StyleTable:
+        """The index's style vectors (read on first use; an index built before them gets
+        them pooled from its window vectors, with a note on stderr)."""
+        if self._style is None:
+            table = read_style(self.gen, self.meta)
+            if table is None:
+                per_file = pooled_style(self.store.records, self._exact, self.store.all_spans())
+                table = table_of(per_file, WINDOW_MEAN, stored=False)
+                log(style_note(self.root))
+            self._style = table
+        return self._style
+
+    def _style_search(self, request: QueryRequest) -> QueryResult:
+        """Style mode: rank files (or segments) by the cosine of their style vectors to the
+        request's (``style``, else pooled from its window vectors)."""
+        table = self.style
+        q = request.style
+        if q is None:
+            if request.vectors is None or table.kind != WINDOW_MEAN:
+                raise ConfigError("a style query needs the clip, or its style vector "
+                                  "(Embedder.style) for this index's model")
+            vectors = np.atleast_2d(np.asarray(request.vectors, dtype=np.float32))
+            spans = request.spans
+            if spans is None:
+                fc = self.meta["features"]
+                starts = np.arange(len(vectors)) * fc["hop_seconds"]
+                spans = np.stack([starts, starts + fc["window_seconds"]], axis=1)
+            q = pool_style(vectors, np.asarray(spans, np.float64).reshape(-1, 2)).file
+        q = np.asarray(q, np.float32).reshape(-1)
+        if q.shape[0] != table.dim or not np.isfinite(q).all():
+            raise IndexStoreError(f"the style vector has dimension {q.shape[0]}"
+                                  f"{'' if np.isfinite(q).all() else ' and non-finite values'}"
+                                  f"; index {self.root} holds finite {table.dim}-d style vectors")
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        exclude_id = (self.store.by_path.get(str(Path(request.exclude).resolve()))
+                      if request.exclude is not None else request.exclude_id)
+
+        def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
+            return table.hits(q, depth, request.segments, exclude_id, allowed)
+
+        extra: dict[str, Any] = {}
+        if request.filters is None and request.min_score is None and not request.thresholded:
+            hits = run(request.k)
+        else:
+            hits, extra = filtered_hits(self.store.records, len(table.segments), run,
+                                        request.k, request.filters, request.min_score,
+                                        request.segments)
+        labels, probs = self.labels, request.probs
+        predicted = (labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
+                     if probs is not None and len(probs) and labels else None)
+        seconds = request.duration
+        if seconds is None and request.spans is not None:
+            seconds = float(np.asarray(request.spans)[:, 1].max())
+        return QueryResult([self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
+                           request.query, round(float(seconds or 0.0), 3), predicted, extra,
+                           mode="style")
 
     def _result(self, rank: int, hit: Hit) -> dict[str, Any]:
         rec = self.store.records[hit.file]

@@ -17,10 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from sonicsearch.errors import ConfigError
 from sonicsearch.index.filters import Filters, parse_min_score, resolve_prefix
 from sonicsearch.index.rollups import ROLLUP_DEFAULT
+from sonicsearch.registry import Registry
 
-__all__ = ["QueryRequest"]
+__all__ = ["MODE_DEFAULT", "MODE_REGISTRY", "QueryRequest"]
+
+MODE_REGISTRY: Registry[str] = Registry("mode", error=ConfigError)
+MODE_REGISTRY.register("recording", "the recording a clip came from: window vectors, "
+                       "time-consistent roll-ups, the no-match calibration")
+MODE_REGISTRY.register("style", "what sounds like the clip: style vectors of files and "
+                       "20 s segments, exact cosine (index/style.py)")
+MODE_DEFAULT = "recording"
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,11 +41,17 @@ class QueryRequest:
         waveform, sample_rate: or one mono waveform (None rate: the model's).
         vectors, spans, probs: or precomputed window vectors of the index's model, their
             (start, end) seconds (None: the index's windowing) and head probabilities.
-        k: results wanted. rollup: a name in ROLLUP_REGISTRY. segments: windows, not files.
+        mode: ``recording`` (which recording: window vectors) or ``style`` (what sounds
+            alike: style vectors); a name in MODE_REGISTRY.
+        style: or, in style mode, the query's style vector ``(S,)`` (None: pooled from
+            the clip's or the vectors' windows).
+        k: results wanted. rollup: a name in ROLLUP_REGISTRY (recording mode).
+        segments: windows (recording) or style segments, not files.
         filters: which indexed files may be results (None or inactive: all).
         min_score: drop results below this; ``"auto"``: the index's no-match threshold.
         exclude_self: leave a clip out of its own results when it is indexed.
         exclude: an indexed path to leave out (what exclude_self sets per clip).
+        exclude_id: or an indexed file's id (``/files/{id}/similar``; style mode).
         query, duration: the name and length echoed in the result.
         thresholded: a min_score was asked for, even if ``"auto"`` resolved to none (the
             result then reports ``min_score``, ``no_match`` and ``reason``).
@@ -48,6 +63,8 @@ class QueryRequest:
     vectors: np.ndarray | None = None
     spans: np.ndarray | None = None
     probs: np.ndarray | None = None
+    mode: str = MODE_DEFAULT
+    style: np.ndarray | None = None
     k: int = 10
     rollup: str = ROLLUP_DEFAULT
     segments: bool = False
@@ -55,6 +72,7 @@ class QueryRequest:
     min_score: float | str | None = None
     exclude_self: bool = False
     exclude: str | Path | None = None
+    exclude_id: int | None = None
     query: str = "<vectors>"
     duration: float | None = None
     thresholded: bool = False
@@ -62,6 +80,10 @@ class QueryRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "clips", tuple(self.clips))
         object.__setattr__(self, "min_score", parse_min_score(self.min_score))
+        MODE_REGISTRY.check(self.mode)
+        if self.mode == "style" and self.min_score == "auto":
+            raise ConfigError("min_score 'auto' is the recording mode's calibrated no-match "
+                              "threshold; in style mode give a number (a cosine, e.g. 0.8)")
 
     @classmethod
     def from_options(cls, *, labels: Sequence[str] | None = None,

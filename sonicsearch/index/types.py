@@ -27,7 +27,8 @@ class QueryResult(list):
     as surrogate escapes), ``score``, ``start``/``end`` (the best-matching span of the
     indexed file, seconds), ``label`` (the model's prediction for that indexed file, not a
     label anyone gave it), and in segments mode ``query_start``/``query_end``.
-    ``predicted_label`` is the model's prediction for the query.
+    ``predicted_label`` is the model's prediction for the query; ``mode`` says what was
+    searched: ``recording`` (window vectors) or ``style`` (style vectors).
 
     ``extra`` holds the keys a filtered or thresholded query adds (min_score, no_match,
     reason); it is empty otherwise.
@@ -36,12 +37,14 @@ class QueryResult(list):
     ``result.get("reason")`` etc. read the keys of :meth:`to_dict`.
     """
 
-    _FIELDS = ("query", "duration", "predicted_label", "results")
+    _FIELDS = ("query", "mode", "duration", "predicted_label", "results")
 
     def __init__(self, results: Iterable[dict], query: str, duration: float,
-                 predicted_label: str | None, extra: dict | None = None):
+                 predicted_label: str | None, extra: dict | None = None,
+                 mode: str = "recording"):
         super().__init__(results)
         self.query, self.duration, self.predicted_label = query, duration, predicted_label
+        self.mode = mode
         self.extra = dict(extra or {})
 
     @classmethod
@@ -50,7 +53,8 @@ class QueryResult(list):
         if isinstance(obj, QueryResult):
             return obj
         return cls(obj["results"], obj["query"], obj["duration"], obj["predicted_label"],
-                   {k: v for k, v in obj.items() if k not in cls._FIELDS})
+                   {k: v for k, v in obj.items() if k not in cls._FIELDS},
+                   obj.get("mode", "recording"))
 
     @property
     def no_match(self) -> bool:
@@ -60,7 +64,7 @@ class QueryResult(list):
     def to_dict(self) -> dict:
         """The query JSON object (docs/formats.md, docs/schemas/query.schema.json), plus
         ``extra``'s keys when there are any."""
-        return {"query": self.query, "duration": self.duration,
+        return {"query": self.query, "mode": self.mode, "duration": self.duration,
                 "predicted_label": self.predicted_label, "results": list(self), **self.extra}
 
     def __getitem__(self, key):  # type: ignore[override]

@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.config import IndexConfig
-from sonicsearch.embedding_types import EmbedderProtocol
+from sonicsearch.embedding_types import EmbedderProtocol, StyleVectors, pool_style
+from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import GenerationSpec, write_backend
 from sonicsearch.index.store import Store, write_meta
+from sonicsearch.index.style import STYLE_FILES, WINDOW_MEAN, read_style, write_style
 from sonicsearch.index.types import FileRecord
 
 NEW_VECTORS = "new-vectors.f32"  # raw float32 rows embedded by this build (temporary)
@@ -42,6 +44,7 @@ class NewRows:
     offset: int
     spans: np.ndarray  # (n, 2) seconds
     probs: np.ndarray | None  # (n, labels); None for a label-free model
+    style: StyleVectors | None = None  # a style head's; None: pooled from the window rows
 
 
 RowSource = OldRows | NewRows
@@ -96,6 +99,7 @@ def write_generation(plan: GenerationPlan) -> None:
     else:
         spans = _write_arrays(plan)
     (gen / NEW_VECTORS).unlink(missing_ok=True)
+    style = _write_style(plan, spans, linked)
     write_meta(gen, plan.records, spans)
     spec = GenerationSpec(int(plan.embedder.dim), plan.index_type, plan.params,
                           plan.same_index, plan.config.device, plan.config.uri or None)
@@ -106,6 +110,8 @@ def write_generation(plan: GenerationPlan) -> None:
     L.install_model(gen, Path(emb.model_path), emb.model_sha256, prev.gen if prev else None)
     meta = _index_json(plan)
     meta["backend"] = backend
+    if style is not None:  # (None only in tests that make an index of before style vectors)
+        meta["style"] = style
     meta["sizes"] = L.file_sizes(gen)
     old_sums = prev.meta.get("sha256", {}) if prev else {}
     known = {name: old_sums[name] for name in linked if name in old_sums}
@@ -144,6 +150,42 @@ def _write_arrays(plan: GenerationPlan) -> np.ndarray:
     if probs is not None:
         _save_npy(gen / L.PROBS, probs)
     return spans
+
+
+def _write_style(plan: GenerationPlan, spans: np.ndarray, linked: list[str]) -> dict[str, Any]:
+    """The generation's style files: a style head's vectors as the embedder gave them, kept
+    files' from the previous generation, and any other file's pooled from its window rows
+    (an index built before style vectors). Returns index.json's ``style`` entry.
+
+    Raises:
+        IndexStoreError: a style-head model and a kept file with no stored style vectors.
+    """
+    gen, prev = plan.gen, plan.prev
+    kind = getattr(plan.embedder, "style_kind", WINDOW_MEAN)
+    old = read_style(prev.gen, prev.meta) if prev is not None else None
+    if old is not None and old.kind != kind:
+        old = None
+    if old is not None and plan.same_vectors:  # the same files: reuse them as they are
+        for name in STYLE_FILES:
+            L.link_or_copy(prev.gen / name, gen / name)
+        linked += STYLE_FILES
+        return dict(prev.meta["style"])
+    old_id = {r.first_row: i for i, r in enumerate(prev.store.records)} if prev else {}
+    vectors = np.load(gen / L.VECTORS, mmap_mode="r")
+    per_file: list[StyleVectors] = []
+    for rec, src in zip(plan.records, plan.sources):
+        if isinstance(src, NewRows) and src.style is not None:
+            per_file.append(src.style)
+        elif isinstance(src, OldRows) and old is not None:
+            per_file.append(old.of(old_id[src.first_row]))
+        elif kind != WINDOW_MEAN:
+            raise IndexStoreError(f"{rec.path} has no style vectors of this model's style "
+                                  "head: pass --rebuild to embed everything again")
+        else:
+            a, b = rec.first_row, rec.first_row + rec.n_windows
+            per_file.append(pool_style(np.asarray(vectors[a:b], np.float32), spans[a:b]))
+    del vectors
+    return write_style(gen, per_file, kind)
 
 
 def _has_probs(plan: GenerationPlan) -> bool:

@@ -284,6 +284,7 @@ class AudioModel(nn.Module):
         self.register_buffer("norm_std", torch.ones(shape))
         self.spec_augment = spec_augment or SpecAugment()
         self.backbone = backbone
+        self.style_head = None  # a model/style.StyleHead, when the model file has one
 
     @classmethod
     def from_config(cls, feature_config: FeatureConfig, model_config: ModelConfig,

@@ -21,6 +21,7 @@ from sonicsearch.config import FeatureConfig, ModelConfig
 from sonicsearch.errors import ModelError
 from sonicsearch.fileio import atomic_torch_save, file_sha256
 from sonicsearch.model.backbones import AudioModel
+from sonicsearch.model.style import StyleHead
 from sonicsearch.model.weights import MODEL_FILE_KIND as KIND
 from sonicsearch.model.weights import load_file
 from sonicsearch.runtime import resolve_device
@@ -70,6 +71,8 @@ def save_checkpoint(path: str | Path, model: AudioModel, *, config: dict, labels
                      "torchaudio": str(torchaudio.__version__), "sonicsearch": str(__version__)},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if getattr(model, "style_head", None) is not None:
+        payload["style_head"] = model.style_head.shape()
     path = Path(path)
     atomic_torch_save(payload, path)
     return file_sha256(path)
@@ -108,6 +111,8 @@ def load_checkpoint(path: str | Path,
         labels = [str(x) for x in obj["labels"]]
         with torch.random.fork_rng(devices=[]):  # building must not move the caller's RNG
             model = AudioModel.from_config(fc, mc, labels)
+            if obj.get("style_head") is not None:
+                model.style_head = StyleHead.from_shape(obj["style_head"])
         model.load_state_dict(obj["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.config import FeatureConfig
+from sonicsearch.embedding_types import StyleVectors
 from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index.types import EmbeddedFile, Embedder
 
@@ -62,7 +63,8 @@ class EmbedActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {k: [] for k in ("path", "error", "vectors", "spans", "probs",
-                                                 "n", "duration", "sample_rate")}
+                                                 "n", "duration", "sample_rate", "style",
+                                                 "style_spans")}
         for path, result in self.embedder.embed_files(list(batch["path"])):
             out["path"].append(str(path))
             ok = not isinstance(result, AudioError)
@@ -76,8 +78,16 @@ class EmbedActor:
                                 .tobytes())
             out["duration"].append(float(result.duration) if ok else 0.0)
             out["sample_rate"].append(int(result.sample_rate) if ok else 0)
-        return {k: np.array(v, dtype=object if k in ("vectors", "spans", "probs") else None)
+            style = result.style if ok else None  # a style head's vectors: file row first
+            out["style"].append(b"" if style is None else np.vstack(
+                [style.file, style.segments]).astype(np.float32).tobytes())
+            out["style_spans"].append(b"" if style is None else np.asarray(
+                style.spans, np.float64).tobytes())
+        return {k: np.array(v, dtype=object if k in _BYTES else None)
                 for k, v in out.items()}
+
+
+_BYTES = ("vectors", "spans", "probs", "style", "style_spans")
 
 
 class RayEmbedder:
@@ -102,6 +112,8 @@ class RayEmbedder:
         self.dim, self.labels = local.dim, list(local.labels)
         self.model_sha256, self.model_path = local.model_sha256, Path(local.model_path)
         self.arch, self.feature_config = local.arch, local.feature_config
+        self.style_kind = getattr(local, "style_kind", "window-mean")
+        self.style_dim = getattr(local, "style_dim", local.dim)
 
     def embed_file(self, path: str | Path) -> EmbeddedFile:
         return self.local.embed_file(path)
@@ -169,4 +181,10 @@ def _decode(row: dict[str, Any]) -> EmbeddedFile | AudioError:
     spans = np.frombuffer(row["spans"], np.float64).reshape(n, -1)
     probs = np.frombuffer(row["probs"], np.float32).reshape(n, -1) if len(row["probs"]) \
         else None
-    return EmbeddedFile(vectors, spans, probs, float(row["duration"]), int(row["sample_rate"]))
+    style = None
+    if len(row.get("style") or b""):
+        spans_s = np.frombuffer(row["style_spans"], np.float64).reshape(-1, 2)
+        rows = np.frombuffer(row["style"], np.float32).reshape(len(spans_s) + 1, -1)
+        style = StyleVectors(rows[0].copy(), rows[1:].copy(), spans_s.copy())
+    return EmbeddedFile(vectors, spans, probs, float(row["duration"]), int(row["sample_rate"]),
+                        style)

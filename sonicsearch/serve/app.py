@@ -30,7 +30,7 @@ from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index import AudioIndex
 from sonicsearch.index.calibration import calibration
 from sonicsearch.index.filters import parse_min_score
-from sonicsearch.index.request import QueryRequest
+from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.index.types import Embedder
 from sonicsearch.serve import apidocs, media
@@ -47,6 +47,7 @@ from sonicsearch.serve.upload import UploadRejected, check_audio, receive
 
 STATIC = Path(__file__).parent / "static"
 RollupName = Literal[ROLLUP_REGISTRY.names()]  # the OpenAPI enum of ``rollup``
+ModeName = Literal[MODE_REGISTRY.names()]  # of ``mode``
 _ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -70,8 +71,12 @@ class QueryParams(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
     k: int = Field(10, ge=1, le=1000, description="Results wanted.")
-    rollup: RollupName = Field(ROLLUP_DEFAULT, description="Window hits -> file score.")
-    segments: bool = Field(False, description="List matching windows, not files.")
+    mode: ModeName = Field(MODE_DEFAULT, description="recording: the recording the clip came "
+                           "from; style: files that sound like it (style vectors).")
+    rollup: RollupName = Field(ROLLUP_DEFAULT, description="Window hits -> file score "
+                               "(recording mode).")
+    segments: bool = Field(False, description="List matching windows (style: 20 s "
+                           "segments), not files.")
     label: list[str] = Field(default_factory=list, description="Keep files with these labels.")
     path_prefix: str | None = Field(None, description="Keep files under this folder; "
                                     "relative: under the collection's root (see /info).")
@@ -93,6 +98,30 @@ class QueryParams(BaseModel):
         if isinstance(number, float) and not math.isfinite(number):
             raise ValueError(f"must be a finite number or 'auto', got {value!r}")
         return value
+
+
+class SimilarParams(QueryParams):
+    """Options of ``GET /files/{id}/similar``: those of ``POST /query``, style by default."""
+
+    mode: ModeName = Field("style", description="style: files that sound like this one "
+                           "(more like this); recording: other copies of its recording.")
+
+
+def _request(idx: AudioIndex, params: QueryParams, query: str) -> QueryRequest:
+    """The library request of a query's or a similar's parameters."""
+    return QueryRequest.from_options(
+        labels=params.label, path_prefix=params.path_prefix,
+        prefix_base=_root(idx) if params.path_prefix else None,
+        min_duration=params.min_duration, max_duration=params.max_duration,
+        max_per_folder=params.max_per_folder, min_score=params.min_score, k=params.k,
+        rollup=params.rollup, segments=params.segments, query=query, mode=params.mode)
+
+
+def _view(idx: AudioIndex, out: dict, view: dict) -> dict:
+    """``out`` with the web page's ``view`` key (the generation and the results' ids)."""
+    view.update(generation=Path(idx.gen).name,
+                ids=[media.file_id(r["path"]) for r in out["results"]])
+    return {**out, "view": view}
 
 
 def create_app(settings: ServeSettings, embedder: Embedder | None = None) -> FastAPI:
@@ -234,6 +263,11 @@ def _add_file_routes(app: FastAPI, live: LiveIndex, auth: Any, run: Any) -> None
         return StreamingResponse(media.iter_fd(fd, start, length), status_code=status,
                                  media_type=media.media_type(rec.path), headers=headers)
 
+    @app.get("/files/{fid}/similar", dependencies=[auth],
+             summary="More like this: the indexed files that sound like an indexed file")
+    async def file_similar(fid: str, params: Annotated[SimilarParams, Query()]) -> dict:
+        return await run(_similar, live, fid, params)
+
     @app.get("/files/{fid}/spectrogram", dependencies=[auth],
              summary="A spectrogram of the file around start..end (JSON for a canvas)")
     async def file_spectrogram(
@@ -255,13 +289,17 @@ _UPLOAD_DOC = {"requestBody": {"required": True, "content": {
     "audio/*": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-def _record(idx: AudioIndex, fid: str):
+def _file_index(idx: AudioIndex, fid: str) -> int:
     ids = _ids.get(idx)
     if ids is None:
         ids = _ids[idx] = {media.file_id(r.path): i for i, r in enumerate(idx.store.records)}
     if fid not in ids:
         raise HTTPException(404, f"no indexed file has id {fid[:40]!r}")
-    return idx.store.records[ids[fid]]
+    return ids[fid]
+
+
+def _record(idx: AudioIndex, fid: str):
+    return idx.store.records[_file_index(idx, fid)]
 
 
 def _info(live: LiveIndex, settings: ServeSettings) -> dict:
@@ -289,12 +327,7 @@ def _root(idx: AudioIndex) -> str:
 def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) -> dict:
     check_audio(up, settings.max_seconds)
     with live.use() as idx:
-        request = QueryRequest.from_options(
-            labels=params.label, path_prefix=params.path_prefix,
-            prefix_base=_root(idx) if params.path_prefix else None,
-            min_duration=params.min_duration, max_duration=params.max_duration,
-            max_per_folder=params.max_per_folder, min_score=params.min_score, k=params.k,
-            rollup=params.rollup, segments=params.segments, query=up.filename)
+        request = _request(idx, params, up.filename)
         embedder = idx.embedder
         view = None
         if params.view:  # decoded for the picture outside the lock
@@ -305,14 +338,22 @@ def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) ->
                 emb = embedder.embed_file(up.path)
             except AudioError as exc:
                 raise AudioError(up.filename, exc.reason) from None
-            res = idx.run(request.replace(vectors=emb.vectors, spans=emb.spans,
-                                          probs=emb.probs, duration=emb.duration))
+            res = idx.run(request.replace(
+                vectors=emb.vectors, spans=emb.spans, probs=emb.probs, duration=emb.duration,
+                style=emb.style.file if emb.style is not None else None))
         out = res.to_dict()
         if view is not None:
-            view.update(generation=Path(idx.gen).name,
-                        ids=[media.file_id(r["path"]) for r in out["results"]])
-            out["view"] = view
+            out = _view(idx, out, view)
     return out
+
+
+def _similar(live: LiveIndex, fid: str, params: SimilarParams) -> dict:
+    with live.use() as idx:
+        file_id = _file_index(idx, fid)
+        with live.model_lock:
+            res = idx.similar(file_id, _request(idx, params, idx.store.records[file_id].path))
+        out = res.to_dict()
+        return _view(idx, out, {}) if params.view else out
 
 
 def _file_spectrogram(rec, start: float, end: float | None) -> dict:

@@ -4,6 +4,7 @@
 const $ = (sel) => document.querySelector(sel);
 let token = sessionStorage.getItem("sonicsearch_token") || "";
 let info = null;
+let last = null;  // what was searched last: {blob, name} or {similar: id}, to redo on a switch
 
 function setToken(value) {
   token = value;
@@ -53,21 +54,46 @@ async function loadInfo() {
   $("#prefix").title = info.root ? `relative to ${info.root}` : "";
 }
 
+function searchMode() {
+  return new FormData($("#opts")).get("mode") || "recording";
+}
+
 function queryString() {
   const form = new FormData($("#opts"));
-  const q = new URLSearchParams({ view: "true" });
-  for (const key of ["k", "rollup", "label", "path_prefix", "min_duration", "max_duration",
-                     "max_per_folder"]) {
+  const mode = searchMode();
+  const q = new URLSearchParams({ view: "true", mode });
+  const keys = ["k", "label", "path_prefix", "min_duration", "max_duration", "max_per_folder"];
+  if (mode === "recording") keys.push("rollup");  // roll-ups score window matches
+  for (const key of keys) {
     const v = (form.get(key) || "").toString().trim();
     if (v) q.set(key, v);
   }
-  const mode = form.get("min_score_mode");
-  if (mode === "auto") q.set("min_score", "auto");
-  if (mode === "custom") q.set("min_score", form.get("min_score_value") || "0");
+  const threshold = form.get("min_score_mode");
+  // "auto" is the recording mode's calibrated no-match threshold; style lists the closest
+  if (threshold === "auto" && mode === "recording") q.set("min_score", "auto");
+  if (threshold === "custom") q.set("min_score", form.get("min_score_value") || "0");
   return q.toString();
 }
 
+async function similar(id, path) {
+  last = { similar: id, path };
+  status(`finding more like ${path.split("/").pop()}…`);
+  const t0 = performance.now();
+  let res;
+  try {
+    res = await api(`/files/${id}/similar?${queryString()}`);
+  } catch (e) {
+    status(e.message, true);
+    return;
+  }
+  const ms = Math.round(performance.now() - t0);
+  status(`${res.results.length} result${res.results.length === 1 ? "" : "s"} in ${ms} ms · ` +
+         `more like an indexed file`);
+  show(res, id);
+}
+
 async function search(blob, name, converted = false) {
+  last = { blob, name };
   status(`searching with ${name}…`);
   $("#results").replaceChildren();
   const body = new FormData();
@@ -98,15 +124,21 @@ async function search(blob, name, converted = false) {
   show(res);
 }
 
-function show(res) {
+function show(res, sourceId = null) {
   const q = $("#query");
   q.hidden = false;
   const pred = res.predicted_label ? `<span class="chip">sounds like: ${esc(res.predicted_label)}</span>` : "";
+  const what = res.mode === "style" ? "sounds similar" : "same recording";
   q.innerHTML = `<div class="qhead"><span class="name">${esc(res.query)}</span>
-    <span class="muted">${res.duration.toFixed(1)} s</span>${pred}</div>`;
+    <span class="muted">${res.duration.toFixed(1)} s</span>${pred}
+    <span class="chip mode">${what}</span></div>`;
   const canvas = specCanvas();
   q.append(canvas);
-  drawSpec(canvas, res.view.spectrogram, null);
+  if (res.view.spectrogram) drawSpec(canvas, res.view.spectrogram, null);
+  else if (sourceId) {  // "more like this" of an indexed file: its own picture
+    api(`/files/${sourceId}/spectrogram`).then((spec) => drawSpec(canvas, spec, null))
+      .catch((e) => { canvas.title = e.message; });
+  }
 
   const list = $("#results");
   list.replaceChildren();
@@ -136,8 +168,11 @@ function resultCard(r, id, top, res) {
     <div class="meta"><span class="score">${r.score.toFixed(3)}</span>
       <span class="bar"><i style="width:${pct}%"></i></span>
       ${r.label ? `<span class="chip${same}">${esc(r.label)}</span>` : ""}
-      <span class="muted">match ${clock(r.start)}–${clock(r.end)}</span></div></div>`;
+      <span class="muted">match ${clock(r.start)}–${clock(r.end)}</span>
+      <button class="more" type="button" title="indexed files that sound like this one">More
+        like this</button></div></div>`;
   const body = card.children[1];
+  body.querySelector("button.more").addEventListener("click", () => similar(id, r.path));
   const canvas = specCanvas();
   body.append(canvas);
   const audio = document.createElement("audio");
@@ -290,6 +325,12 @@ function init() {
     if (f) search(f, f.name);
   });
   $("#record").addEventListener("click", toggleRecord);
+  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+    radio.addEventListener("change", () => {  // the same question, asked the other way
+      if (last && last.blob) search(last.blob, last.name);
+      else if (last && last.similar) similar(last.similar, last.path);
+    });
+  }
   $("#min-mode").addEventListener("change", (ev) => {
     $("#min-custom").hidden = ev.target.value !== "custom";
   });
