@@ -1,11 +1,11 @@
-"""Shared fixtures: tiny audio files, and the slow/gpu markers."""
+"""Shared fixtures: tiny audio files (tests/fixtures/audio_files.py), and the slow/gpu
+markers."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from audio_files import write_audio
 
 torch.set_num_threads(2)
 
@@ -22,29 +22,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
-
-
-def tone(seconds: float, sr: int, freq: float = 440.0, channels: int = 1, amp: float = 0.5):
-    """A sine (different per channel) as (frames, channels) float32."""
-    t = np.arange(int(seconds * sr)) / sr
-    chans = [amp / (c + 1) * np.sin(2 * np.pi * freq * (c + 1) * t) for c in range(channels)]
-    return np.stack(chans, axis=1).astype(np.float32)
-
-
-FORMATS = {
-    "wav": {},
-    "flac": {},
-    "ogg": {"format": "OGG", "subtype": "VORBIS"},
-    "opus": {"format": "OGG", "subtype": "OPUS"},
-    "mp3": {"format": "MP3", "subtype": "MPEG_LAYER_III"},
-}
-
-
-def write_audio(path, data: np.ndarray, sr: int) -> str:
-    """Write with the codec that the file's extension names."""
-    ext = str(path).rsplit(".", 1)[-1]
-    sf.write(str(path), data, sr, **FORMATS.get(ext, {}))
-    return str(path)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tone, write_audio
+from audio_files import tone, write_audio
 
 from sonicsearch.audio import (
     audio_info,

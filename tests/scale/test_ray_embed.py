@@ -18,13 +18,14 @@ from sonicsearch.index.store import Store
 
 ray = pytest.importorskip("ray", reason="ray not installed (pip install 'sonicsearch[scale]')")
 pytest.importorskip("ray.data", reason="ray[data] not installed")
-TESTS = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # the workers import FakeFactory from this module
+FIXTURES = HERE.parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), old]))  # workers
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(FIXTURES), old]))
     # a busy 2-core CI machine can take longer than Ray's default 30 s to start its GCS
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

@@ -25,7 +25,7 @@ from sonicsearch.serve import ServeSettings, create_app
 from sonicsearch.serve.media import file_id
 from sonicsearch.serve.security import check_token, loopback_host_header, token_ok
 
-SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "schemas" / "error.schema.json")
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "schemas" / "error.schema.json")
                     .read_text(encoding="utf-8"))
 TOKEN = TOKENS[0]
 

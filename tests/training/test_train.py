@@ -159,7 +159,7 @@ def test_resume_without_a_run_is_a_clear_error(corpus, tmp_path):
 
 
 def test_evaluate_refuses_unknown_labels(trained, tmp_path):
-    from conftest import tone, write_audio
+    from audio_files import tone, write_audio
 
     from sonicsearch.training.evaluate import evaluate_model
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tone, write_audio
+from audio_files import tone, write_audio
 from torch.utils.data import DataLoader
 
 from sonicsearch.audio import frame_windows, load_audio

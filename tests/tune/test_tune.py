@@ -24,7 +24,7 @@ from sonicsearch.tune.objectives import loo_retrieval
 from sonicsearch.tune.space import load_space, parse_space, stage_count
 from sonicsearch.tune.study import open_study, tune
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = {**TINY, "train.device": "cpu", "train.phase1_epochs": 1, "train.phase2_epochs": 1,
         "train.crops_per_file": 2}
 SPACE = {"params": [

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone, write_audio
+from audio_files import tone, write_audio
 
 from sonicsearch.data import debian as D
 from sonicsearch.data.manifest import read_items

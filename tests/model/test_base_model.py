@@ -100,7 +100,7 @@ def test_train_weights_base_without_a_config_takes_the_fine_tuning_rates(tmp_pat
     backbone unfroze; with no --config, --weights base now trains at a fifth of them, and a
     config file's rates are kept."""
     import numpy as np
-    from conftest import write_audio
+    from audio_files import write_audio
     from typer.testing import CliRunner
 
     import sonicsearch.training.finetune as finetune

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tone(seconds: float, f0: float, seed: int) -> np.ndarray:

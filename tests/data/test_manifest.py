@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tone, write_audio
+from audio_files import tone, write_audio
 
 from sonicsearch.config import FeatureConfig
 from sonicsearch.data.manifest import (

@@ -8,8 +8,8 @@ import csv
 import numpy as np
 import pytest
 import torch
+from audio_files import write_audio
 from bench_scripts import load_benchmark, tiny_checkpoint
-from conftest import write_audio
 
 from sonicsearch.eval import style as S
 from sonicsearch.model.checkpoint import load_checkpoint

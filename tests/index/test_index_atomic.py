@@ -17,8 +17,8 @@ from fake_embedder import SR, FakeEmbedder, make_corpus, sound
 
 from sonicsearch.index import AudioIndex, build_index
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
 N_OLD, N_NEW = 10, 30
 
 # One child process imports once, then forks a builder per scenario; each builder is
@@ -107,7 +107,7 @@ def test_kill_during_build_keeps_the_index_usable(tmp_path):
         shutil.copytree(tmp_path / "base", tmp_path / name)
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(SCENARIOS), str(audio), str(model),
-         str(tmp_path), str(REPO), str(TESTS)], capture_output=True, text=True, timeout=300)
+         str(tmp_path), str(REPO), str(FIXTURES)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, code in status.items():  # every builder died by SIGKILL (a random kill may

@@ -23,7 +23,7 @@ from sonicsearch.index.backends.faiss_backend import FaissBackend
 from sonicsearch.index.backends.milvus_backend import collection_prefix, filter_expr
 from sonicsearch.index.store import Store
 
-TESTS = Path(__file__).resolve().parent
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MILVUS = IndexConfig(backend="milvus")
 
 
@@ -267,7 +267,7 @@ def test_killed_milvus_build_leaves_the_previous_collection_live(tmp_path, milvu
     before = answers(idx, emb)
     make_corpus(audio, 4, seed0=30)
     proc = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(audio), str(model),
-                           str(idx), str(TESTS)], capture_output=True, text=True, timeout=120)
+                           str(idx), str(FIXTURES)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (idx / "CURRENT").read_text().strip() == "gen-000001"
     assert [c[-10:] for c in collections(idx)] == ["gen_000001", "gen_000002"]  # orphan

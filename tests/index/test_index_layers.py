@@ -23,7 +23,7 @@ from sonicsearch.index.calibration import calibration
 from sonicsearch.index.reader import IndexReader
 from sonicsearch.index.request import QueryRequest
 
-PKG = Path(__file__).resolve().parent.parent / "sonicsearch"
+PKG = Path(__file__).resolve().parents[2] / "sonicsearch"
 
 
 def imports(module: Path) -> set[str]:
