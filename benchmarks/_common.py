@@ -11,8 +11,10 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,23 @@ def synth_corpus(cache: Path, genres: int, per_genre: int, seconds: float,
         make_synth_corpus(path, genres=genres, per_genre=per_genre, seconds=seconds,
                           sample_rate=sample_rate, seed=seed)
     return path
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Stop the script with the message of a library error (``sys.exit(message)``)."""
+    from sonicsearch.errors import SonicsearchError
+
+    try:
+        yield
+    except SonicsearchError as exc:
+        sys.exit(str(exc))
+
+
+def mkdir(p: Path) -> Path:
+    """``p``, made (with its parents) when missing."""
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 class Timer:

@@ -29,7 +29,6 @@ that JSON with the markdown beside it).
 
 from __future__ import annotations
 
-import math
 import sys
 import tempfile
 import time
@@ -39,7 +38,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from robust_music import pick_tracks, plan_excerpts, read_csv  # noqa: E402
+
+from sonicsearch.eval.metrics import wilson_interval as wilson  # noqa: E402
+from sonicsearch.eval.tracks import (  # noqa: E402
+    audible_excerpt,
+    hours,
+    pick_tracks,
+    plan_excerpts,
+    read_tracks,
+    track_facts,
+    track_rows,
+)
 
 SR = 22050  # excerpts are decoded and degraded at this rate; the model resamples
 CONDITIONS = ("clean", "noise_snr10", "telephone", "reverb_room", "mp3_low")
@@ -83,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows, data = tiny_corpus(args.cache), "generated (tiny)"
     else:
         data = args.data or args.cache / "debian" / "eval.csv"
-        rows = read_csv(data)
+        with C.exit_on_error():
+            rows = read_tracks(data)
     tracks = pick_tracks(rows, args.tracks, args.seed)
     embedder = load_embedder(args.model, args.device)
     seconds: dict[str, float] = {}
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             tracks = _indexed(tracks, index)
             outside, dropped = pick_outside(rows, index, args.outside, args.seed)
-            C.log(f"indexed {len(tracks)} tracks ({_hours(tracks):.2f} h, {index.ntotal} "
+            C.log(f"indexed {len(tracks)} tracks ({hours(tracks):.2f} h, {index.ntotal} "
                   f"windows) in {t.seconds:.0f}s; {len(outside)} outside tracks")
             with C.Timer() as t:
                 cal = calibration(index)
@@ -118,9 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
                   "sample_rate": embedder.feature_config.sample_rate,
                   "window_seconds": embedder.feature_config.window_seconds,
                   "hop_seconds": embedder.feature_config.hop_seconds},
-        "corpus": {"data": str(data), "tracks": _facts(tracks), "outside": _facts(outside),
+        "corpus": {"data": str(data), "tracks": track_facts(tracks),
+                   "outside": track_facts(outside),
                    "outside_skipped_as_copies": [r["path"] for r in dropped],
-                   "hours": round(_hours(tracks), 3), "windows": index.ntotal},
+                   "hours": round(hours(tracks), 3), "windows": index.ntotal},
         "excerpts_per_track": args.excerpts, "excerpt_seconds": args.excerpt_seconds,
         "rollup": args.rollup, "conditions": conditions, "threshold": threshold,
         "calibration": cal, "summary": summarise(queries, conditions),
@@ -142,11 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def tiny_corpus(cache: Path) -> list[dict]:
     """Six synthetic 20-s tracks in two labels (--tiny only)."""
-    import soundfile as sf
-
-    corpus = C.synth_corpus(cache, 2, 3, 20.0, 16000, 0)
-    return [{"path": str(p), "label": p.parent.name, "package": p.parent.name,
-             "duration": sf.info(str(p)).duration} for p in sorted(corpus.rglob("*.wav"))]
+    return track_rows(C.synth_corpus(cache, 2, 3, 20.0, 16000, 0))
 
 
 def _indexed(tracks: list[dict], index) -> list[dict]:
@@ -202,7 +209,7 @@ def run_queries(index, tracks: list[dict], kind: str, conditions: list[str], arg
                                                             args.excerpt_seconds,
                                                             args.seed + tag)):
         track = tracks[ti]
-        clean, offset, redrawn = audible_excerpt(track, offset, length, (args.seed, tag, qi))
+        clean, offset, redrawn = audible_excerpt(track, offset, length, (args.seed, tag, qi), SR)
         for j, name in enumerate(conditions):
             wave = degrade.apply(name, clean, SR, np.random.default_rng((args.seed, tag, qi, j)))
             rec = {"set": kind, "track": track["path"], "offset": round(offset, 2),
@@ -214,22 +221,6 @@ def run_queries(index, tracks: list[dict], kind: str, conditions: list[str], arg
                 rec["error"] = str(exc)
             out.append(rec)
     return out
-
-
-def audible_excerpt(track: dict, offset: float, length: float, seed: tuple,
-                    tries: int = 20) -> tuple[np.ndarray, float, bool]:
-    """The excerpt at ``offset``, or, when it is silent (the product refuses silent
-    queries, and nobody holds a phone to silence), one at a seeded random offset that is
-    not: ``(wave, offset, redrawn)``."""
-    from sonicsearch.audio import SILENCE_PEAK, load_audio
-
-    rng = np.random.default_rng(seed)
-    for attempt in range(tries):
-        wave, _ = load_audio(track["path"], SR, offset, length)
-        if wave.size and float(np.max(np.abs(wave))) >= SILENCE_PEAK:
-            return wave, offset, attempt > 0
-        offset = float(rng.uniform(0.0, max(0.0, track["duration"] - length)))
-    return wave, offset, True  # silent throughout: the query records the product's error
 
 
 def query_one(index, wave: np.ndarray, source: dict | None, rollup: str) -> dict:
@@ -284,16 +275,6 @@ def summarise(queries: list[dict], conditions: list[str]) -> dict:
     return out
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
-    """Wilson score interval of a proportion ``k / n`` (None when ``n`` is 0)."""
-    if n == 0:
-        return None
-    p, zz = k / n, z * z
-    centre = (p + zz / (2 * n)) / (1 + zz / n)
-    half = z * math.sqrt(p * (1 - p) / n + zz / (4 * n * n)) / (1 + zz / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
 def tables(results: dict) -> list[tuple[str, str]]:
     s, c, cal = results["summary"], results["corpus"], results["calibration"]
     head = ["condition", "indexed excerpts", "rejected", "wrong first result",
@@ -339,14 +320,6 @@ def _conditions(text: str) -> list[str]:
         sys.exit(f"unknown condition(s) {', '.join(unknown) or '(none given)'}; choose from: "
                  f"{', '.join(DEGRADATIONS)}")
     return names
-
-
-def _facts(rows: list[dict]) -> list[dict]:
-    return [{k: r[k] for k in ("path", "label", "package", "duration")} for r in rows]
-
-
-def _hours(rows: list[dict]) -> float:
-    return sum(r["duration"] for r in rows) / 3600
 
 
 def _rate(k: int, n: int) -> float | None:

@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import recall_at_k as R  # noqa: E402
 
+from sonicsearch.eval.retrieval import MfccFileSearch, exact_index, label_retrieval  # noqa: E402
+
 PRESETS = {
     "tiny": {"genres": 3, "per_genre": 6, "seconds": 6.0, "sample_rate": 8000,
              "dup_queries": 3, "excerpt": "2,4", "epochs": "1,1", "pretrain_epochs": 1,
@@ -177,14 +179,16 @@ def main(argv: list[str] | None = None) -> dict:
                  else _test_f1(p)) for name, p in paths.items()}
     if "mfcc" in models:
         f1["mfcc"] = mfcc_f1(ds, sr)
-    with tempfile.TemporaryDirectory(dir=R._mkdir(args.cache / "tmp")) as tmp, \
+    with tempfile.TemporaryDirectory(dir=C.mkdir(args.cache / "tmp")) as tmp, \
             C.Timer() as t:
-        indexes = {name: R.build(e, ds, Path(tmp) / name.replace("+", "-"), args.device)
+        indexes = {name: exact_index(e, [it.path for it in ds.items],
+                                     Path(tmp) / name.replace("+", "-"), args.device, C.log)
                    for name, e in embedders.items()}
         if "mfcc" in models:
-            indexes["mfcc"] = R.MfccSearch(ds, sr)
-        label = R.label_retrieval(indexes, ds, held, [ROLLUP_DEFAULT])
-        dup = R.near_duplicates(indexes, ds, held, degradations, args, [ROLLUP_DEFAULT], sr)
+            indexes["mfcc"] = MfccFileSearch(ds.items, sr, C.log)
+        label = label_retrieval(indexes, ds, held, [ROLLUP_DEFAULT])
+        dup = R.near_duplicate_recall(indexes, ds, held, degradations, args, [ROLLUP_DEFAULT],
+                                      sr)
         for ix in indexes.values():
             ix.close()
     timings["retrieval_eval"] = round(t.seconds, 1)

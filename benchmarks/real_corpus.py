@@ -9,16 +9,15 @@ language), labelled by language. Any other package with audio in it can be added
     python benchmarks/real_corpus.py                       # download, extract, write the CSV
     python benchmarks/recall_at_k.py --data ~/.cache/sonicsearch/debian/corpus.csv --quick
 
-Packages are fetched with ``apt-get download`` (no root needed) into the cache
-(default ~/.cache/sonicsearch/debian), extracted with ``dpkg-deb -x``, and never copied or
+Packages are fetched as ``sonicsearch make-dataset debian`` fetches them
+(:func:`sonicsearch.data.debian.fetch`: ``apt-get download``, no root needed, then
+``dpkg-deb -x``) into the cache (default ~/.cache/sonicsearch/debian), and never copied or
 converted: the CSV points at the extracted files. Nothing downloaded goes into the repo.
 """
 
 from __future__ import annotations
 
 import csv
-import shutil
-import subprocess
 import sys
 import zlib
 from collections import Counter
@@ -28,6 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+
+from sonicsearch.data.debian import fetch  # noqa: E402
 
 LANGUAGES = ("en", "es", "fr", "it", "ru")
 PROMPTS = "asterisk-core-sounds-{}-wav"
@@ -64,9 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
         packages[label] = pkg
     debian = args.cache / "debian"
     root = args.extracted or debian / "extracted"
-    if args.extracted is None:
-        for pkg in packages.values():
-            extract(download(pkg, debian / "debs"), root / pkg)
+    if args.extracted is None:  # into debian/extracted/PKG, as make-dataset debian does
+        with C.exit_on_error():
+            fetch(packages.values(), debian, log=C.log)
     out_csv = args.csv or debian / "corpus.csv"
     summary = assemble(root, packages, out_csv, args.per_label, args.min_seconds, args.seed)
     results = {"benchmark": "real_corpus", "mode": C.mode(args), "machine": C.machine(),
@@ -82,37 +83,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     C.log(f"wrote {js} and {md}; next: python benchmarks/recall_at_k.py --data {out_csv}")
     return results
-
-
-def download(package: str, debs: Path) -> Path:
-    """``apt-get download PACKAGE`` into ``debs`` (once); the .deb's path."""
-    debs.mkdir(parents=True, exist_ok=True)
-    have = sorted(debs.glob(f"{package}_*.deb"))
-    if have:
-        return have[-1]
-    if shutil.which("apt-get") is None:
-        sys.exit("apt-get is not available: this script needs a Debian or Ubuntu system "
-                 "(or pass --extracted with packages extracted elsewhere)")
-    C.log(f"apt-get download {package}")
-    done = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True,
-                          text=True)
-    have = sorted(debs.glob(f"{package}_*.deb"))
-    if done.returncode != 0 or not have:
-        sys.exit(f"apt-get download {package} failed: "
-                 f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    return have[-1]
-
-
-def extract(deb: Path, dest: Path) -> Path:
-    """``dpkg-deb -x`` into ``dest`` (once; a half-done extraction is redone)."""
-    stamp = dest / ".extracted"
-    if stamp.is_file():
-        return dest
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
-    stamp.write_text(deb.name + "\n")
-    return dest
 
 
 def assemble(root: Path, packages: dict[str, str], out_csv: Path, per_label: int,

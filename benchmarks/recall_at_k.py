@@ -30,7 +30,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-KS = (1, 5, 10)
+from sonicsearch.eval.retrieval import (  # noqa: E402
+    KS,
+    MfccFileSearch,
+    exact_index,
+    label_retrieval,
+    near_duplicates,
+)
+
 TINY_FEATURES = {"features.sample_rate": 8000, "features.n_mels": 32, "features.n_fft": 512,
                  "features.hop_length": 256, "features.window_seconds": 1.0,
                  "features.hop_seconds": 0.5}
@@ -85,16 +92,17 @@ def main(argv: list[str] | None = None) -> dict:
     tuned = Embedder.from_checkpoint(model_path, device=args.device)
     arch = args.arch or tuned.arch
     untrained_path = untrained_checkpoint(tuned, arch, ds, cache, args.seed)
-    models = {"mfcc": MfccSearch(ds, tuned.feature_config.sample_rate),
+    models = {"mfcc": MfccFileSearch(ds.items, tuned.feature_config.sample_rate, C.log),
               "untrained": Embedder.from_checkpoint(untrained_path, device=args.device),
               "fine-tuned": tuned}
 
-    with tempfile.TemporaryDirectory(dir=_mkdir(cache / "tmp")) as tmp:
-        indexes = {name: build(m, ds, Path(tmp) / name, args.device)
+    with tempfile.TemporaryDirectory(dir=C.mkdir(cache / "tmp")) as tmp:
+        indexes = {name: exact_index(m, [it.path for it in ds.items], Path(tmp) / name,
+                                     args.device, C.log)
                    for name, m in models.items() if name != "mfcc"}
         indexes["mfcc"] = models["mfcc"]
         label = label_retrieval(indexes, ds, held, ROLLUPS)
-        dup = near_duplicates(indexes, ds, held, degradations, args, ROLLUPS)
+        dup = near_duplicate_recall(indexes, ds, held, degradations, args, ROLLUPS)
         for ix in indexes.values():
             ix.close()
 
@@ -184,137 +192,21 @@ def untrained_checkpoint(tuned, arch: str, ds, cache: Path, seed: int) -> Path:
         model.fit_normalization(model.frontend(torch.stack([crops[int(i)][0] for i in idx])))
     config = load_config(None, {"model.arch": arch, "model.weights": "none"})
     config.features = fc
-    path = _mkdir(cache / "models") / f"untrained-{arch}-{tuned.model_sha256[:12]}-s{seed}.pt"
+    path = C.mkdir(cache / "models") / f"untrained-{arch}-{tuned.model_sha256[:12]}-s{seed}.pt"
     save_checkpoint(path, model, config=config.to_dict(), labels=ds.labels,
                     metrics={"note": "random init; input standardisation only"})
     return path
 
 
-def build(embedder, ds, index_dir: Path, device: str):
-    from sonicsearch.config import IndexConfig
-    from sonicsearch.index import AudioIndex
-
+def near_duplicate_recall(indexes: dict, ds, held, degradations, args, rollups,
+                          sample_rate: int | None = None) -> dict:
+    """:func:`sonicsearch.eval.retrieval.near_duplicates` with this run's settings, timed."""
     with C.Timer() as t:
-        index = AudioIndex.build([it.path for it in ds.items], embedder, index_dir,
-                                 config=IndexConfig(index_type="flat", device=device),
-                                 rebuild=True, device=device)
-    report = index.build_report
-    C.log(f"indexed {report.files} files ({report.vectors} windows) with {embedder.arch} "
-          f"in {t.seconds:.1f}s; skipped {len(report.skipped)}")
-    return index
-
-
-class MfccSearch:
-    """The MFCC baseline as an exact-search index of whole files (same query interface)."""
-
-    def __init__(self, ds, sample_rate: int):
-        import faiss
-        from sklearn.preprocessing import StandardScaler
-
-        from sonicsearch.eval.baseline import MfccBaseline
-
-        self.sample_rate = sample_rate
-        self.paths = [os.path.realpath(it.path) for it in ds.items]
-        with C.Timer() as t:
-            raw = MfccBaseline(sample_rate=sample_rate).features([it.path for it in ds.items])
-        fit_on = [i for i, it in enumerate(ds.items) if it.split != "test"]
-        self.scaler = StandardScaler().fit(raw[fit_on])
-        self.index = faiss.IndexFlatIP(raw.shape[1])
-        self.index.add(self._norm(raw))
-        C.log(f"MFCC statistics of {len(self.paths)} files in {t.seconds:.1f}s")
-
-    def _norm(self, raw: np.ndarray) -> np.ndarray:
-        z = self.scaler.transform(raw)
-        z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(z, dtype=np.float32)
-
-    def search(self, wave: np.ndarray, sr: int, k: int, exclude: str | None = None) -> list[str]:
-        from sonicsearch.eval.baseline import mfcc_stats
-
-        assert sr == self.sample_rate
-        _, ids = self.index.search(self._norm(mfcc_stats(wave, sr)[None]), k + 1)
-        out = [self.paths[i] for i in ids[0] if i >= 0 and self.paths[i] != exclude]
-        return out[:k]
-
-    def close(self) -> None:
-        pass
-
-
-# -- the two measurements -----------------------------------------------------------------
-
-def label_retrieval(indexes: dict, ds, held, rollups) -> dict:
-    """precision/recall/mAP@k of held-out whole-file queries, per model (and roll-up)."""
-    from sonicsearch.audio import load_audio
-    from sonicsearch.eval.metrics import map_at_k, precision_at_k, relevant_recall_at_k
-
-    label_of = {os.path.realpath(it.path): it.label for it in ds.items}
-    count = {lab: sum(it.label == lab for it in ds.items) for lab in ds.labels}
-    n_rel = np.array([count[it.label] - 1 for it in held])
-    ranked: dict[str, list[list[str]]] = {}
-    for it in held:
-        me = os.path.realpath(it.path)
-        for name, ix in indexes.items():
-            if name == "mfcc":
-                wave, sr = load_audio(it.path, ix.sample_rate)
-                ranked.setdefault(name, []).append(ix.search(wave, sr, max(KS), exclude=me))
-                continue
-            emb = ix.embedder.embed_file(it.path)
-            for r in rollups:
-                res = ix.query_vectors(emb.vectors, emb.spans, None, k=max(KS), rollup=r,
-                                       exclude=it.path)
-                ranked.setdefault(f"{name}/{r}", []).append(_result_paths(res))
-    out = {"queries": len(held)}
-    for key, rows in ranked.items():
-        rel = np.array([[label_of.get(p) == it.label for p in _pad(row)] for it, row in
-                        zip(held, rows)], dtype=bool).reshape(len(held), max(KS))
-        out[key] = {f"{m}@{k}": round(f(rel, k, n_rel) if m != "precision" else f(rel, k), 4)
-                    for k in KS for m, f in (("precision", precision_at_k),
-                                             ("recall", relevant_recall_at_k),
-                                             ("map", map_at_k))}
-    return out
-
-
-def near_duplicates(indexes: dict, ds, held, degradations, args, rollups,
-                    sample_rate: int | None = None) -> dict:
-    """recall@1 and @10 of the source file for degraded excerpts, per model and degradation,
-    degraded at ``sample_rate`` (default: the MFCC index's)."""
-    from sonicsearch.audio import load_audio
-    from sonicsearch.eval.degrade import apply
-    from sonicsearch.eval.metrics import hit_rate_at_k
-
-    rng = np.random.default_rng(args.seed)
-    others = [it for it in ds.items if it.split != "test"]
-    pool = [held[i] for i in rng.permutation(len(held))]
-    pool += [others[i] for i in rng.permutation(len(others))]
-    sources = pool[: args.dup_queries]
-    lo, hi = (float(x) for x in args.excerpt.split(","))
-    sr = sample_rate or indexes["mfcc"].sample_rate
-    hits: dict[str, dict[str, list[list[bool]]]] = {}
-    with C.Timer() as t:
-        for i, it in enumerate(sources):
-            length = min(float(rng.uniform(lo, hi)), it.duration)
-            offset = float(rng.uniform(0.0, max(0.0, it.duration - length)))
-            clean, _ = load_audio(it.path, sr, offset, length)
-            me = os.path.realpath(it.path)
-            for j, name in enumerate(degradations):
-                wave = apply(name, clean, sr, np.random.default_rng((args.seed, i, j)))
-                for model, ix in indexes.items():
-                    if model == "mfcc":
-                        found = {"mfcc": ix.search(wave, sr, max(KS))}
-                    else:
-                        emb = ix.embedder.embed_waveform(wave, sr)
-                        found = {f"{model}/{r}": _result_paths(ix.query_vectors(
-                            emb.vectors, emb.spans, None, k=max(KS), rollup=r)) for r in rollups}
-                    for key, paths in found.items():
-                        hits.setdefault(key, {}).setdefault(name, []).append(
-                            [p == me for p in _pad(paths)])
-    C.log(f"near-duplicates: {len(sources)} excerpts x {len(degradations)} degradations "
+        out = near_duplicates(indexes, ds, held, degradations, args.seed, args.dup_queries,
+                              tuple(float(x) for x in args.excerpt.split(",")), rollups,
+                              sample_rate)
+    C.log(f"near-duplicates: {out['queries']} excerpts x {len(degradations)} degradations "
           f"in {t.seconds:.1f}s")
-    out = {"queries": len(sources), "held_out_sources": sum(it.split == "test" for it in sources),
-           "excerpt_seconds": [lo, hi]}
-    for key, per in hits.items():
-        out[key] = {name: {f"recall@{k}": round(hit_rate_at_k(np.array(rows, bool), k), 4)
-                           for k in (1, 10)} for name, rows in per.items()}
     return out
 
 
@@ -355,22 +247,6 @@ def _run_test_metrics(model_path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return {k: test[k] for k in ("n", "accuracy", "macro_f1") if k in test} or None
-
-
-def _result_paths(res) -> list[str]:
-    """Resolved paths of a query's results (a query JSON dict, see docs/formats.md, or a list
-    of results)."""
-    results = res["results"] if isinstance(res, dict) else res
-    return [os.path.realpath(r["path"]) for r in results]
-
-
-def _pad(paths: list[str]) -> list[str]:
-    return (list(paths) + [""] * max(KS))[: max(KS)]
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 if __name__ == "__main__":

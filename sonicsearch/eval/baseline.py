@@ -16,7 +16,7 @@ import torchaudio
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from sonicsearch.audio import load_audio
+from sonicsearch.audio import load_audio, window_starts
 from sonicsearch.errors import DataError, ModelError
 from sonicsearch.eval.metrics import classification_report
 
@@ -51,6 +51,48 @@ def mfcc_stats(wave: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.ndarr
         d = torchaudio.functional.compute_deltas(m)
         stats = [m.mean(1), m.std(1, correction=0), d.mean(1), d.std(1, correction=0)]
     return torch.cat(stats).numpy().astype(np.float32)
+
+
+def mfcc_window_stats(wave: np.ndarray, sample_rate: int, window: float, hop: float,
+                      n_mfcc: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """MFCC statistics per window: :func:`mfcc_stats` over each window of a clip.
+
+    Args:
+        wave: 1-D mono samples.
+        sample_rate: their rate.
+        window, hop: window length and hop, seconds.
+        n_mfcc: MFCC coefficients.
+
+    Returns:
+        ``(stats, spans)``: float32 ``(windows, 4 * n_mfcc)`` (mean and std of the MFCCs,
+        then of their deltas, over the frames a window covers), and float64
+        ``(windows, 2)`` start and end seconds.
+    """
+    x = np.asarray(wave, np.float32)
+    n = x.size
+    if x.size < N_FFT:
+        x = np.pad(x, (0, N_FFT - x.size))
+    with torch.no_grad():
+        m = _mfcc(sample_rate, n_mfcc)(torch.from_numpy(x))
+        d = torchaudio.functional.compute_deltas(m)
+    feats = torch.cat([m, d]).numpy().astype(np.float64).T  # (frames, 2 * n_mfcc)
+    win, step = int(round(window * sample_rate)), int(round(hop * sample_rate))
+    c1 = np.vstack([np.zeros(feats.shape[1]), np.cumsum(feats, axis=0)])
+    c2 = np.vstack([np.zeros(feats.shape[1]), np.cumsum(feats**2, axis=0)])
+    rows, spans = [], []
+    for s in window_starts(n, win, step):
+        a = min(s // HOP, feats.shape[0] - 1)
+        b = max(a + 1, min(-(-(s + win) // HOP), feats.shape[0]))
+        mean = (c1[b] - c1[a]) / (b - a)
+        std = np.sqrt(np.maximum((c2[b] - c2[a]) / (b - a) - mean**2, 0.0))
+        rows.append(np.concatenate([mean[:n_mfcc], std[:n_mfcc], mean[n_mfcc:], std[n_mfcc:]]))
+        spans.append((s / sample_rate, min(s + win, n) / sample_rate))
+    return np.asarray(rows, np.float32), np.asarray(spans, np.float64)
+
+
+def unit_rows(z: np.ndarray) -> np.ndarray:
+    """``z`` with every row scaled to unit L2 norm (an all-zero row stays zero)."""
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
 class MfccBaseline:
@@ -108,9 +150,7 @@ class MfccBaseline:
         """Standardised, L2-normalised features ``(len(paths), 4 * n_mfcc)`` float32, so inner
         product is cosine similarity (for exact search)."""
         self._check_fitted()
-        z = self.scaler.transform(self.features(paths))
-        z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-        return z.astype(np.float32)
+        return unit_rows(self.scaler.transform(self.features(paths))).astype(np.float32)
 
     def _check_fitted(self) -> None:
         if not self.labels:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,3 +83,14 @@ def map_at_k(relevant: np.ndarray, k: int, n_relevant: np.ndarray) -> float:
     prec = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)
     denom = np.maximum(np.minimum(k, np.asarray(n_relevant)), 1)
     return float(((prec * rel).sum(axis=1) / denom).mean())
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
+    """Wilson score interval of a proportion ``k / n`` (95 % for the default ``z``), its
+    ends rounded to 4 decimals; None when ``n`` is 0."""
+    if n == 0:
+        return None
+    p, zz = k / n, z * z
+    centre = (p + zz / (2 * n)) / (1 + zz / n)
+    half = z * math.sqrt(p * (1 - p) / n + zz / (4 * n * n)) / (1 + zz / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]

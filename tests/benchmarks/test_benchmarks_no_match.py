@@ -71,19 +71,3 @@ def test_pick_outside_skips_copies_of_members(tmp_path):
     assert bench.wilson(0, 10)[0] == 0.0 and bench.wilson(10, 10)[1] == 1.0
     assert bench.wilson(0, 0) is None
 
-
-def test_a_silent_excerpt_is_redrawn(tmp_path):
-    import numpy as np
-    import soundfile as sf
-
-    bench = load_benchmark("no_match")
-    sr = bench.SR
-    t = np.arange(10 * sr) / sr
-    wave = np.where(t >= 5.0, 0.3 * np.sin(2 * np.pi * 440 * t), 0.0).astype(np.float32)
-    path = tmp_path / "half-silent.wav"
-    sf.write(path, wave, sr)
-    track = {"path": str(path), "duration": 10.0}
-    x, offset, redrawn = bench.audible_excerpt(track, 1.0, 2.0, (0,))
-    assert redrawn and offset > 3.0 and np.abs(x).max() > 0.1
-    x, offset, redrawn = bench.audible_excerpt(track, 6.0, 2.0, (0,))
-    assert not redrawn and offset == 6.0
