@@ -100,7 +100,7 @@ class AudioIndex(IndexReader):
             AudioError: the clip is unusable. IndexStoreError: another model, or vectors
                 of another dimension. ConfigError: unknown roll-up, k < 1, bad filters.
         """
-        if request.vectors is None:
+        if request.vectors is None and not (request.mode == "style" and request.style is not None):
             if request.waveform is not None:
                 fc = self.embedder.feature_config
                 emb = self.embedder.embed_waveform(request.waveform,

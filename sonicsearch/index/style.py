@@ -13,8 +13,8 @@ and index.json's ``style`` entry: ``kind`` (``head``: the model's style head;
 is 256 bytes per 20 s segment, against 20 window vectors of 2 KiB each for the base model.
 
 A style query is one vector (the clip's whole-file style vector). A file scores the best
-cosine of its own vector and its segments' (so a long file can be similar in parts); in
-segments mode each segment is a result. The search is exact (a matrix product; 10^4 tracks
+cosine of its own vector and its segments' (so a long file can be similar in parts), and
+its span is its best segment; in segments mode each segment is a result. The search is exact (a matrix product; 10^4 tracks
 are about 10^5 segments), so a filtered top-k is complete.
 
 Indexes built before style vectors hold none: a model without a style head gets them
@@ -71,7 +71,8 @@ class StyleTable:
         ``allowed`` is a mask of file ids, ``exclude`` one file id to leave out. Ties keep
         file (segment) order, so the hits for a depth are the first ones for any larger."""
         q = np.asarray(query, np.float32).reshape(-1)
-        seg_scores = np.round(self.segments @ q, 6)  # ranked as reported (SCORE_DECIMALS)
+        # ranked as reported (6 decimals), in float64 so a reported score is the one compared
+        seg_scores = np.round((self.segments @ q).astype(np.float64), 6)
         n = len(self.files)
         keep = np.ones(n, bool) if allowed is None else np.asarray(allowed, bool).copy()
         if exclude is not None and 0 <= exclude < n:
@@ -81,18 +82,16 @@ class StyleTable:
             order = _top(scores, depth)
             return [Hit(int(self.owner[i]), float(scores[i]), float(self.spans[i, 0]),
                         float(self.spans[i, 1])) for i in order]
-        best_seg = np.full(n, -np.inf, np.float32)
+        best_seg = np.full(n, -np.inf, np.float64)
         np.maximum.at(best_seg, self.owner, seg_scores)
-        file_scores = np.round(self.files @ q, 6)
+        file_scores = np.round((self.files @ q).astype(np.float64), 6)
         scores = np.where(keep, np.maximum(file_scores, best_seg), -np.inf)
         order = _top(scores, depth)
         first = _first_best_segment(seg_scores, self.owner, best_seg)
         out = []
         for f in order:
             i = first.get(int(f))
-            span = self.file_span[f]
-            if i is not None and best_seg[f] >= file_scores[f]:
-                span = (self.spans[i, 0], self.spans[i, 1])
+            span = self.file_span[f] if i is None else self.spans[i]
             out.append(Hit(int(f), float(scores[f]), float(span[0]), float(span[1])))
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -190,6 +191,25 @@ def test_non_utf8_names_print_in_tables_and_round_trip_in_json(tmp_path, monkeyp
     assert json.loads(out)["results"][0]["path"] == str(odd)  # lossless
     code, out, err = cli(monkeypatch, capsys, "query", odd, "--index", tmp_path / "idx")
     assert code == 0 and "caf\ufffd.wav" in out
+
+
+def test_query_mode_style_answers_in_json_and_refuses_recording_options(indexed, monkeypatch,
+                                                                       capsys):
+    root, files = indexed
+    code, out, err = cli(monkeypatch, capsys, "query", files[3], "--index", root / "idx",
+                         "--mode", "style", "--json", "-k", "3")
+    assert code == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["mode"] == "style" and res["results"][0]["path"] == str(files[3].resolve())
+    code, out, _ = cli(monkeypatch, capsys, "query", files[3], "--index", root / "idx",
+                       "--mode", "style", "--segments", "-k", "2")
+    assert code == 0 and out.splitlines()[1].split() == ["rank", "score", "match",
+                                                         "predicted", "path"]
+    for extra in (("--rollup", "max"), ("--min-score", "auto"), ("--mode", "genre")):
+        args = ("--mode", "style", *extra) if extra[0] != "--mode" else extra
+        code, _, err = cli(monkeypatch, capsys, "query", files[3], "--index", root / "idx",
+                           *args)
+        assert code == 2 and extra[0] in err, err
 
 
 def test_info_check_reports_a_damaged_index_in_one_line(indexed, monkeypatch, capsys):

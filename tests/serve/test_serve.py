@@ -116,6 +116,30 @@ def test_query_view_filters_and_form_fields(server, corpus):
     assert post_clip(server, clip, k=0).status_code == 422
 
 
+def test_style_mode_and_more_like_this(server, corpus):
+    root, files, emb, clip, _ = corpus
+    got = post_clip(server, clip, k=4, mode="style").json()
+    with AudioIndex.open(root / "idx", embedder=emb) as idx:
+        want = idx.query(clip, k=4, mode="style").to_dict()
+        target = idx.store.records[5].path
+        similar = idx.similar(5, k=3).to_dict()
+    want["query"] = "clip.wav"
+    assert got == want and got["mode"] == "style"
+    fid = file_id(target)
+    res = server.get(f"/files/{fid}/similar", params={"k": 3})
+    assert res.status_code == 200, res.text
+    assert res.json() == similar and res.json()["mode"] == "style"
+    assert target not in [r["path"] for r in res.json()["results"]]
+    rec = server.get(f"/files/{fid}/similar", params={"k": 3, "mode": "recording",
+                                                      "view": "true"}).json()
+    assert rec["mode"] == "recording" and len(rec["view"]["ids"]) == 3
+    assert server.get("/files/nope/similar").status_code == 404
+    bad = server.get(f"/files/{fid}/similar", params={"min_score": "auto"})
+    assert bad.status_code in (400, 422) and "style mode" in bad.json()["detail"]
+    assert server.get(f"/files/{fid}/similar", params={"mode": "genre"}).status_code == 422
+    assert "/files/{fid}/similar" in server.get("/openapi.json").json()["paths"]
+
+
 def test_no_match_for_a_clip_not_in_the_collection(server, corpus):
     _, files, _, clip, stranger = corpus
     res = post_clip(server, stranger, min_score="auto").json()

@@ -155,6 +155,35 @@ def test_upload_shows_the_source_first_with_a_playable_player(site, browser):
         browser.save_screenshot(shot)
 
 
+def test_sounds_similar_switch_and_more_like_this(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, clip, _, seen = site
+    seen.clear()
+    upload(browser, url, clip)
+    assert browser.find_element(By.CSS_SELECTOR, ".chip.mode").text == "same recording"
+    browser.execute_script("document.querySelector('#status').textContent = ''")
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=style]").click()
+    WebDriverWait(browser, 30).until(  # the switch asks the last clip again
+        lambda d: d.find_element(By.CSS_SELECTOR, ".chip.mode").text == "sounds similar"
+        and "result" in d.find_element(By.ID, "status").text)
+    assert any(m == "POST" and "/query" in p for m, p, _ in seen)
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
+    assert cards[0].find_element(By.CSS_SELECTOR, ".file").text == "glass-bells.wav"
+    browser.execute_script("document.querySelector('#status').textContent = ''")
+    cards[0].find_element(By.CSS_SELECTOR, "button.more").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: "more like an indexed file" in d.find_element(By.ID, "status").text)
+    head = browser.find_element(By.CSS_SELECTOR, "#query .name").text
+    assert head.endswith("glass-bells.wav")
+    names = [c.find_element(By.CSS_SELECTOR, ".file").text
+             for c in browser.find_elements(By.CSS_SELECTOR, "article.result")]
+    assert names and "glass-bells.wav" not in names  # more like it: the others
+    assert any(p.endswith("/similar") and st == 200 for _, p, st in seen), seen
+    assert not [x for x in seen if x[2] >= 400], seen
+
+
 def test_a_clip_not_in_the_collection_shows_no_match(site, browser):
     from selenium.webdriver.common.by import By
 
