@@ -20,7 +20,6 @@ import numpy as np
 from sonicsearch.config import FeatureConfig
 from sonicsearch.errors import AudioError, ConfigError
 
-
 SEGMENT_SECONDS = 20.0  # a style segment: the windows that start in one 20 s stretch
 MIN_SEGMENT_SECONDS = 10.0  # a shorter last segment joins the one before it
 

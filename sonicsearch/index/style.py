@@ -14,8 +14,9 @@ is 256 bytes per 20 s segment, against 20 window vectors of 2 KiB each for the b
 
 A style query is one vector (the clip's whole-file style vector). A file scores the best
 cosine of its own vector and its segments' (so a long file can be similar in parts), and
-its span is its best segment; in segments mode each segment is a result. The search is exact (a matrix product; 10^4 tracks
-are about 10^5 segments), so a filtered top-k is complete.
+its span is its best segment; in segments mode each segment is a result. The search is
+exact (a matrix product; 10^4 tracks are about 10^5 segments), so a filtered top-k is
+complete.
 
 Indexes built before style vectors hold none: a model without a style head gets them
 pooled from the stored window vectors when first needed (nothing is re-embedded), and the

@@ -16,9 +16,8 @@ from sonicsearch.embedding_types import (
     pool_style,
 )
 from sonicsearch.errors import ConfigError, IndexStoreError
-from sonicsearch.index import AudioIndex, QueryRequest, build_index
+from sonicsearch.index import AudioIndex, QueryRequest, build_index, writer
 from sonicsearch.index import layout as L
-from sonicsearch.index import writer
 from sonicsearch.index.filters import Filters
 from sonicsearch.index.style import STYLE_FILES, read_style
 
