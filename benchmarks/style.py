@@ -178,6 +178,11 @@ def main(argv=None) -> dict:
     systems = {"embedding (window mean)": emb,
                "stage statistics": S.standardise(fit, stats),
                "MFCC statistics": S.standardise(mfcc, mfcc)}
+    head = getattr(feats.emb.model, "style_head", None)
+    if head is not None:  # what an index of this model holds: its style head's vectors
+        with torch.no_grad():
+            systems["style vector (the model's style head)"] = head.eval()(
+                torch.from_numpy(stats)).numpy()
     for spec in args.peer:
         name, _, folder = spec.partition("=")
         vec = peer_vectors(Path(folder), paths, clips, [p["starts"] for p in per],

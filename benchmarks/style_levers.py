@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sonicsearch.eval import style as S
+from sonicsearch.model.style import StyleHead
 
 VAL_PACKAGES = "hedgewars-data,widelands-data,colobot-common-sounds,freedroidrpg-data"
 
@@ -42,19 +43,23 @@ def parse_args(argv=None):
     p.add_argument("--max-seconds", type=float, default=300.0)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--export-head", type=Path, help="save the distilled head trained on the "
+                   "whole training pool here (for benchmarks/export_base.py --style-head)")
     return p.parse_args(argv)
 
 
-class Head(nn.Module):
+class Head(StyleHead):
+    """The model's style head (sonicsearch/model/style.py), standardised on ``fit`` (clip
+    statistics of the training tracks), its output L2-normalised for the losses."""
+
     def __init__(self, fit: np.ndarray, hidden: int = 512, dim: int = 128):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(fit.shape[1], hidden), nn.BatchNorm1d(hidden),
-                                 nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, dim))
-        self.register_buffer("mu", torch.from_numpy(fit.mean(0)))
-        self.register_buffer("sd", torch.from_numpy(fit.std(0) + 1e-3))
+        super().__init__(fit.shape[1], hidden, dim)
+        with torch.no_grad():
+            self.mu.copy_(torch.from_numpy(fit.mean(0)))
+            self.sd.copy_(torch.from_numpy(fit.std(0) + 1e-3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net((x - self.mu) / self.sd), dim=-1)
+        return F.normalize(super().forward(x), dim=-1)
 
 
 def supcon(z: torch.Tensor, y: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -111,6 +116,15 @@ def train_head(lever: str, per: list[dict], labels: list[str], teacher: list | N
         loss.backward()
         opt.step()
     return head.eval()
+
+
+def save_head(head: Head, path: Path, provenance: dict) -> None:
+    """The head's weights, shape and how it was trained, as plain tensors and values."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": "sonicsearch.style_head", "shape": head.shape(),
+                "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+                "provenance": provenance}, path)
+    C.log(f"wrote the distilled style head to {path}")
 
 
 def _teacher_clip(teacher, starts: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -180,6 +194,11 @@ def main(argv=None) -> dict:
             head = train_head(lever, fper, flab, t, args.steps, args.seed)
             res[f"head: {lever}"] = measure(head, *target, None, probe)
             C.log(f"{where} {lever}: mAP {res[f'head: {lever}']['map']:.3f}")
+            if where == "eval" and lever == "distil" and args.export_head:
+                save_head(head, args.export_head, {
+                    "lever": lever, "steps": args.steps, "seed": args.seed,
+                    "train": str(args.train), "teacher": str(args.teacher),
+                    "tracks": len(fit_idx), "val_map": results["val"][f"head: {lever}"]["map"]})
     rows = [[name, f"{results['val'][name]['map']:.3f}", f"{r['map']:.3f}",
              f"{r['p_at_10']:.3f}", f"{r['probe_f1']:.3f}"]
             for name, r in results["eval"].items()]

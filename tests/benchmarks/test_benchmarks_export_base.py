@@ -42,3 +42,32 @@ def test_export_refuses_a_labelled_model(tmp_path):
     with pytest.raises(SystemExit, match="label-free"):
         mod.main([str(src), str(tmp_path / "out.pt")])
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_export_adds_a_style_head_and_keeps_the_embeddings(tmp_path):
+    from sonicsearch.model.infer import embed_windows
+    from sonicsearch.model.style import StyleHead, forward_with_stats
+
+    mod = load_benchmark("export_base")
+    levers = load_benchmark("style_levers")
+    src = _model(tmp_path / "model.pt")
+    plain, _ = load_checkpoint(src)
+    wave = 0.1 * torch.randn(3, int(plain.feature_config.window_seconds
+                                    * plain.feature_config.sample_rate))
+    with torch.no_grad():
+        _, _, stats = forward_with_stats(plain, wave)
+    head = levers.Head(stats.numpy(), hidden=8, dim=4)
+    levers.save_head(head, tmp_path / "head.pt", {"lever": "distil", "steps": 1})
+    out = tmp_path / "base-vX.pt"
+    res = mod.main([str(src), str(out), "--style-head", str(tmp_path / "head.pt")])
+    assert res["worst_cosine"] >= mod.MIN_COSINE
+    model, info = load_checkpoint(out)
+    assert isinstance(model.style_head, StyleHead) and info["style_head"]["dim"] == 4
+    assert info["extra"]["style_head"]["lever"] == "distil"
+    bare = tmp_path / "bare.pt"
+    mod.main([str(src), str(bare)])
+    assert (embed_windows(load_checkpoint(bare)[0], wave)
+            == embed_windows(model, wave)).all()  # the head changes no window vector
+    torch.save({"kind": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(SystemExit, match="not a style head"):
+        mod.main([str(src), str(tmp_path / "x.pt"), "--style-head", str(tmp_path / "bad.pt")])
