@@ -250,6 +250,14 @@ def _print_result(result, segments: bool) -> None:
     typer.echo("")
 
 
+def _style_line(style: dict | None) -> str:
+    if style is None:
+        return ("none stored (built by an older sonicsearch): --mode style pools them from "
+                "the window vectors; build-index stores them")
+    what = "the model's style head" if style["kind"] == "head" else "window-vector means"
+    return f"{style['files']} files, {style['segments']} segments, {style['dim']}-d ({what})"
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(max(0.0, seconds), 60)
     h, m = divmod(int(m), 60)
@@ -282,7 +290,8 @@ def info(
         f"index       {index}\nfiles       {facts['files']}\nvectors     {facts['vectors']}\n"
         f"dim         {facts['dim']}\ntype        {facts['index_type']}\n"
         f"model       {model['arch']} sha256 {model['sha256'][:16]}\nlabels      {labels}\n"
-        f"created     {facts['created']}" + ("\ncheck       ok: every file matches its checksum"
+        f"created     {facts['created']}\nstyle       {_style_line(facts['style'])}"
+        + ("\ncheck       ok: every file matches its checksum"
                                             if check else "")
         + ("" if facts["manifest_verified"] else "\nindex.json  has no checksum of itself (built "
            "by an older sonicsearch): it cannot be verified; `build-index --rebuild` adds one"))

@@ -150,6 +150,8 @@ class IndexReader:
             "index_params": self.meta["index_params"], "index_reason": self.meta["index_reason"],
             "window_seconds": fc["window_seconds"], "hop_seconds": fc["hop_seconds"],
             "path": str(self.root),
+            "style": ({k: self.meta["style"][k] for k in ("kind", "dim", "files", "segments")}
+                      if self.meta.get("style") else None),
             "manifest_verified": L.manifest_verified(self.meta),
         }
 
