@@ -182,6 +182,9 @@ def test_sounds_similar_switch_and_more_like_this(site, browser):
     assert names and "glass-bells.wav" not in names  # more like it: the others
     assert any(p.endswith("/similar") and st == 200 for _, p, st in seen), seen
     assert not [x for x in seen if x[2] >= 400], seen
+    shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
+    if shots:
+        browser.save_screenshot(str(Path(shots) / "more-like-this.png"))
 
 
 def test_a_clip_not_in_the_collection_shows_no_match(site, browser):
