@@ -5,8 +5,11 @@ A ResNet-18 pretrained without labels (NT-Xent on two degraded views of each exc
 noise, recorded background, telephone line, room reverb, codec loss, speed and gain) on
 about 6 hours of licence-clean Debian audio (game music and effects, speech prompts,
 ambience); 16 kHz, 64 mels, 2 s windows, level-invariant front end (``features.level:
-window``). Weights are stored in fp16 (21.5 MiB) and load into a float32 model. The model
-card is docs/base-model.md; the file's sha256 is checked before first use.
+window``). From ``base-v2`` it also carries a style head (model/style.py): 128-d style
+vectors distilled from a music tagger on the training pool's music, with base-v1's backbone
+unchanged (the same window vectors). Weights are stored in fp16 (23.6 MiB) and load into a
+float32 model. The model card is docs/base-model.md; the file's sha256 is checked before
+first use.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from sonicsearch.errors import ModelError
 from sonicsearch.fileio import file_sha256
 
 NAME = "base"  # what --model / --weights accept
-VERSION = "base-v1"
+VERSION = "base-v2"
 FILE = Path(__file__).resolve().parent.parent / "assets" / f"{VERSION}.pt"
-SHA256 = "c1fe1c62c92b76796ed01d559ecfdc78a0a4a9635a2d065f80493c40db305baa"
+SHA256 = "7188369071c4b4f7de772a04167e9cfb721df5d720508b5b9872df889bb1cf35"
 ARCH = "resnet18"
 _verified: set[Path] = set()
 
