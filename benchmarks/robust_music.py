@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from sonicsearch.embed import QUIET_DBFS  # noqa: E402
+from sonicsearch.embed.embedder import QUIET_DBFS  # noqa: E402
 from sonicsearch.index.backends.faiss_backend import FaissBackend  # noqa: E402
 
 QUIET_PEAK = 1e-3  # excerpts quieter than -60 dBFS at their peak are not queried
@@ -368,7 +368,7 @@ class ModelSystem:
     def __init__(self, spec: str, device: str, index_hop: float | None = None,
                  query_hop: float | None = None, quiet_dbfs: float | None = QUIET_DBFS,
                  window: float | None = None):
-        from sonicsearch.embed import Embedder
+        from sonicsearch.embed.embedder import Embedder
 
         name, _, path = spec.rpartition("=")
         self.embedder = Embedder.from_checkpoint(path, device=device, hop_seconds=index_hop,

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from sonicsearch.audio import check_usable, frame_windows, load_audio
 from sonicsearch.config import FeatureConfig
-from sonicsearch.embedding_types import EmbeddedFile
+from sonicsearch.embed.types import EmbeddedFile
 from sonicsearch.errors import AudioError
 
 SR = 8000

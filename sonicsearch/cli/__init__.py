@@ -37,10 +37,10 @@ def _root(
     """Audio similarity search."""
 
 
-@app.command()
-def doctor() -> None:
+@app.command("doctor")
+def doctor_cmd() -> None:
     """Load torch, torchvision, torchaudio, FAISS and soundfile and check they fit together."""
-    from sonicsearch.doctor import check_stack
+    from sonicsearch.cli.doctor import check_stack
 
     for c in check_stack():
         typer.echo(f"{c.name:<12} {c.version:<16} {c.detail}".rstrip())

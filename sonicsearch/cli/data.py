@@ -10,7 +10,7 @@ import typer
 from sonicsearch.cli import app
 from sonicsearch.cli.common import NON_NEGATIVE, POSITIVE, SEED
 from sonicsearch.cli.help import App
-from sonicsearch.progress import log, progress_bar
+from sonicsearch.utils.progress import log, progress_bar
 
 make = App(help="Make a labelled dataset.", no_args_is_help=True)
 app.add_typer(make, name="make-dataset")
@@ -101,6 +101,6 @@ def demo(
         "numbers on the same CPU and thread count.")] = 0,
 ) -> None:
     """Offline tour: synthetic corpus -> train -> index -> held-out queries -> recall@k."""
-    from sonicsearch.demo import run_demo
+    from sonicsearch.cli.demo import run_demo
 
     run_demo(workdir, seed=seed)

@@ -19,7 +19,7 @@ from sonicsearch.cli.common import (
     WeightsOpt,
 )
 from sonicsearch.cli.train import report_skipped
-from sonicsearch.progress import log
+from sonicsearch.utils.progress import log
 
 
 class Method(str, Enum):

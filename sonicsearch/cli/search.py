@@ -22,8 +22,8 @@ from sonicsearch.cli.common import (
 )
 from sonicsearch.index.backends.base import BACKEND_REGISTRY
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
-from sonicsearch.progress import log, progress_bar
-from sonicsearch.reporting import display_path
+from sonicsearch.utils.progress import log, progress_bar
+from sonicsearch.utils.reporting import display_path
 
 Rollup = ROLLUP_REGISTRY.enum("Rollup")
 

@@ -23,7 +23,7 @@ from sonicsearch.cli.common import (
     WeightsOpt,
     report_skipped,
 )
-from sonicsearch.progress import log
+from sonicsearch.utils.progress import log
 
 
 @app.command()

@@ -19,7 +19,7 @@ from sonicsearch.cli.common import (
     ExternalOpt,
     WeightsOpt,
 )
-from sonicsearch.progress import log
+from sonicsearch.utils.progress import log
 
 
 class Objective(str, Enum):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.config import IndexConfig
-from sonicsearch.embedding_types import EmbedderProtocol
+from sonicsearch.embed.types import EmbedderProtocol
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import GenerationSpec, write_backend
 from sonicsearch.index.store import Store, write_meta

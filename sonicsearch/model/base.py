@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sonicsearch.errors import ModelError
-from sonicsearch.fileio import file_sha256
+from sonicsearch.utils.fileio import file_sha256
 
 NAME = "base"  # what --model / --weights accept
 VERSION = "base-v1"

@@ -19,11 +19,11 @@ import torch
 
 from sonicsearch.config import FeatureConfig, ModelConfig
 from sonicsearch.errors import ModelError
-from sonicsearch.fileio import atomic_torch_save, file_sha256
 from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.weights import MODEL_FILE_KIND as KIND
 from sonicsearch.model.weights import load_file
-from sonicsearch.runtime import resolve_device
+from sonicsearch.utils.fileio import atomic_torch_save, file_sha256
+from sonicsearch.utils.runtime import resolve_device
 
 FORMAT_VERSION = 1
 

@@ -19,8 +19,8 @@ from sonicsearch.data.windows import FileWindows, collate_files
 from sonicsearch.errors import DataError, ModelError
 from sonicsearch.eval.metrics import classification_report, confusion
 from sonicsearch.model.infer import run_files
-from sonicsearch.progress import log
-from sonicsearch.runtime import resolve_device
+from sonicsearch.utils.progress import log
+from sonicsearch.utils.runtime import resolve_device
 
 
 def predict_files(model, loader: DataLoader, device, max_windows: int = 64):
@@ -93,7 +93,7 @@ def evaluate_model(
     report = classification_report(targets, pred, labels)
     out = Path(out_dir) if out_dir is not None else Path(model_path).parent
     if out.is_dir():
-        from sonicsearch.plots import plot_confusion
+        from sonicsearch.utils.plots import plot_confusion
 
         cm = confusion(targets, pred, len(labels))
         plot_confusion(cm, labels, out / f"confusion_{split}.png",

@@ -22,8 +22,8 @@ import torch
 
 from sonicsearch.config import Config, save_config
 from sonicsearch.errors import ModelError, TrainingError
-from sonicsearch.fileio import atomic_torch_save, atomic_write_text, file_sha256
-from sonicsearch.progress import format_seconds
+from sonicsearch.utils.fileio import atomic_torch_save, atomic_write_text, file_sha256
+from sonicsearch.utils.progress import format_seconds
 
 # Every file a train or pretrain run writes; --overwrite deletes these and nothing else.
 RUN_FILES = ("model.pt", "model.sha256", "last.pt", "config.yaml", "split.csv",

@@ -29,11 +29,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sonicsearch.config import Config
 from sonicsearch.data.manifest import Dataset
 from sonicsearch.errors import ConfigError, DeviceError, TrainingError
-from sonicsearch.progress import log, progress_bar
-from sonicsearch.runtime import resolve_device
 from sonicsearch.training.finetune import fit
 from sonicsearch.tune.objectives import second_objective
 from sonicsearch.tune.space import SearchSpace
+from sonicsearch.utils.progress import log, progress_bar
+from sonicsearch.utils.runtime import resolve_device
 
 OBJECTIVES: dict[str, tuple[str, ...]] = {
     "f1": ("maximize",),

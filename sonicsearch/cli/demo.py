@@ -26,7 +26,7 @@ import numpy as np
 
 from sonicsearch.config import load_config
 from sonicsearch.errors import DataError
-from sonicsearch.progress import format_seconds, log
+from sonicsearch.utils.progress import format_seconds, log
 
 DEMO_CORPUS = {"genres": 8, "per_genre": 15, "seconds": 15.0}
 DEMO_OVERRIDES = {
