@@ -40,7 +40,7 @@ from sonicsearch.audio import (
 )
 from sonicsearch.embed.types import EmbeddedFile, check_hop, check_window
 from sonicsearch.errors import AudioError
-from sonicsearch.utils.runtime import prepare_torch
+from sonicsearch.utils.runtime import prepare_torch, resolve_device
 
 _END = object()
 WAVEFORM_BLOCK_WINDOWS = 256  # windows cut from an in-memory waveform at a time
@@ -102,8 +102,8 @@ class Embedder:
         Raises:
             ModelError: missing or unreadable checkpoint.
         """
+        # deferred: torchvision (the backbones) loads with a checkpoint, not with the index
         from sonicsearch.model.checkpoint import load_checkpoint
-        from sonicsearch.utils.runtime import resolve_device
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sonicsearch._version import __version__
 from sonicsearch.config import IndexConfig
 from sonicsearch.embed.types import EmbedderProtocol
 from sonicsearch.index import layout as L
@@ -162,8 +163,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _index_json(plan: GenerationPlan) -> dict[str, Any]:
-    from sonicsearch._version import __version__
-
     prev, emb = plan.prev, plan.embedder
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return {

@@ -385,6 +385,7 @@ def _save_last(run: _Run) -> None:
 
 
 def _plot_curves(history: list[dict], out: Path) -> None:
+    # deferred: matplotlib loads only when a figure is drawn
     from sonicsearch.utils.plots import plot_curves
 
     if history:

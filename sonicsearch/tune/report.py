@@ -153,6 +153,7 @@ def write_csv(study: optuna.Study, path: Path) -> Path:
 def plot_history(study: optuna.Study, path: Path) -> Path:
     """Validation macro-F1 per trial (complete: dots; pruned: its last reported value) and
     the best so far."""
+    # deferred: matplotlib loads only when a figure is drawn
     from sonicsearch.utils.plots import plt, save_figure
     fig, ax = plt.subplots(figsize=(7, 4))
     done = [(t.number, t.values[0]) for t in study.trials if t.state == TrialState.COMPLETE]
@@ -194,6 +195,7 @@ def plot_importance(study: optuna.Study, path: Path) -> Path | None:
     if not imp:
         log("no importance.png: no parameter varied across the complete trials")
         return None
+    # deferred: matplotlib loads only when a figure is drawn
     from sonicsearch.utils.plots import plt, save_figure
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
@@ -207,6 +209,7 @@ def plot_importance(study: optuna.Study, path: Path) -> Path | None:
 
 def plot_pareto(study: optuna.Study, objective: str, path: Path) -> Path:
     """Complete trials in the plane of the two objectives, the Pareto front highlighted."""
+    # deferred: matplotlib loads only when a figure is drawn
     from sonicsearch.utils.plots import plt, save_figure
     front = {t.number for t in study.best_trials}
     fig, ax = plt.subplots(figsize=(6, 4.5))
