@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     C.set_threads(args.threads)
     from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.embed import Embedder
+    from sonicsearch.embed.embedder import Embedder
     from sonicsearch.eval.degrade import DEGRADATIONS
     from sonicsearch.index.search import ROLLUP_DEFAULT
 

@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     C.set_threads(args.threads)
-    from sonicsearch.embed import Embedder
+    from sonicsearch.embed.embedder import Embedder
     from sonicsearch.eval.degrade import DEGRADATIONS
     from sonicsearch.index.search import ROLLUP_DEFAULT, ROLLUPS
 

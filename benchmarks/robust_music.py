@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from sonicsearch.embed import QUIET_DBFS  # noqa: E402
+from sonicsearch.embed.embedder import QUIET_DBFS  # noqa: E402
 from sonicsearch.eval import degrade  # noqa: E402
 from sonicsearch.eval.systems import MfccSystem, ModelSystem  # noqa: E402, F401
 from sonicsearch.eval.tracks import (  # noqa: E402, F401 - pick_tracks: the tests' too

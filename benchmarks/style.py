@@ -31,7 +31,7 @@ import torch
 import torchaudio
 
 from sonicsearch.audio import frame_windows, load_audio
-from sonicsearch.embed import Embedder, window_rms_dbfs
+from sonicsearch.embed.embedder import Embedder, window_rms_dbfs
 from sonicsearch.errors import SonicsearchError
 from sonicsearch.eval import style as S
 from sonicsearch.model.infer import embed_windows, stage_statistics

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from sonicsearch.audio import find_audio_files
-    from sonicsearch.runtime import resolve_device
+    from sonicsearch.utils.runtime import resolve_device
 
     device = resolve_device(args.device)
     embedder = load_model(args, device)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def load_model(args, device):
     """An Embedder of ``--model``, or of a random-init backbone with the default features."""
-    from sonicsearch.embed import Embedder
+    from sonicsearch.embed.embedder import Embedder
 
     if args.model is not None:
         return Embedder.from_checkpoint(args.model, device=str(device))

@@ -11,7 +11,7 @@ __all__ = ["AudioIndex", "Embedder", "load_audio", "__version__"]
 def __getattr__(name: str):
     # Heavy parts (torchvision, faiss) load on first use, so `import sonicsearch` stays quick.
     if name == "Embedder":
-        from sonicsearch.embed import Embedder
+        from sonicsearch.embed.embedder import Embedder
 
         return Embedder
     if name == "AudioIndex":

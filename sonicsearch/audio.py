@@ -28,9 +28,9 @@ import torchaudio
 from sonicsearch.audio_integrity import check_complete as _check_complete
 from sonicsearch.audio_integrity import mp3_truncated, ogg_truncated
 from sonicsearch.errors import AudioError
-from sonicsearch.native_stderr import native_stderr
-from sonicsearch.progress import log
-from sonicsearch.reporting import display_path
+from sonicsearch.utils.native_stderr import native_stderr
+from sonicsearch.utils.progress import log
+from sonicsearch.utils.reporting import display_path
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au"}

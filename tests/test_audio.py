@@ -313,7 +313,7 @@ def test_the_decoder_s_xing_warning_names_the_file(tmp_path, capfd):
 
 
 def test_other_output_on_fd_2_passes_through_a_capture(capfd):
-    from sonicsearch.native_stderr import native_stderr
+    from sonicsearch.utils.native_stderr import native_stderr
 
     with native_stderr() as notes:
         os.write(2, b"a progress line\nWarning: from the decoder\n")

@@ -396,8 +396,10 @@ def test_no_file_cites_a_spec_outside_the_repo():
     (lambda: ModelError("bad model"), 1, "error: bad model\n"),
 ])
 def test_main_exit_codes_for_interrupts_and_errors(monkeypatch, capsys, raised, code, message):
-    from sonicsearch import doctor
-    from sonicsearch.cli import main  # the entry point, which CliRunner does not run
+    from sonicsearch.cli import (
+        doctor,
+        main,  # the entry point, which CliRunner does not run
+    )
 
     def boom():
         raise raised()

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from sonicsearch.cli import app
-from sonicsearch.demo import run_demo
+from sonicsearch.cli.demo import run_demo
 from sonicsearch.errors import DataError
 
 TINY_CORPUS = {"genres": 3, "per_genre": 6, "seconds": 3.0, "sample_rate": 8000}

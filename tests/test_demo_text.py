@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sonicsearch.demo import summary_line
+from sonicsearch.cli.demo import summary_line
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sonicsearch import doctor
+from sonicsearch.cli import doctor
 from sonicsearch.errors import SonicsearchError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from sonicsearch import embed as embed_mod
 from sonicsearch.audio import frame_windows
 from sonicsearch.config import FeatureConfig
-from sonicsearch.embedding_types import EmbedderProtocol, with_windows
+from sonicsearch.embed import embedder as embed_mod
+from sonicsearch.embed.types import EmbedderProtocol, with_windows
 
 SR = 8000
 
@@ -78,7 +78,7 @@ def test_with_windows_returns_a_new_embedder(embedder):
 
 
 def test_importing_embed_does_not_import_faiss():
-    code = "import sys, sonicsearch.embed; print('faiss' in sys.modules)"
+    code = "import sys, sonicsearch.embed.embedder; print('faiss' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

@@ -50,6 +50,8 @@ def test_every_module_imports_alone():
 @pytest.mark.parametrize("module,heavy", [
     ("sonicsearch", ("faiss", "torchvision")),
     ("sonicsearch.audio", ("faiss", "torchvision")),
+    # the model-to-index contract; the torch Embedder loads only when asked for
+    ("sonicsearch.embed", ("faiss", "torchvision", "sonicsearch.embed.embedder")),
 ])
 def test_light_modules_do_not_pull_heavy_ones(module, heavy):
     proc = _fresh_import(f"import sys, {module}; print(' '.join(m for m in {heavy!r} "
@@ -75,8 +77,8 @@ ALLOWED_LONG = {
     "data/debian.py:pack_opus": "one seeded pass, so the draw order (and the pack) repeats",
     "data/synth/corpus.py:make_synth_corpus": "one seeded pass, so the corpus stays "
                                               "bit-identical",
-    "embed.py:embed_files": "the decode-ahead thread and its consumer share a queue and a "
-                            "stop flag",
+    "embed/embedder.py:embed_files": "the decode-ahead thread and its consumer share a "
+                                     "queue and a stop flag",
     "index/build.py:_build": "the build's steps under one lock, in the order that keeps a "
                              "killed build harmless",
     "index/search.py:search": "the deepening loop holds candidates, filter mask and roll-up "

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sonicsearch.errors import ConfigError, DeviceError, TrainingError
-from sonicsearch.runtime import resolve_device
+from sonicsearch.utils.runtime import resolve_device
 
 
 def test_cuda_without_a_gpu_is_a_device_error_not_a_training_one(monkeypatch):

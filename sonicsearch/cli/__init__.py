@@ -8,6 +8,7 @@ import sys
 import typer
 
 from sonicsearch._version import __version__
+from sonicsearch.cli import doctor as _doctor
 from sonicsearch.cli.help import App
 from sonicsearch.errors import SonicsearchError
 
@@ -37,12 +38,10 @@ def _root(
     """Audio similarity search."""
 
 
-@app.command()
-def doctor() -> None:
+@app.command("doctor")
+def doctor_cmd() -> None:
     """Load torch, torchvision, torchaudio, FAISS and soundfile and check they fit together."""
-    from sonicsearch.doctor import check_stack
-
-    for c in check_stack():
+    for c in _doctor.check_stack():
         typer.echo(f"{c.name:<12} {c.version:<16} {c.detail}".rstrip())
     typer.echo("ok")
 

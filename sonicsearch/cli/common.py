@@ -13,7 +13,8 @@ import typer
 
 from sonicsearch.index.faiss_index import INDEX_TYPE_REGISTRY
 from sonicsearch.index.layout import DEFAULT_INDEX_DIR
-from sonicsearch.reporting import display_path, skipped_by_reason
+from sonicsearch.utils.progress import log
+from sonicsearch.utils.reporting import display_path, skipped_by_reason
 
 
 class Device(str, Enum):
@@ -89,8 +90,6 @@ OverwriteOpt = Annotated[bool, typer.Option(
 
 def report_skipped(skipped: list[tuple[str, str]], what: str = "files") -> None:
     """One line per skipped file, then a count by reason (stderr)."""
-    from sonicsearch.progress import log
-
     if not skipped:
         return
     for path, reason in skipped:

@@ -10,7 +10,9 @@ import typer
 from sonicsearch.cli import app
 from sonicsearch.cli.common import NON_NEGATIVE, POSITIVE, SEED
 from sonicsearch.cli.help import App
-from sonicsearch.progress import log, progress_bar
+from sonicsearch.data.debian import make as make_debian
+from sonicsearch.data.gtzan import make_gtzan_csv
+from sonicsearch.utils.progress import log, progress_bar
 
 make = App(help="Make a labelled dataset.", no_args_is_help=True)
 app.add_typer(make, name="make-dataset")
@@ -30,6 +32,7 @@ def synth(
         min=0, callback=SEED, help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Write a deterministic synthetic genre corpus in the folder-per-label layout."""
+    # deferred: the synthesiser loads SciPy (2 s), which --help does not need
     from sonicsearch.data.synth import make_synth_corpus
 
     with progress_bar(genres * per_genre, "synthesising") as bar:
@@ -47,8 +50,6 @@ def gtzan(
     out: Annotated[Path, typer.Argument(help="The DATA CSV to write (path,label,split).")],
 ) -> None:
     """Write GTZAN's fault-filtered, artist-aware split (930 clips) as a DATA CSV."""
-    from sonicsearch.data.gtzan import make_gtzan_csv
-
     summary = make_gtzan_csv(root, out)
     s = summary["splits"]
     log(f"wrote {summary['files']} clips ({s['train']} train, {s['val']} val, {s['test']} "
@@ -80,8 +81,6 @@ def debian(
     seed: Annotated[int, typer.Option(min=0, callback=SEED, help="Seed of the pack's pick.")] = 0,
 ) -> None:
     """Real audio from Debian's archive: download, extract and list a pool (needs apt-get)."""
-    from sonicsearch.data.debian import make as make_debian
-
     s = make_debian(out, pool, cache, min_seconds, pack_hours, pack_dir, seed, log=log)
     per = ", ".join(f"{k} {v['hours']:.2f} h" for k, v in s["labels"].items())
     log(f"wrote {s['files']} files ({s['hours']:.2f} h: {per}) to {out}; versions and "
@@ -101,6 +100,7 @@ def demo(
         "numbers on the same CPU and thread count.")] = 0,
 ) -> None:
     """Offline tour: synthetic corpus -> train -> index -> held-out queries -> recall@k."""
-    from sonicsearch.demo import run_demo
+    # deferred: the demo loads training, SciPy and scikit-learn, which --help does not need
+    from sonicsearch.cli.demo import run_demo
 
     run_demo(workdir, seed=seed)

@@ -19,7 +19,12 @@ from sonicsearch.cli.common import (
     WeightsOpt,
 )
 from sonicsearch.cli.train import report_skipped
-from sonicsearch.progress import log
+from sonicsearch.config import load_config
+from sonicsearch.data.excerpts import scan_audio
+from sonicsearch.errors import DataError
+from sonicsearch.model import base
+from sonicsearch.training.run import RunFolder
+from sonicsearch.utils.progress import log
 
 
 class Method(str, Enum):
@@ -50,12 +55,8 @@ def pretrain(
 
     Two degraded views of each excerpt are taught to agree. OUT must not hold another run
     unless --resume or --overwrite is given."""
-    from sonicsearch.config import load_config
-    from sonicsearch.data.excerpts import scan_audio
-    from sonicsearch.errors import DataError
-    from sonicsearch.model import base
+    # deferred: pretraining loads torchvision, which --help does not need
     from sonicsearch.training.pretrain import pretrain as run_pretrain
-    from sonicsearch.training.run import RunFolder
 
     if resume and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
 from sonicsearch.cli import app
 from sonicsearch.cli.common import (
     DEFAULT_INDEX,
@@ -20,11 +21,15 @@ from sonicsearch.cli.common import (
     echo_json,
     report_skipped,
 )
+from sonicsearch.config import load_index_config
+from sonicsearch.errors import AudioError, ConfigError, DataError, OptionError
+from sonicsearch.index import AudioIndex, builder
 from sonicsearch.index.backends.base import BACKEND_REGISTRY
-from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY
+from sonicsearch.index.filters import parse_min_score
+from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
-from sonicsearch.progress import log, progress_bar
-from sonicsearch.reporting import display_path
+from sonicsearch.utils.progress import log, progress_bar
+from sonicsearch.utils.reporting import display_path
 
 Rollup = ROLLUP_REGISTRY.enum("Rollup")
 Mode = MODE_REGISTRY.enum("Mode")
@@ -77,9 +82,6 @@ def build_index_cmd(
     import contextlib
     import time
 
-    from sonicsearch.errors import OptionError
-    from sonicsearch.index import builder
-
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         state: dict = {"done": 0, "bar": None}
@@ -115,9 +117,6 @@ Backend = BACKEND_REGISTRY.enum("Backend")
 
 def _check_min_score(value: str | None) -> str | None:
     """--min-score is a finite number or 'auto': a usage error otherwise, before loading."""
-    from sonicsearch.errors import ConfigError
-    from sonicsearch.index.filters import parse_min_score
-
     try:
         parse_min_score(value)
     except ConfigError as exc:
@@ -174,12 +173,6 @@ def query(
     It is long because typer declares its fourteen options in the signature; the body
     builds one QueryRequest and prints what AudioIndex.run_clips answers.
     """
-    from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
-    from sonicsearch.config import load_index_config
-    from sonicsearch.errors import AudioError, DataError
-    from sonicsearch.index import AudioIndex
-    from sonicsearch.index.request import QueryRequest
-
     mode_name = getattr(mode, "value", mode)
     if mode_name == "style" and rollup is not None:
         raise typer.BadParameter("a roll-up scores window matches: it applies to --mode "
@@ -273,8 +266,6 @@ def info(
         "integrity check; a damaged index is an error naming the file.")] = False,
 ) -> None:
     """Describe an index: files, vectors, type and the model it holds."""
-    from sonicsearch.index import AudioIndex
-
     with AudioIndex.open(index, device="cpu") as idx:
         if check:
             idx.check()

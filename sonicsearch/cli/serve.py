@@ -8,6 +8,7 @@ import typer
 
 from sonicsearch.cli import app
 from sonicsearch.cli.common import DEFAULT_INDEX, POSITIVE, DeviceOpt, IndexOpt
+from sonicsearch.errors import ConfigError
 
 
 @app.command()
@@ -28,9 +29,7 @@ def serve(
     threads: Annotated[int, typer.Option(min=1, help="Query worker threads.")] = 4,
 ) -> None:
     """Serve an HTTP API and a web page to search the index by ear (docs at /docs)."""
-    from sonicsearch.errors import ConfigError
-
-    try:
+    try:  # deferred: the server (FastAPI, uvicorn) is an optional extra, loaded to serve
         import uvicorn
 
         from sonicsearch.serve import ServeSettings, create_app

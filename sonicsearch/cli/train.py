@@ -23,7 +23,12 @@ from sonicsearch.cli.common import (
     WeightsOpt,
     report_skipped,
 )
-from sonicsearch.progress import log
+from sonicsearch.config import load_config
+from sonicsearch.data import manifest
+from sonicsearch.errors import DataError
+from sonicsearch.model import base
+from sonicsearch.training.run import RunFolder
+from sonicsearch.utils.progress import log
 
 
 @app.command()
@@ -44,11 +49,8 @@ def train(
     """Fine-tune a backbone on labelled audio; write OUT/model.pt and the run's records.
 
     OUT must not hold another run unless --resume or --overwrite is given."""
-    from sonicsearch.config import load_config
-    from sonicsearch.data.manifest import class_count_table, load_dataset
-    from sonicsearch.model import base
+    # deferred: training loads torchvision and scikit-learn, which --help does not need
     from sonicsearch.training.finetune import fit
-    from sonicsearch.training.run import RunFolder
 
     if resume and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"
@@ -64,10 +66,10 @@ def train(
                 f"{cfg.train.backbone_lr:g} (a fifth of the recipe's; --config sets others)")
     RunFolder(out).check(cfg, resume=resume, overwrite=overwrite)  # fail before the data scan
     tc = cfg.train
-    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,
-                      cfg.features.min_seconds, allow_external_paths)
+    ds = manifest.load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,
+                               cfg.features.min_seconds, allow_external_paths)
     report_skipped(ds.skipped)
-    log(f"{len(ds.items)} files, {len(ds.labels)} labels\n{class_count_table(ds)}")
+    log(f"{len(ds.items)} files, {len(ds.labels)} labels\n{manifest.class_count_table(ds)}")
     result = fit(cfg, ds, out, resume=resume, overwrite=overwrite)
     best = result.best
     log(f"best epoch {best.get('epoch')}: val macro-F1 {best.get('val_macro_f1', 0):.3f}, "
@@ -92,17 +94,15 @@ def evaluate_command(
     allow_external_paths: ExternalOpt = False,
 ) -> None:
     """Classification metrics of a trained model on a labelled split."""
-    from sonicsearch.config import load_config
-    from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.errors import DataError
+    # deferred: evaluation loads scikit-learn, which --help does not need
     from sonicsearch.training.evaluate import evaluate_model, model_config
 
     if split not in ("train", "val", "test", "all"):
         raise DataError(f"unknown split '{split}'; choose one of: train, val, test, all")
     cfg = load_config(config) if config is not None else model_config(model)
     tc = cfg.train
-    ds = load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,
-                      cfg.features.min_seconds, allow_external_paths, full_decode=False)
+    ds = manifest.load_dataset(data, tc.val_fraction, tc.test_fraction, cfg.runtime.seed,
+                               cfg.features.min_seconds, allow_external_paths, full_decode=False)
     report_skipped(ds.skipped)
     report = evaluate_model(ds, model, split=split, device=device.value if device else "auto",
                             quiet=json_out)

@@ -19,7 +19,10 @@ from sonicsearch.cli.common import (
     ExternalOpt,
     WeightsOpt,
 )
-from sonicsearch.progress import log
+from sonicsearch.config import load_config
+from sonicsearch.data.manifest import class_count_table, load_dataset
+from sonicsearch.errors import TrainingError
+from sonicsearch.utils.progress import log
 
 
 class Objective(str, Enum):
@@ -74,8 +77,7 @@ def tune(
     It is long because typer declares every option in the signature; the body only calls
     run_study and prints its report.
     """
-    from sonicsearch.config import load_config
-    from sonicsearch.data.manifest import class_count_table, load_dataset
+    # deferred: tuning loads Optuna, torchvision and scikit-learn, which --help does not need
     from sonicsearch.tune.report import format_params, print_summary
     from sonicsearch.tune.space import load_space
     from sonicsearch.tune.study import tune as run_tune
@@ -98,8 +100,6 @@ def tune(
     log(f"{result.ran} trials run now, {len(result.study.trials)} in study '{study}'; "
         f"summary and plots in {result.study_dir}")
     if result.best_config is None:
-        from sonicsearch.errors import TrainingError
-
         raise TrainingError(f"no trial of study '{study}' has completed yet, so no config was "
                             "written; see the table above for why")
     if result.pareto_configs:

@@ -33,6 +33,7 @@ from urllib.parse import unquote
 import numpy as np
 import soundfile as sf
 
+from sonicsearch.audio import SILENCE_PEAK, load_audio
 from sonicsearch.data.archives import AUDIO_SUFFIXES, unpack_archives
 from sonicsearch.data.archives import STAMP as _STAMP
 from sonicsearch.errors import DataError
@@ -294,8 +295,6 @@ def pack_opus(tracks: list[Track], out_dir: str | Path, hours: float, sample_rat
     One seeded pass picks, cuts, encodes and records each piece; it stays in one function
     so that the draw order, and so the pack, is reproducible.
     """
-    from sonicsearch.audio import SILENCE_PEAK, load_audio
-
     if "OPUS" not in sf.available_subtypes("OGG"):
         raise DataError("this libsndfile cannot write Ogg/Opus (needs libsndfile >= 1.0.29)")
     if not tracks:

@@ -29,7 +29,7 @@ from sonicsearch.audio import (
     too_short,
 )
 from sonicsearch.errors import AudioError
-from sonicsearch.progress import log
+from sonicsearch.utils.progress import log
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from sonicsearch.audio import load_audio
 from sonicsearch.degradations import (
     BENCHMARK_ROOM_RT60,
     BENCHMARK_RT60,
@@ -288,8 +289,6 @@ def reencode(x: np.ndarray, sr: int, format: str = "mp3", quality: float = 0.2) 
         ValueError: an unknown format or a quality outside [0, 1].
     """
     x = _mono(x)
-    from sonicsearch.audio import load_audio
-
     if format not in CODECS:
         raise ValueError(f"unknown format '{format}'; choose one of: {', '.join(CODECS)}")
     if not 0.0 <= quality <= 1.0:

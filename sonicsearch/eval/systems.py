@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sonicsearch.audio import load_audio
-from sonicsearch.embed import QUIET_DBFS, Embedder
+from sonicsearch.embed.embedder import QUIET_DBFS, Embedder
 from sonicsearch.eval.baseline import mfcc_window_stats, unit_rows
 
 MFCC_SAMPLE_RATE = 22050

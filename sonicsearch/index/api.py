@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.config import IndexConfig
-from sonicsearch.embedding_types import with_windows
+from sonicsearch.embed.embedder import Embedder as TorchEmbedder
+from sonicsearch.embed.types import with_windows
 from sonicsearch.errors import AudioError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
@@ -253,8 +254,6 @@ def load_embedder(model_path: str | Path, device: str = "auto",
                   features: dict[str, Any] | None = None, batch_size: int = 32) -> Embedder:
     """Load ``sonicsearch.embed.Embedder`` from a checkpoint, windowed as ``features`` say
     (an index's windowing may differ from the model's training default)."""
-    from sonicsearch.embed import Embedder as TorchEmbedder
-
     features = features or {}
     return TorchEmbedder.from_checkpoint(model_path, device=device, batch_size=batch_size,
                                          window_seconds=features.get("window_seconds"),

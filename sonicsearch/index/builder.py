@@ -17,7 +17,7 @@ from typing import Any
 
 from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
 from sonicsearch.config import IndexConfig, load_index_config
-from sonicsearch.embedding_types import check_hop, check_window
+from sonicsearch.embed.types import check_hop, check_window
 from sonicsearch.errors import ConfigError, DataError, IndexStoreError, OptionError
 from sonicsearch.index import api
 from sonicsearch.index import layout as L
@@ -25,8 +25,8 @@ from sonicsearch.index.api import DEFAULT_INDEX_DIR, AudioIndex
 from sonicsearch.index.backends import backend_of, check_backend, inherited_uri
 from sonicsearch.index.types import BuildReport, Embedder
 from sonicsearch.model import base
-from sonicsearch.progress import log
 from sonicsearch.scale.ray_embed import RayEmbedder
+from sonicsearch.utils.progress import log
 
 __all__ = ["build_index"]
 

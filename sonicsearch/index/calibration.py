@@ -10,7 +10,7 @@ no-match score would put the threshold at ~1.0 and turn every real match into "n
 
 It is computed once per generation and kept beside ``index.json`` as ``calibration.json``
 (in memory only when the folder is read-only), with its own checksum (``self_sha256``,
-:func:`sonicsearch.fileio.self_hashed_json`); a file that fails it is measured again.
+:func:`sonicsearch.utils.fileio.self_hashed_json`); a file that fails it is measured again.
 
 Calibration is a client of the index: it searches through
 :meth:`sonicsearch.index.reader.IndexReader.search`, and the index never calls it;
@@ -31,11 +31,11 @@ import faiss
 import numpy as np
 
 from sonicsearch.errors import IndexStoreError
-from sonicsearch.fileio import SELF_SHA256, self_hash_problem, self_hashed_json
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import QueryRequest
 from sonicsearch.index.rollups import ROLLUP_REGISTRY
 from sonicsearch.index.types import FileRecord
+from sonicsearch.utils.fileio import SELF_SHA256, self_hash_problem, self_hashed_json
 
 if TYPE_CHECKING:
     from sonicsearch.index.reader import IndexReader

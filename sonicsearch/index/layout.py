@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from sonicsearch.errors import IndexStoreError
-from sonicsearch.fileio import SELF_SHA256, file_sha256, self_hash_problem, self_hashed_json
+from sonicsearch.utils.fileio import SELF_SHA256, file_sha256, self_hash_problem, self_hashed_json
 
 # 2: index.json carries its own checksum. 1 (older builds): it does not; such an index is
 # read, its index.json unverifiable (``manifest_verified``)

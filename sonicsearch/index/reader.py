@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sonicsearch.embedding_types import pool_style
+from sonicsearch.embed.types import pool_style
 from sonicsearch.errors import ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import IndexBackend, backend_files, open_backend
@@ -30,7 +30,7 @@ from sonicsearch.index.style import (
     table_of,
 )
 from sonicsearch.index.types import BuildReport, Embedder, QueryResult
-from sonicsearch.progress import log
+from sonicsearch.utils.progress import log
 
 DEFAULT_INDEX_DIR = L.DEFAULT_INDEX_DIR
 

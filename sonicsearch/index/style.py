@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from sonicsearch.embedding_types import SEGMENT_SECONDS, StyleVectors, pool_style
+from sonicsearch.embed.types import SEGMENT_SECONDS, StyleVectors, pool_style
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.search import Hit

@@ -1,7 +1,7 @@
 """The records the index keeps and returns.
 
 What the index needs from a model (``EmbedderProtocol``, ``EmbeddedFile``) lives in
-:mod:`sonicsearch.embedding_types`; ``Embedder`` here is that protocol's older name.
+:mod:`sonicsearch.embed.types`; ``Embedder`` here is that protocol's older name.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sonicsearch.embedding_types import EmbeddedFile, EmbedderProtocol
-from sonicsearch.reporting import display_path, skipped_by_reason
+from sonicsearch.embed.types import EmbeddedFile, EmbedderProtocol
+from sonicsearch.utils.reporting import display_path, skipped_by_reason
 
 Embedder = EmbedderProtocol  # the older name of the protocol (not sonicsearch.embed.Embedder)
 __all__ = ["BuildReport", "EmbeddedFile", "Embedder", "EmbedderProtocol", "FileRecord",

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from sonicsearch._version import __version__
 from sonicsearch.config import IndexConfig
-from sonicsearch.embedding_types import EmbedderProtocol, StyleVectors, pool_style
+from sonicsearch.embed.types import EmbedderProtocol, StyleVectors, pool_style
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import GenerationSpec, write_backend
@@ -204,8 +205,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _index_json(plan: GenerationPlan) -> dict[str, Any]:
-    from sonicsearch._version import __version__
-
     prev, emb = plan.prev, plan.embedder
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return {

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sonicsearch.config import FeatureConfig
 from sonicsearch.errors import ModelError
-from sonicsearch.fileio import file_sha256
+from sonicsearch.utils.fileio import file_sha256
 
 NAME = "base"  # what --model / --weights accept
 VERSION = "base-v2"
@@ -59,8 +60,6 @@ def resolve(spec: str | Path) -> Path:
 def feature_config():
     """The base model's front end (a ``FeatureConfig``), read from the shipped file."""
     import torch
-
-    from sonicsearch.config import FeatureConfig
 
     obj = torch.load(base_model_path(), map_location="cpu", weights_only=True)
     return FeatureConfig(**{"level": "absolute", **obj["feature_config"]})

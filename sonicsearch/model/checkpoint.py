@@ -17,14 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from sonicsearch._version import __version__
 from sonicsearch.config import FeatureConfig, ModelConfig
 from sonicsearch.errors import ModelError
-from sonicsearch.fileio import atomic_torch_save, file_sha256
+from sonicsearch.model import base
 from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.style import StyleHead
 from sonicsearch.model.weights import MODEL_FILE_KIND as KIND
 from sonicsearch.model.weights import load_file
-from sonicsearch.runtime import resolve_device
+from sonicsearch.utils.fileio import atomic_torch_save, file_sha256
+from sonicsearch.utils.runtime import resolve_device
 
 FORMAT_VERSION = 1
 
@@ -49,8 +51,6 @@ def save_checkpoint(path: str | Path, model: AudioModel, *, config: dict, labels
     """
     import torchaudio
     import torchvision
-
-    from sonicsearch._version import __version__
 
     labels = list(labels)
     if len(labels) != model.backbone.num_classes:
@@ -94,8 +94,6 @@ def load_checkpoint(path: str | Path,
         ModelError: a missing, corrupt or truncated file, not a model file, or an unknown
             format version.
     """
-    from sonicsearch.model import base
-
     path = base.resolve(path)
     obj = load_file(path, "model file")
     if not isinstance(obj, dict) or obj.get("kind") != KIND or "format_version" not in obj:
@@ -134,8 +132,6 @@ def copy_normalization(model: AudioModel, weights: str | Path) -> bool:
     Raises:
         ModelError: an unreadable weights file.
     """
-    from sonicsearch.model import base
-
     if str(weights).lower() in ("imagenet", "none"):
         return True
     obj = load_file(base.resolve(weights), "weights file")

@@ -6,7 +6,7 @@ standard deviations, :func:`forward_with_stats`), standardised, giving an S-d ve
 is compared by cosine. It was distilled from a music tagger's penultimate layer on the
 training pool's music (benchmarks/style_levers.py, docs/base-model.md); models without one
 (fine-tuned or pretrained ones) use the mean of their window embeddings instead, which a
-fine-tuned model's labels shape (:func:`sonicsearch.embedding_types.pool_style`).
+fine-tuned model's labels shape (:func:`sonicsearch.embed.types.pool_style`).
 
 The file keeps the head's shape in ``style_head`` (``{"in_dim", "hidden", "dim"}``) and its
 weights under ``style_head.*`` in the state_dict.

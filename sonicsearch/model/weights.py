@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 
 from sonicsearch.errors import ModelError, WeightsUnavailableError
+from sonicsearch.model import base
 
 if TYPE_CHECKING:
     from sonicsearch.model.backbones import Backbone
@@ -38,8 +39,6 @@ def load_weights(model: Backbone, weights: str | Path) -> None:
         WeightsUnavailableError: ImageNet weights are neither cached nor downloadable.
         ModelError: a missing, unreadable or non-fitting weights file.
     """
-    from sonicsearch.model import base
-
     if str(weights).lower() == "imagenet":
         fit_state_dict(model, imagenet_state_dict(model.spec.weights), "imagenet")
     elif base.is_base(weights):

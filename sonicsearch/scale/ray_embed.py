@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sonicsearch.config import FeatureConfig
-from sonicsearch.embedding_types import StyleVectors
+from sonicsearch.embed.types import StyleVectors
 from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index.types import EmbeddedFile, Embedder
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import AudioIndex
+from sonicsearch.index import api as index_api
 from sonicsearch.index import layout as L
 from sonicsearch.index.calibration import calibration
 from sonicsearch.index.types import Embedder
@@ -111,6 +112,4 @@ class LiveIndex:
 
 
 def _reload(idx: AudioIndex) -> Embedder:
-    from sonicsearch.index.api import load_embedder
-
-    return load_embedder(idx.model_path, idx.device, idx.meta["features"])
+    return index_api.load_embedder(idx.model_path, idx.device, idx.meta["features"])

@@ -18,9 +18,11 @@ from sonicsearch.data.manifest import Dataset, read_split
 from sonicsearch.data.windows import FileWindows, collate_files
 from sonicsearch.errors import DataError, ModelError
 from sonicsearch.eval.metrics import classification_report, confusion
+from sonicsearch.model.checkpoint import load_checkpoint
 from sonicsearch.model.infer import run_files
-from sonicsearch.progress import log
-from sonicsearch.runtime import resolve_device
+from sonicsearch.model.weights import MODEL_FILE_KIND, load_file
+from sonicsearch.utils.progress import log
+from sonicsearch.utils.runtime import resolve_device
 
 
 def predict_files(model, loader: DataLoader, device, max_windows: int = 64):
@@ -72,8 +74,6 @@ def evaluate_model(
     Raises:
         DataError: labels the model does not know, or an empty split.
     """
-    from sonicsearch.model.checkpoint import load_checkpoint
-
     dev = resolve_device(device)
     model, info = load_checkpoint(model_path, device=dev)
     labels = list(info["labels"])
@@ -93,7 +93,8 @@ def evaluate_model(
     report = classification_report(targets, pred, labels)
     out = Path(out_dir) if out_dir is not None else Path(model_path).parent
     if out.is_dir():
-        from sonicsearch.plots import plot_confusion
+        # deferred: matplotlib loads only when a figure is drawn
+        from sonicsearch.utils.plots import plot_confusion
 
         cm = confusion(targets, pred, len(labels))
         plot_confusion(cm, labels, out / f"confusion_{split}.png",
@@ -110,8 +111,6 @@ def model_config(model_path: str | Path) -> Config:
         ModelError: not a readable sonicsearch model file.
         ConfigError: its config does not load.
     """
-    from sonicsearch.model.weights import MODEL_FILE_KIND, load_file
-
     obj = load_file(Path(model_path), "model file")
     if not isinstance(obj, dict) or obj.get("kind") != MODEL_FILE_KIND:
         raise ModelError(f"{model_path} is not a sonicsearch model file")

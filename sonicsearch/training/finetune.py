@@ -28,11 +28,11 @@ from sonicsearch.data.windows import FileWindows, RandomCrops, collate_files
 from sonicsearch.errors import TrainingError
 from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.checkpoint import copy_normalization, save_checkpoint
-from sonicsearch.progress import log, progress_bar
-from sonicsearch.runtime import prepare_torch, resolve_device
 from sonicsearch.training.evaluate import evaluate_model, validation_metrics
 from sonicsearch.training.objectives import JointObjective
 from sonicsearch.training.run import RunFolder, place_model, run_epochs, warmup_schedule
+from sonicsearch.utils.progress import log, progress_bar
+from sonicsearch.utils.runtime import prepare_torch, resolve_device
 
 ReportFn = Callable[[int, dict], None]
 
@@ -385,7 +385,8 @@ def _save_last(run: _Run) -> None:
 
 
 def _plot_curves(history: list[dict], out: Path) -> None:
-    from sonicsearch.plots import plot_curves
+    # deferred: matplotlib loads only when a figure is drawn
+    from sonicsearch.utils.plots import plot_curves
 
     if history:
         plot_curves(history, out / "training_curves.png")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sonicsearch.config import Config
+from sonicsearch.errors import ConfigError
 from sonicsearch.training.views import ViewMaker
 
 
@@ -139,8 +140,6 @@ def make_pretrain_objective(method: str, model: nn.Module, pc) -> nn.Module:
     Raises:
         ConfigError: an unknown method.
     """
-    from sonicsearch.errors import ConfigError
-
     if method not in PRETRAIN_METHODS:
         raise ConfigError(f"pretrain.method must be one of {', '.join(PRETRAIN_METHODS)}, "
                           f"got {method!r}")

@@ -26,11 +26,11 @@ from sonicsearch.data.excerpts import AudioFile, ExcerptBatches, scan_audio
 from sonicsearch.errors import DataError, TrainingError
 from sonicsearch.model.backbones import AudioModel, SpecAugment
 from sonicsearch.model.checkpoint import save_checkpoint
-from sonicsearch.progress import log, progress_bar
-from sonicsearch.runtime import prepare_torch, resolve_device
 from sonicsearch.training.objectives import make_pretrain_objective
 from sonicsearch.training.run import RunFolder, place_model, run_epochs, warmup_schedule
 from sonicsearch.training.views import ViewMaker
+from sonicsearch.utils.progress import log, progress_bar
+from sonicsearch.utils.runtime import prepare_torch, resolve_device
 
 ReportFn = Callable[[int, dict], None]
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from sonicsearch.config import Config, save_config
-from sonicsearch.errors import ModelError, TrainingError
-from sonicsearch.fileio import atomic_torch_save, atomic_write_text, file_sha256
-from sonicsearch.progress import format_seconds
+from sonicsearch.config import Config, load_config, save_config
+from sonicsearch.errors import ConfigError, ModelError, TrainingError
+from sonicsearch.model.weights import load_file
+from sonicsearch.utils.fileio import atomic_torch_save, atomic_write_text, file_sha256
+from sonicsearch.utils.progress import format_seconds
 
 # Every file a train or pretrain run writes; --overwrite deletes these and nothing else.
 RUN_FILES = ("model.pt", "model.sha256", "last.pt", "config.yaml", "split.csv",
@@ -124,9 +125,6 @@ class RunFolder:
         if not saved_path.is_file():
             raise TrainingError(f"cannot resume: {saved_path} is missing; start again with "
                                 "--overwrite")
-        from sonicsearch.config import load_config
-        from sonicsearch.errors import ConfigError
-
         try:
             saved = _flat(load_config(saved_path).to_dict())
         except ConfigError as exc:
@@ -161,8 +159,6 @@ class RunFolder:
         Raises:
             TrainingError: truncated, corrupt, pickled objects, or not a sonicsearch last.pt.
         """
-        from sonicsearch.model.weights import load_file
-
         try:
             ckpt = load_file(self.last, "checkpoint")
         except ModelError as exc:

@@ -10,6 +10,9 @@ import torch
 
 from sonicsearch.config import Config
 from sonicsearch.data.manifest import Dataset
+from sonicsearch.data.windows import FileWindows, collate_files
+from sonicsearch.eval.metrics import map_at_k, precision_at_k
+from sonicsearch.model.infer import run_files
 
 
 @torch.no_grad()
@@ -36,9 +39,6 @@ def file_embeddings(model, items, labels: list[str], config: Config) -> np.ndarr
     """One L2-normalised vector per file: the mean of its normalised window embeddings."""
     from torch.utils.data import DataLoader
 
-    from sonicsearch.data.windows import FileWindows, collate_files
-    from sonicsearch.model.infer import run_files
-
     loader = DataLoader(FileWindows(items, labels, config.features), batch_size=4,
                         collate_fn=collate_files)
     return run_files(model, loader).file_vectors()
@@ -50,8 +50,6 @@ def loo_retrieval(vectors: np.ndarray, targets: list[int] | np.ndarray, k: int =
     Returns:
         ``{"map": mAP@k, "precision": precision@k, "k": k}`` (k capped at files - 1).
     """
-    from sonicsearch.eval.metrics import map_at_k, precision_at_k
-
     targets = np.asarray(targets)
     n = len(targets)
     k = min(k, n - 1)

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sonicsearch.config import Config, save_config
-from sonicsearch.progress import log
+from sonicsearch.utils.progress import log
 
 SECOND_LABEL = {"f1+latency": "latency ms/window", "f1+retrieval": "retrieval mAP@10"}
 
@@ -153,7 +153,8 @@ def write_csv(study: optuna.Study, path: Path) -> Path:
 def plot_history(study: optuna.Study, path: Path) -> Path:
     """Validation macro-F1 per trial (complete: dots; pruned: its last reported value) and
     the best so far."""
-    from sonicsearch.plots import plt, save_figure
+    # deferred: matplotlib loads only when a figure is drawn
+    from sonicsearch.utils.plots import plt, save_figure
     fig, ax = plt.subplots(figsize=(7, 4))
     done = [(t.number, t.values[0]) for t in study.trials if t.state == TrialState.COMPLETE]
     pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)])
@@ -194,7 +195,8 @@ def plot_importance(study: optuna.Study, path: Path) -> Path | None:
     if not imp:
         log("no importance.png: no parameter varied across the complete trials")
         return None
-    from sonicsearch.plots import plt, save_figure
+    # deferred: matplotlib loads only when a figure is drawn
+    from sonicsearch.utils.plots import plt, save_figure
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
     ax.barh(names, [imp[n] for n in names])
@@ -207,7 +209,8 @@ def plot_importance(study: optuna.Study, path: Path) -> Path | None:
 
 def plot_pareto(study: optuna.Study, objective: str, path: Path) -> Path:
     """Complete trials in the plane of the two objectives, the Pareto front highlighted."""
-    from sonicsearch.plots import plt, save_figure
+    # deferred: matplotlib loads only when a figure is drawn
+    from sonicsearch.utils.plots import plt, save_figure
     front = {t.number for t in study.best_trials}
     fig, ax = plt.subplots(figsize=(6, 4.5))
     pts = [(t.values[1], t.values[0], t.number in front) for t in _complete(study)]

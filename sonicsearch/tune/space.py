@@ -31,6 +31,7 @@ import yaml
 
 from sonicsearch.config import Config
 from sonicsearch.errors import ConfigError, ModelError
+from sonicsearch.model.backbones import ARCHS, create_backbone
 
 TYPES = ("float", "int", "categorical")
 FIELDS = ("name", "key", "type", "low", "high", "log", "step", "choices", "when")
@@ -259,15 +260,11 @@ def stage_count(arch: str) -> int:
     """How many stages ``arch`` has (what ``train.unfreeze`` counts), built on no memory."""
     import torch
 
-    from sonicsearch.model.backbones import create_backbone
-
     with torch.device("meta"):
         return len(create_backbone(arch, 0).stages())
 
 
 def _check_archs(space: SearchSpace, p: Param) -> None:
-    from sonicsearch.model.backbones import ARCHS
-
     if p.type != "categorical":
         raise space._error(p, "model.arch must be categorical")
     bad = [a for a in p.choices if a not in ARCHS]

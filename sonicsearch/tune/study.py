@@ -29,11 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sonicsearch.config import Config
 from sonicsearch.data.manifest import Dataset
 from sonicsearch.errors import ConfigError, DeviceError, TrainingError
-from sonicsearch.progress import log, progress_bar
-from sonicsearch.runtime import resolve_device
+from sonicsearch.model.checkpoint import load_checkpoint
 from sonicsearch.training.finetune import fit
 from sonicsearch.tune.objectives import second_objective
+from sonicsearch.tune.report import format_params, write_best, write_reports
 from sonicsearch.tune.space import SearchSpace
+from sonicsearch.utils.progress import log, progress_bar
+from sonicsearch.utils.runtime import resolve_device
 
 OBJECTIVES: dict[str, tuple[str, ...]] = {
     "f1": ("maximize",),
@@ -146,8 +148,6 @@ def tune(dataset: Dataset, base: Config, space: SearchSpace, *, trials: int,
     Raises:
         ConfigError: a bad space, objective, pruner or storage.
     """
-    from sonicsearch.tune.report import write_best, write_reports
-
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     space.validate(base)
@@ -234,8 +234,6 @@ def trial_objective(dataset: Dataset, base: Config, space: SearchSpace, objectiv
 def _trained_model(result, config: Config):
     model = result.model
     if model is None:  # fit wrote the run: reload its best checkpoint
-        from sonicsearch.model.checkpoint import load_checkpoint
-
         model, _ = load_checkpoint(result.model_path, device=resolve_device(config.runtime.device))
     return model
 
@@ -300,8 +298,6 @@ def _pruner(pruner: str | optuna.pruners.BasePruner, max_epochs: int, n_objectiv
 
 
 def _trial_line(trial: optuna.trial.FrozenTrial, objective: str) -> str:
-    from sonicsearch.tune.report import format_params
-
     state = trial.state.name.lower()
     if trial.state == TrialState.COMPLETE:
         what = f"val macro-F1 {trial.values[0]:.3f}"

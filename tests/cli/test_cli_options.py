@@ -64,7 +64,7 @@ def test_too_short_a_window_names_the_model_s_minimum(tmp_path, monkeypatch, cap
     """The minimum comes from the model's front end (its FFT), and one above it works."""
     from fake_embedder import FakeEmbedder, make_corpus
 
-    from sonicsearch.embedding_types import min_window_samples
+    from sonicsearch.embed.types import min_window_samples
     from sonicsearch.index import api
 
     make_corpus(tmp_path / "audio", 2)
@@ -98,7 +98,7 @@ def test_build_index_checks_its_inputs_before_the_model(tmp_path, monkeypatch, c
 def test_the_library_refuses_a_zero_window_instead_of_using_the_model_s(tmp_path):
     from fake_embedder import FakeEmbedder
 
-    from sonicsearch.embedding_types import with_windows
+    from sonicsearch.embed.types import with_windows
     from sonicsearch.errors import ConfigError
 
     fake = FakeEmbedder(tmp_path / "model.pt")

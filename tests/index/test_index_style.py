@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fake_embedder import SR, FakeEmbedder, make_corpus, sound
 
-from sonicsearch.embedding_types import (
+from sonicsearch.embed.types import (
     MIN_SEGMENT_SECONDS,
     SEGMENT_SECONDS,
     StylePool,

@@ -30,7 +30,7 @@ def test_the_shipped_file_matches_its_checksum_and_size():
 
 
 def test_it_loads_weights_only_and_embeds_a_clip():
-    from sonicsearch.embed import Embedder
+    from sonicsearch.embed.embedder import Embedder
 
     obj = torch.load(base.FILE, map_location="cpu", weights_only=True)
     assert obj["arch"] == base.ARCH and obj["labels"] == []
@@ -41,7 +41,7 @@ def test_it_loads_weights_only_and_embeds_a_clip():
 
 
 def test_a_quieter_copy_embeds_the_same():
-    from sonicsearch.embed import Embedder
+    from sonicsearch.embed.embedder import Embedder
 
     emb = Embedder.from_checkpoint("base", device="cpu")
     x = _clip()

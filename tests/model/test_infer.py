@@ -53,7 +53,7 @@ def test_files_are_grouped_and_match_window_by_window_inference(setup):
 
 
 def test_embed_windows_equals_the_embedders_vectors(setup):
-    from sonicsearch.embed import Embedder
+    from sonicsearch.embed.embedder import Embedder
 
     model, items = setup
     wave, _ = load_audio(items[2].path, SR)

@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 
 from sonicsearch.config import Config, FeatureConfig, ModelConfig
-from sonicsearch.embed import Embedder
-from sonicsearch.embedding_types import pool_style
+from sonicsearch.embed.embedder import Embedder
+from sonicsearch.embed.types import pool_style
 from sonicsearch.errors import ModelError
 from sonicsearch.index import AudioIndex, build_index
 from sonicsearch.model.backbones import AudioModel

@@ -148,8 +148,8 @@ def test_last_pt_is_replaced_atomically(small, tmp_path, monkeypatch):
 
 
 def test_epoch_lines_carry_an_eta_and_plain_progress_too(small, tmp_path, capsys):
-    from sonicsearch.progress import _Plain
     from sonicsearch.training.run import run_epochs
+    from sonicsearch.utils.progress import _Plain
 
     lines: list[str] = []
     state = {"epoch": 0, "history": []}

@@ -25,8 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from sonicsearch.config import load_config
+from sonicsearch.data.manifest import load_dataset
+from sonicsearch.data.synth import make_synth_corpus
 from sonicsearch.errors import DataError
-from sonicsearch.progress import format_seconds, log
+from sonicsearch.eval.metrics import hit_rate_at_k
+from sonicsearch.index import AudioIndex
+from sonicsearch.training.finetune import fit
+from sonicsearch.utils.progress import format_seconds, log
 
 DEMO_CORPUS = {"genres": 8, "per_genre": 15, "seconds": 15.0}
 DEMO_OVERRIDES = {
@@ -52,10 +57,6 @@ def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
     Raises:
         DataError: a negative seed, or a corpus in ``workdir`` made with another seed or size.
     """
-    from sonicsearch.data.manifest import load_dataset
-    from sonicsearch.index import AudioIndex
-    from sonicsearch.training.finetune import fit
-
     if seed < 0:
         raise DataError(f"the demo's seed must be a non-negative integer, got {seed}")
     spec = {**DEMO_CORPUS, **(corpus_spec or {}), "seed": seed}
@@ -91,8 +92,6 @@ def run_demo(workdir: str | Path, show: int = 3, seed: int = 0, *,
 def _query_held_out(index, held_out, show: int) -> dict:
     """Query with each held-out clip: recall@1/10 and precision@10 of its genre, and how
     often the predicted label is right; the first ``show`` are printed."""
-    from sonicsearch.eval.metrics import hit_rate_at_k
-
     relevant, correct = [], []
     for n, (item, (_, res)) in enumerate(zip(held_out, index.query_files(
             [it.path for it in held_out], k=10))):
@@ -109,8 +108,6 @@ def _query_held_out(index, held_out, show: int) -> dict:
 
 def _corpus(corpus: Path, record: Path, spec: dict, step: _Steps) -> None:
     """Synthesise the corpus and record its arguments, or check the one there was made so."""
-    from sonicsearch.data.synth import make_synth_corpus
-
     if not corpus.is_dir() or not any(corpus.iterdir()):
         step(f"synthesising {spec['genres']} genres x {spec['per_genre']} clips x "
              f"{spec['seconds']:g}s (seed {spec['seed']}) into {corpus}")

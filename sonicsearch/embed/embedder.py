@@ -13,7 +13,7 @@ near 1.0 and carry no identity. This keeps the ``max`` roll-up and the no-match 
 about the music.
 
 This module does not import FAISS: the index contract it satisfies lives in
-:mod:`sonicsearch.embedding_types`.
+:mod:`sonicsearch.embed.types`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from sonicsearch.audio import (
     too_short,
     window_starts,
 )
-from sonicsearch.embedding_types import (
+from sonicsearch.embed.types import (
     EmbeddedFile,
     StylePool,
     StyleVectors,
@@ -48,7 +48,7 @@ from sonicsearch.embedding_types import (
 )
 from sonicsearch.errors import AudioError
 from sonicsearch.model.style import forward_with_stats
-from sonicsearch.runtime import prepare_torch
+from sonicsearch.utils.runtime import prepare_torch, resolve_device
 
 _END = object()
 WAVEFORM_BLOCK_WINDOWS = 256  # windows cut from an in-memory waveform at a time
@@ -114,8 +114,8 @@ class Embedder:
         Raises:
             ModelError: missing or unreadable checkpoint.
         """
+        # deferred: torchvision (the backbones) loads with a checkpoint, not with the index
         from sonicsearch.model.checkpoint import load_checkpoint
-        from sonicsearch.runtime import resolve_device
 
         dev = resolve_device(device)
         model, info = load_checkpoint(path, device=dev)
