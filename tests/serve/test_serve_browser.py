@@ -165,16 +165,19 @@ def test_sounds_similar_switch_and_more_like_this(site, browser):
     assert browser.find_element(By.CSS_SELECTOR, ".chip.mode").text == "same recording"
     browser.execute_script("document.querySelector('#status').textContent = ''")
     browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=style]").click()
-    WebDriverWait(browser, 30).until(  # the switch asks the last clip again
-        lambda d: d.find_element(By.CSS_SELECTOR, ".chip.mode").text == "sounds similar"
-        and "result" in d.find_element(By.ID, "status").text)
+    WebDriverWait(browser, 30).until(  # the switch asks the last clip again (read in one
+        lambda d: d.execute_script(  # script: the page replaces these nodes as it answers)
+            "const m = document.querySelector('.chip.mode');"
+            "return m && m.textContent === 'sounds similar' &&"
+            " document.querySelector('#status').textContent.includes('result')"))
     assert any(m == "POST" and "/query" in p for m, p, _ in seen)
     cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
     assert cards[0].find_element(By.CSS_SELECTOR, ".file").text == "glass-bells.wav"
     browser.execute_script("document.querySelector('#status').textContent = ''")
     cards[0].find_element(By.CSS_SELECTOR, "button.more").click()
-    WebDriverWait(browser, 30).until(
-        lambda d: "more like an indexed file" in d.find_element(By.ID, "status").text)
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "return document.querySelector('#status').textContent"
+        ".includes('more like an indexed file')"))
     head = browser.find_element(By.CSS_SELECTOR, "#query .name").text
     assert head.endswith("glass-bells.wav")
     names = [c.find_element(By.CSS_SELECTOR, ".file").text

@@ -129,7 +129,9 @@ function show(res, sourceId = null) {
   q.hidden = false;
   const pred = res.predicted_label ? `<span class="chip">sounds like: ${esc(res.predicted_label)}</span>` : "";
   const what = res.mode === "style" ? "sounds similar" : "same recording";
-  q.innerHTML = `<div class="qhead"><span class="name">${esc(res.query)}</span>
+  const root = info && info.root ? info.root.replace(/\/$/, "") + "/" : "";
+  const named = root && res.query.startsWith(root) ? res.query.slice(root.length) : res.query;
+  q.innerHTML = `<div class="qhead"><span class="name" title="${esc(res.query)}">${esc(named)}</span>
     <span class="muted">${res.duration.toFixed(1)} s</span>${pred}
     <span class="chip mode">${what}</span></div>`;
   const canvas = specCanvas();
