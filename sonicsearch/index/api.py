@@ -240,10 +240,7 @@ class AudioIndex(IndexReader):
 def _with(request: QueryRequest, emb: EmbeddedFile, name: str,
           exclude: Path | None) -> QueryRequest:
     """``request`` for one embedded clip."""
-    return request.replace(vectors=emb.vectors, spans=emb.spans, probs=emb.probs,
-                           style=emb.style.file if emb.style is not None else None,
-                           query=name, duration=emb.duration, exclude=exclude,
-                           clips=(), waveform=None)
+    return request.with_clip(emb, query=name, exclude=exclude, clips=(), waveform=None)
 
 
 def _self(request: QueryRequest, clip: str | Path) -> Path | None:

@@ -225,35 +225,53 @@ class IndexReader:
         if vectors.shape[1] != self.meta["dim"]:
             raise IndexStoreError(f"query vectors have dimension {vectors.shape[1]}; index "
                                   f"{self.root} holds dimension {self.meta['dim']}")
-        fc = self.meta["features"]
-        spans = request.spans
-        if spans is None:
-            starts = np.arange(len(vectors)) * fc["hop_seconds"]
-            spans = np.stack([starts, starts + fc["window_seconds"]], axis=1)
-        spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
-        exclude_id = (self.store.by_path.get(str(Path(request.exclude).resolve()))
-                      if request.exclude is not None else None)
+        hop = self.meta["features"]["hop_seconds"]
+        spans = self._query_spans(vectors, request.spans)
+        exclude_id = self._exclude_id(request)
         filters, rollup, segments = request.filters, request.rollup, request.segments
         fields = filters.fields() if filters is not None and filters.active else None
 
         def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
-            return search(self.index, self.store, vectors, spans, depth, rollup,
-                          fc["hop_seconds"], segments=segments, exclude=exclude_id,
-                          exact=self._exact, allowed=allowed, fields=fields)
+            return search(self.index, self.store, vectors, spans, depth, rollup, hop,
+                          segments=segments, exclude=exclude_id, exact=self._exact,
+                          allowed=allowed, fields=fields)
 
+        return self._answer(request, run, self.ntotal, spans)
+
+    def _query_spans(self, vectors: np.ndarray, spans: np.ndarray | None) -> np.ndarray:
+        """The query windows' ``(n, 2)`` spans: as given, else the index's windowing."""
+        if spans is None:
+            fc = self.meta["features"]
+            starts = np.arange(len(vectors)) * fc["hop_seconds"]
+            spans = np.stack([starts, starts + fc["window_seconds"]], axis=1)
+        return np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+
+    def _exclude_id(self, request: QueryRequest) -> int | None:
+        """The indexed file a request leaves out: by path, else by id (None: none)."""
+        if request.exclude is not None:
+            return self.store.by_path.get(str(Path(request.exclude).resolve()))
+        return request.exclude_id
+
+    def _answer(self, request: QueryRequest, run, n_rows: int,
+                spans: np.ndarray | None) -> QueryResult:
+        """The result of a request whose search is ``run(depth, allowed)``: its top ``k``
+        (through the filters and threshold when it has any), the predicted label and the
+        echoed query facts. ``n_rows``: how deep a segments search can go."""
         extra: dict[str, Any] = {}
-        if filters is None and request.min_score is None and not request.thresholded:
+        if request.filters is None and request.min_score is None and not request.thresholded:
             hits = run(request.k)
         else:
-            hits, extra = filtered_hits(self.store.records, self.ntotal, run, request.k,
-                                        filters, request.min_score, segments)
+            hits, extra = filtered_hits(self.store.records, n_rows, run, request.k,
+                                        request.filters, request.min_score, request.segments)
         labels, probs = self.labels, request.probs
         predicted = (labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
                      if probs is not None and len(probs) and labels else None)
-        seconds = float(request.duration if request.duration is not None
-                        else spans[:, 1].max())
+        seconds = request.duration
+        if seconds is None:
+            seconds = float(spans[:, 1].max()) if spans is not None and len(spans) else 0.0
         return QueryResult([self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
-                           request.query, round(seconds, 3), predicted, extra)
+                           request.query, round(float(seconds), 3), predicted, extra,
+                           mode=request.mode)
 
     # -- style ---------------------------------------------------------------------------
 
@@ -274,46 +292,27 @@ class IndexReader:
         """Style mode: rank files (or segments) by the cosine of their style vectors to the
         request's (``style``, else pooled from its window vectors)."""
         table = self.style
-        q = request.style
+        q, spans = request.style, None
+        if request.vectors is not None:
+            vectors = np.atleast_2d(np.asarray(request.vectors, dtype=np.float32))
+            spans = self._query_spans(vectors, request.spans)
         if q is None:
-            if request.vectors is None or table.kind != WINDOW_MEAN:
+            if spans is None or table.kind != WINDOW_MEAN:
                 raise ConfigError("a style query needs the clip, or its style vector "
                                   "(Embedder.style) for this index's model")
-            vectors = np.atleast_2d(np.asarray(request.vectors, dtype=np.float32))
-            spans = request.spans
-            if spans is None:
-                fc = self.meta["features"]
-                starts = np.arange(len(vectors)) * fc["hop_seconds"]
-                spans = np.stack([starts, starts + fc["window_seconds"]], axis=1)
-            q = pool_style(vectors, np.asarray(spans, np.float64).reshape(-1, 2)).file
+            q = pool_style(vectors, spans).file
         q = np.asarray(q, np.float32).reshape(-1)
         if q.shape[0] != table.dim or not np.isfinite(q).all():
             raise IndexStoreError(f"the style vector has dimension {q.shape[0]}"
                                   f"{'' if np.isfinite(q).all() else ' and non-finite values'}"
                                   f"; index {self.root} holds finite {table.dim}-d style vectors")
         q = q / max(float(np.linalg.norm(q)), 1e-12)
-        exclude_id = (self.store.by_path.get(str(Path(request.exclude).resolve()))
-                      if request.exclude is not None else request.exclude_id)
+        exclude_id = self._exclude_id(request)
 
         def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
             return table.hits(q, depth, request.segments, exclude_id, allowed)
 
-        extra: dict[str, Any] = {}
-        if request.filters is None and request.min_score is None and not request.thresholded:
-            hits = run(request.k)
-        else:
-            hits, extra = filtered_hits(self.store.records, len(table.segments), run,
-                                        request.k, request.filters, request.min_score,
-                                        request.segments)
-        labels, probs = self.labels, request.probs
-        predicted = (labels[int(np.argmax(np.asarray(probs).mean(axis=0)))]
-                     if probs is not None and len(probs) and labels else None)
-        seconds = request.duration
-        if seconds is None and request.spans is not None:
-            seconds = float(np.asarray(request.spans)[:, 1].max())
-        return QueryResult([self._result(rank, hit) for rank, hit in enumerate(hits, 1)],
-                           request.query, round(float(seconds or 0.0), 3), predicted, extra,
-                           mode="style")
+        return self._answer(request, run, len(table.segments), spans)
 
     def _result(self, rank: int, hit: Hit) -> dict[str, Any]:
         rec = self.store.records[hit.file]

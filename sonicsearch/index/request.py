@@ -104,6 +104,15 @@ class QueryRequest:
                           max_per_folder)
         return cls(filters=filters if filters.active else None, **fields)
 
+    def with_clip(self, emb, **changes) -> QueryRequest:
+        """This request for one embedded clip (an ``EmbeddedFile``): its window vectors,
+        spans, probabilities, duration and (a style head's) style vector, plus
+        ``changes``."""
+        return self.replace(vectors=emb.vectors, spans=emb.spans, probs=emb.probs,
+                            duration=emb.duration,
+                            style=emb.style.file if emb.style is not None else None,
+                            **changes)
+
     def replace(self, **changes) -> QueryRequest:
         """A copy with some attributes changed."""
         return dataclasses.replace(self, **changes)

@@ -172,15 +172,18 @@ def read_style(gen: Path, meta: dict[str, Any]) -> StyleTable | None:
                       table[:, 1:].copy())
 
 
+def pool_record(rec: Any, vectors: np.ndarray, spans: np.ndarray) -> StyleVectors:
+    """One indexed file's style vectors pooled from its stored window rows (a model without
+    a style head); ``vectors`` and ``spans`` are every row's."""
+    a, b = rec.first_row, rec.first_row + rec.n_windows
+    return pool_style(np.asarray(vectors[a:b], np.float32), spans[a:b])
+
+
 def pooled_style(records: Sequence[Any], vectors: np.ndarray, spans: np.ndarray
                  ) -> list[StyleVectors]:
-    """Every file's style vectors pooled from its stored window vectors (a model without a
-    style head): what an index built before style vectors gets, without re-embedding."""
-    out = []
-    for rec in records:
-        a, b = rec.first_row, rec.first_row + rec.n_windows
-        out.append(pool_style(np.asarray(vectors[a:b], np.float32), spans[a:b]))
-    return out
+    """Every file's style vectors pooled from its stored window vectors: what an index
+    built before style vectors gets, without re-embedding."""
+    return [pool_record(rec, vectors, spans) for rec in records]
 
 
 def table_of(per_file: Sequence[StyleVectors], kind: str, stored: bool) -> StyleTable:

@@ -20,12 +20,18 @@ import numpy as np
 
 from sonicsearch._version import __version__
 from sonicsearch.config import IndexConfig
-from sonicsearch.embed.types import EmbedderProtocol, StyleVectors, pool_style
+from sonicsearch.embed.types import EmbedderProtocol, StyleVectors
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import GenerationSpec, write_backend
 from sonicsearch.index.store import Store, write_meta
-from sonicsearch.index.style import STYLE_FILES, WINDOW_MEAN, read_style, write_style
+from sonicsearch.index.style import (
+    STYLE_FILES,
+    WINDOW_MEAN,
+    pool_record,
+    read_style,
+    write_style,
+)
 from sonicsearch.index.types import FileRecord
 
 NEW_VECTORS = "new-vectors.f32"  # raw float32 rows embedded by this build (temporary)
@@ -183,8 +189,7 @@ def _write_style(plan: GenerationPlan, spans: np.ndarray, linked: list[str]) -> 
             raise IndexStoreError(f"{rec.path} has no style vectors of this model's style "
                                   "head: pass --rebuild to embed everything again")
         else:
-            a, b = rec.first_row, rec.first_row + rec.n_windows
-            per_file.append(pool_style(np.asarray(vectors[a:b], np.float32), spans[a:b]))
+            per_file.append(pool_record(rec, vectors, spans))
     del vectors
     return write_style(gen, per_file, kind)
 

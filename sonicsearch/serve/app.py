@@ -338,9 +338,7 @@ def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) ->
                 emb = embedder.embed_file(up.path)
             except AudioError as exc:
                 raise AudioError(up.filename, exc.reason) from None
-            res = idx.run(request.replace(
-                vectors=emb.vectors, spans=emb.spans, probs=emb.probs, duration=emb.duration,
-                style=emb.style.file if emb.style is not None else None))
+            res = idx.run(request.with_clip(emb))
         out = res.to_dict()
         if view is not None:
             out = _view(idx, out, view)
