@@ -137,7 +137,8 @@ def main():
     net = None
     t_all, audio_all, done, failed = 0.0, 0.0, 0, 0
     for i, r in enumerate(rows):
-        path = r["path"]
+        # relative paths are the CSV's folder's, keyed as benchmarks/style.py keys them
+        path = r["path"] if Path(r["path"]).is_absolute() else str(Path(a.csv).parent / r["path"])
         key = hashlib.sha1(str(path).encode()).hexdigest()[:16]
         dest = out / f"{key}.npz"
         if dest.exists():

@@ -4,9 +4,10 @@ A model file may carry a style head (the shipped base model does from ``base-v2`
 MLP on a segment's mean *stage statistics* (every backbone stage's channel means and
 standard deviations, :func:`forward_with_stats`), standardised, giving an S-d vector that
 is compared by cosine. It was distilled from a music tagger's penultimate layer on the
-training pool's music (benchmarks/style_levers.py, docs/base-model.md); models without one
-(fine-tuned or pretrained ones) use the mean of their window embeddings instead, which a
-fine-tuned model's labels shape (:func:`sonicsearch.embed.types.pool_style`).
+training pool's music (benchmarks/style_levers.py, docs/base-model.md). A model fine-tuned
+from one gets a new head fitted to its labels (:mod:`sonicsearch.training.style_head`);
+models without one (trained from scratch, pretrained) use the mean of their window
+embeddings instead (:func:`sonicsearch.embed.types.pool_style`).
 
 The file keeps the head's shape in ``style_head`` (``{"in_dim", "hidden", "dim"}``) and its
 weights under ``style_head.*`` in the state_dict.

@@ -28,6 +28,7 @@ from sonicsearch.data.windows import FileWindows, RandomCrops, collate_files
 from sonicsearch.errors import TrainingError
 from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.checkpoint import copy_normalization, save_checkpoint
+from sonicsearch.training import style_head as SH
 from sonicsearch.training.evaluate import evaluate_model, validation_metrics
 from sonicsearch.training.objectives import JointObjective
 from sonicsearch.training.run import RunFolder, place_model, run_epochs, warmup_schedule
@@ -233,6 +234,8 @@ def _finish(config: Config, dataset: Dataset, run: _Run, t0: float,
         raise TrainingError(f"no epoch ran, so {folder.model} was not written "
                             "(train.phase1_epochs + train.phase2_epochs is 0)")
     result.model_path = folder.model
+    style = SH.add_style_head(config.model.weights, dataset, folder.model, run.device,
+                              config.runtime.seed, log if show_progress else (lambda _m: None))
     result.sha256 = folder.finish_model()
     _plot_curves(state["history"], folder.path)
     if dataset.split("test"):
@@ -242,6 +245,7 @@ def _finish(config: Config, dataset: Dataset, run: _Run, t0: float,
     result.seconds = time.monotonic() - t0
     folder.write_json("metrics.json", {
         "best_epoch": state["best_epoch"], "val": result.best, "test": result.test,
+        "style_head": style,
         "seconds": result.seconds, "sha256": result.sha256, "device": str(run.device)})
     return result
 

@@ -13,6 +13,7 @@ from sonicsearch.cli import app
 from sonicsearch.config import load_config
 from sonicsearch.data.manifest import load_dataset
 from sonicsearch.errors import DataError, TrainingError
+from sonicsearch.model.checkpoint import load_checkpoint
 from sonicsearch.training.finetune import fit
 
 TINY = {
@@ -73,6 +74,9 @@ def test_tiny_training_beats_chance_and_writes_the_run(trained):
     assert [r["phase"] for r in rows][:2] == [1, 2]
     assert result.best["val_macro_f1"] >= 0.6  # chance is 0.25 for 4 balanced labels
     assert result.test is not None and result.test["n"] == len(ds.split("test"))
+    # no style head to start from (weights none): none fitted, the model has none
+    assert json.loads((out / "metrics.json").read_text())["style_head"] is None
+    assert load_checkpoint(out / "model.pt")[0].style_head is None
 
 
 def test_checkpoint_loads_weights_only_and_is_deterministic(trained):
