@@ -108,8 +108,8 @@ def test_new_generation_is_served_without_a_failed_request(tmp_path, backend):
         gen, written = build(tmp_path / "audio", tmp_path / "model.pt", tmp_path / "idx",
                              config, apart, emb)
         assert written and gen == "gen-000002"
-        # the switch waits for the new generation's no-match calibration (~1,000 filtered
-        # searches; over gRPC to a Milvus server 10-40 s on a loaded 2-core machine)
+        # the switch waits for the new generation's no-match calibration (1,800 filtered
+        # searches; over gRPC to a Milvus server 44 s on a loaded 2-core machine)
         wait_for(lambda: httpx.get(srv.url + "/healthz").json()["generation"] == "gen-000002",
                  "the server did not switch generations", 180)
         wait_for(lambda: "gen-000002" in generations, "no query was answered after the switch")
