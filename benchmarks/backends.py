@@ -1,9 +1,10 @@
 """Vector backends and distributed extraction, measured on this machine.
 
-Part 1 (``index``): FAISS flat, FAISS HNSW and Milvus (milvus-lite, FLAT and HNSW) on N
-clustered unit vectors of dim 512: build time, peak RSS, single-query latency p50 / p95
-(k=10) and recall@10 against exact search. Each case runs in its own process, so its peak
-RSS is its own.
+Part 1 (``index``): FAISS flat, FAISS HNSW and Milvus (FLAT and HNSW; milvus-lite, or the
+server at ``--milvus-uri``) on N clustered unit vectors of dim 512: build time (for Milvus
+also the insert alone, as rows/s), peak RSS, single-query latency p50 / p95 (k=10) and
+recall@10 against exact search. Each case runs in its own process, so its peak RSS is its
+own (a server's memory is the server's, not counted).
 
 Part 2 (``extract``): audio seconds embedded per wall second by today's single-process
 build vs Ray Data with 1 and 2 local workers, on a small synthetic corpus and a tiny
@@ -11,6 +12,8 @@ random-init model, written to a FAISS index through the normal build.
 
     python benchmarks/backends.py --quick            # N = 1e5, a few minutes
     python benchmarks/backends.py --sizes 100000,1000000 --cases faiss-flat,milvus-flat
+    python benchmarks/backends.py --parts index --cases milvus-flat \
+        --milvus-uri http://127.0.0.1:19530          # a Milvus server
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import _common as C  # noqa: E402
 
 CASES = ("faiss-flat", "faiss-hnsw", "faiss-ivfpq", "milvus-flat", "milvus-hnsw")
 DIM, K = 512, 10
+MILVUS_URI_ENV = "SONICSEARCH_BENCH_MILVUS_URI"  # --milvus-uri, as the worker process sees it
 
 
 def parse_args(argv=None):
@@ -41,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--queries", type=int, default=None, help="queries per case")
     p.add_argument("--parts", default="index,extract", help="index and/or extract")
     p.add_argument("--files", type=int, default=None, help="extract: synthetic clips")
+    p.add_argument("--milvus-uri", default=None,
+                   help="Milvus server for the milvus cases (default: a milvus-lite file)")
     p.add_argument("--worker", default=None, help=argparse_hidden())
     return p.parse_args(argv)
 
@@ -90,10 +96,15 @@ def run_case(case: str, n: int, n_queries: int, seed: int, threads: int | None) 
     else:
         from sonicsearch.index.backends.milvus_backend import MilvusBackend
 
-        backend = MilvusBackend.create(str(tmp / "m.db"), "bench", DIM, kind, params)
+        uri = os.environ.get(MILVUS_URI_ENV) or str(tmp / "m.db")
+        name = f"bench_{os.getpid()}_{time.time_ns()}"
+        backend = MilvusBackend.create(uri, name, DIM, kind, params)
         for a in range(0, n, 50_000):
             backend.add(x[a : a + 50_000], np.arange(a, min(a + 50_000, n)))
+        inserted = time.perf_counter() - t0
         backend.commit()
+        backend.close()  # searched as a reader does (a writer reads strongly: +~200 ms)
+        backend = MilvusBackend.open(uri, name, DIM, kind, params)
     build = time.perf_counter() - t0
     index_rss = _rss_now_mib() - base_rss
     lat, ids = [], np.empty((n_queries, K), np.int64)
@@ -111,6 +122,12 @@ def run_case(case: str, n: int, n_queries: int, seed: int, threads: int | None) 
     if case.startswith("faiss"):  # the index file's size: bytes per vector as stored
         faiss.write_index(backend.index, str(tmp / "index.faiss"))
     disk = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    milvus = None
+    if case.startswith("milvus"):
+        milvus = {"where": "server" if "://" in uri else "milvus-lite",
+                  "insert_s": round(inserted, 2), "insert_rows_per_s": round(n / inserted)}
+        if "://" in uri:
+            backend.client.drop_collection(name)
     backend.close()
     shutil.rmtree(tmp, ignore_errors=True)
     lat_ms = np.array(lat) * 1000
@@ -121,7 +138,8 @@ def run_case(case: str, n: int, n_queries: int, seed: int, threads: int | None) 
             "p50_ms": round(float(np.percentile(lat_ms, 50)), 3),
             "p95_ms": round(float(np.percentile(lat_ms, 95)), 3), "recall_at_10": recall,
             "recall_at_10_rescored_100": rescored,
-            "index_type": kind, "params": {k: v for k, v in params.items() if k != "factory"}}
+            "index_type": kind, "params": {k: v for k, v in params.items() if k != "factory"},
+            "milvus": milvus}
 
 
 def _rss_mib() -> float:
@@ -146,7 +164,8 @@ def index_part(args) -> list[dict]:
     n_queries = args.queries or (20 if args.tiny else 200)
     repo = str(C.HERE.parent)  # the worker imports this checkout's sonicsearch
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+        filter(None, [repo, os.environ.get("PYTHONPATH")])),
+        MILVUS_URI_ENV: args.milvus_uri or ""}
     rows = []
     for n in sizes:
         for case in args.cases.split(","):
@@ -158,6 +177,9 @@ def index_part(args) -> list[dict]:
                 C.log(f"{case} at N={n} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
+            if row.get("milvus"):
+                row["case"] += f" ({row['milvus']['where']})"
+                C.log(f"  insert {row['milvus']['insert_rows_per_s']:,} rows/s")
             C.log(f"  build {row['build_s']} s, peak RSS {row['peak_rss_mib']} MiB, p50 "
                   f"{row['p50_ms']} ms, p95 {row['p95_ms']} ms, recall@10 {row['recall_at_10']}")
             rows.append(row)

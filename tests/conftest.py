@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny audio files (tests/fixtures/audio_files.py), and the slow/gpu
-markers."""
+"""Shared fixtures: tiny audio files (tests/fixtures/audio_files.py), the Milvus targets
+(tests/fixtures/milvus_targets.py), and the slow/gpu markers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import torch
 from audio_files import write_audio
 
 torch.set_num_threads(2)
+
+# the `milvus` fixture: milvus-lite and a Milvus server ($SONICSEARCH_MILVUS_URI)
+pytest_plugins = ["milvus_targets"]
 
 
 def pytest_addoption(parser):

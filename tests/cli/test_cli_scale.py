@@ -1,5 +1,6 @@
-"""The CLI hooks of the scale features: build-index --backend milvus --uri FILE.db (and
---ray) with a real (tiny, random-init) model; query reads the backend from the index."""
+"""The CLI hooks of the scale features: build-index --backend milvus --uri FILE.db or
+--uri http://host:19530 (milvus-lite and a Milvus server, the `milvus` fixture), and --ray,
+with a real (tiny, random-init) model; query reads the backend from the index."""
 
 from __future__ import annotations
 
@@ -11,10 +12,6 @@ from fake_embedder import make_corpus
 from typer.testing import CliRunner
 
 from sonicsearch.cli import app
-
-pytest.importorskip("pymilvus", reason="pymilvus not installed (pip install 'sonicsearch[scale]')")
-pytest.importorskip("milvus_lite", reason="milvus-lite not installed (on Linux x86_64: "
-                        "pip install --no-deps milvus-lite==3.2.2, see docs/scale.md)")
 
 
 @pytest.fixture
@@ -41,15 +38,16 @@ def query(idx, clip) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_build_index_on_milvus_lite_then_update_keeps_the_backend(tmp_path, model):
+def test_build_index_on_milvus_then_update_keeps_the_backend(tmp_path, model, milvus):
     runner = CliRunner()
-    audio, idx, db = tmp_path / "audio", tmp_path / "idx", tmp_path / "collection.db"
+    audio, idx = tmp_path / "audio", tmp_path / "idx"
+    uri = milvus.uri or str((tmp_path / "collection.db").resolve())  # server, or a lite file
     files = make_corpus(audio, 4, seconds=2.0)
     res = runner.invoke(app, ["build-index", str(audio), "-m", str(model), "--index", str(idx),
-                              "--device", "cpu", "--backend", "milvus", "--uri", str(db)])
+                              "--device", "cpu", "--backend", "milvus", "--uri", uri])
     assert res.exit_code == 0, res.output
     meta = json.loads((idx / "gen-000001" / "index.json").read_text())
-    assert meta["backend"]["name"] == "milvus" and meta["backend"]["uri"] == str(db.resolve())
+    assert meta["backend"]["name"] == "milvus" and meta["backend"]["uri"] == uri
     out = query(idx, files[2])
     assert out["results"][0]["path"] == str(files[2].resolve())
     faiss_dir = tmp_path / "faiss"
@@ -65,7 +63,8 @@ def test_build_index_on_milvus_lite_then_update_keeps_the_backend(tmp_path, mode
     res = runner.invoke(app, ["build-index", str(audio), "--index", str(idx), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     meta = json.loads((idx / "gen-000002" / "index.json").read_text())
-    assert meta["backend"]["uri"] == str(db.resolve()) and meta["counts"]["files"] == 5
+    assert meta["backend"]["uri"] == uri and meta["counts"]["files"] == 5
+    assert query(idx, files[1])["results"][0]["path"] == str(files[1].resolve())
 
     bad = runner.invoke(app, ["build-index", str(audio), "--index", str(idx), "--uri", "x.txt",
                               "--backend", "milvus"])

@@ -1,6 +1,8 @@
-"""Index backends: the FAISS backend, and Milvus (milvus-lite, a local file) giving the same
-answers as exact FAISS, with the same incremental add / change / delete, atomic generations
-(a killed build leaves the previous collection live) and scalar filters."""
+"""Index backends: the FAISS backend, and Milvus giving the same answers as exact FAISS, with
+the same incremental add / change / delete, atomic generations (a killed build leaves the
+previous collection live) and scalar filters. Every Milvus test runs twice (the `milvus`
+fixture, tests/fixtures/milvus_targets.py): on milvus-lite (a local file) and on a Milvus
+server ($SONICSEARCH_MILVUS_URI; skipped, saying why, when none is reachable)."""
 
 from __future__ import annotations
 
@@ -24,31 +26,11 @@ from sonicsearch.index.backends.milvus_backend import collection_prefix, filter_
 from sonicsearch.index.store import Store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-MILVUS = IndexConfig(backend="milvus")
-
-
-@pytest.fixture
-def milvus():
-    pytest.importorskip("pymilvus", reason="pymilvus not installed (pip install "
-                        "'sonicsearch[scale]')")
-    pytest.importorskip("milvus_lite", reason="milvus-lite not installed (on Linux x86_64: "
-                        "pip install --no-deps milvus-lite==3.2.2, see docs/scale.md)")
 
 
 def unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def collections(index_dir: Path) -> list[str]:
-    from sonicsearch.index.backends.milvus_backend import connect, disconnect
-
-    client = connect(str(index_dir / "milvus.db"))
-    try:
-        return sorted(c for c in client.list_collections()
-                      if c.startswith(collection_prefix(index_dir)))
-    finally:
-        disconnect(client, str(index_dir / "milvus.db"))
 
 
 def answers(index_dir: Path, emb: FakeEmbedder) -> list[dict]:
@@ -120,6 +102,8 @@ def test_filter_expr_quotes_and_combines():
         filter_expr(min_duration=3, max_duration=2)
     with pytest.raises(ConfigError, match="at least one label"):
         filter_expr(labels=[])
+    with pytest.raises(ConfigError, match="non-empty labels"):
+        filter_expr(labels=["a", ""])
     assert ancestors("/a/b/c.wav") == ["/", "/a", "/a/b"]
     with pytest.raises(ConfigError, match="choose one of: faiss, milvus"):
         check_backend("qdrant")
@@ -127,7 +111,7 @@ def test_filter_expr_quotes_and_combines():
         check_backend("faiss", "x.db")
 
 
-# -- Milvus (milvus-lite) -------------------------------------------------------------------
+# -- Milvus (milvus-lite and a server) -----------------------------------------------------
 
 
 def test_milvus_search_matches_exact_faiss(tmp_path, milvus):
@@ -135,7 +119,7 @@ def test_milvus_search_matches_exact_faiss(tmp_path, milvus):
 
     x, q = unit(2000, 32), unit(20, 32, seed=9)
     exact = FaissBackend.create(32, vectors=x)
-    m = MilvusBackend.create(str(tmp_path / "m.db"), "t_gen_000001", 32)
+    m = MilvusBackend.create(milvus.backend_uri(), milvus.name(), 32)
     m.add(x, np.arange(2000))
     m.commit()
     assert isinstance(m, IndexBackend) and m.ntotal == 2000
@@ -148,9 +132,82 @@ def test_milvus_search_matches_exact_faiss(tmp_path, milvus):
     _, pad = m.search(q[:1], 3000)  # more than there are: padded with -1 like FAISS
     assert (pad[0] >= 0).sum() == m.ntotal and (pad[0, m.ntotal:] == -1).all()
     m.close()
-    with pytest.raises(ConfigError, match="milvus-lite has no IVF_PQ"):
-        MilvusBackend.create(str(tmp_path / "m.db"), "t_gen_000002", 32, "ivfpq",
-                             {"nlist": 8, "nprobe": 2, "pq_m": 8})
+    if milvus.kind == "lite":
+        with pytest.raises(ConfigError, match="milvus-lite has no IVF_PQ"):
+            MilvusBackend.create(milvus.backend_uri(), milvus.name(), 32, "ivfpq",
+                                 {"nlist": 8, "nprobe": 2, "pq_m": 8})
+
+
+def test_milvus_stores_unlabelled_rows_and_filters_on_labels(milvus):
+    """An unlabelled window (label None) goes in as "" (a Milvus 2.3 server refuses a null
+    label), and a label filter returns exactly the windows with that label."""
+    from sonicsearch.index.backends.milvus_backend import MilvusBackend
+
+    x, q = unit(600, 16, seed=3), unit(4, 16, seed=4)
+    labels = [None if i % 3 == 0 else ("a" if i % 3 == 1 else "b") for i in range(600)]
+    fields = WindowFields(labels, [["/", "/m"]] * 600, np.full(600, 2.0))
+    m = MilvusBackend.create(milvus.backend_uri(), milvus.name(), 16)
+    try:
+        m.add(x, np.arange(600), fields)
+        m.commit()
+        assert m.ntotal == 600
+        for want in (["a"], ["a", "b"]):
+            rows = np.array([i for i, lab in enumerate(labels) if lab in want])
+            _, ids = m.search(q, 20, expr=filter_expr(labels=want))
+            exact = rows[np.argsort(-(q @ x[rows].T), axis=1, kind="stable")[:, :20]]
+            assert ids.tolist() == exact.tolist()
+        _, ids = m.search(q, 600, expr=filter_expr(path_prefix="/m"))
+        assert sorted(ids[0].tolist()) == list(range(600))  # unlabelled rows are there too
+    finally:
+        m.close()
+
+
+def test_a_lite_collection_with_null_labels_still_filters(tmp_path):
+    """Collections written before labels were stored as "" hold nulls (milvus-lite took
+    them): opened by today's backend, a label filter still skips those rows."""
+    pytest.importorskip("milvus_lite", reason="milvus-lite not installed")
+    from pymilvus import DataType, MilvusClient
+
+    from sonicsearch.index.backends.milvus_backend import MilvusBackend, connect, disconnect
+
+    uri, x = str(tmp_path / "old.db"), unit(50, 8, seed=5)
+    client = connect(uri)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=8)
+    schema.add_field("label", DataType.VARCHAR, max_length=512, nullable=True)
+    schema.add_field("folders", DataType.ARRAY, element_type=DataType.VARCHAR,
+                     max_capacity=64, max_length=4096)
+    schema.add_field("duration", DataType.DOUBLE)
+    ip = client.prepare_index_params()
+    ip.add_index(field_name="vector", index_type="FLAT", metric_type="IP", params={})
+    client.create_collection("old_gen_000001", schema=schema, index_params=ip)
+    client.insert("old_gen_000001", [{"id": i, "vector": x[i].tolist(),
+                                      "label": "a" if i % 2 else None, "folders": ["/"],
+                                      "duration": 1.0} for i in range(50)])
+    client.flush("old_gen_000001")
+    disconnect(client, uri)
+    m = MilvusBackend.open(uri, "old_gen_000001", 8, "flat", {})
+    try:
+        _, ids = m.search(x[:3], 50, expr=filter_expr(labels=["a"]))
+        assert sorted(ids[0][ids[0] >= 0].tolist()) == list(range(1, 50, 2))
+    finally:
+        m.close()
+
+
+def test_unlabelled_collection_builds_and_answers_like_faiss(tmp_path, milvus):
+    audio = tmp_path / "audio"
+    make_corpus(audio, 5)
+    emb = FakeEmbedder(tmp_path / "model.pt", labels=None)  # no head: every label is None
+    fa, mi = tmp_path / "faiss", tmp_path / "milvus"
+    build_index([audio], emb, fa)
+    build_index([audio], emb, mi, milvus.config())
+    assert_same_answers(answers(fa, emb), answers(mi, emb))
+    with AudioIndex.open(mi, embedder=emb) as index:
+        assert {r.label for r in index.store.records} == {None}
+        _, ids = index.index.search(index.store.vectors()[:2], 5,
+                                    expr=filter_expr(labels=["low"]))
+        assert (ids == -1).all()
 
 
 def test_milvus_index_answers_like_faiss_through_add_change_delete(tmp_path, milvus):
@@ -160,7 +217,7 @@ def test_milvus_index_answers_like_faiss_through_add_change_delete(tmp_path, mil
     fa, mi = tmp_path / "faiss", tmp_path / "milvus"
 
     def both():
-        rf, rm = build_index([audio], emb, fa), build_index([audio], emb, mi, MILVUS)
+        rf, rm = build_index([audio], emb, fa), build_index([audio], emb, mi, milvus.config())
         for r in (rf, rm):
             r.seconds, r.index_dir = 0.0, ""
         rf.generation = rm.generation
@@ -171,7 +228,7 @@ def test_milvus_index_answers_like_faiss_through_add_change_delete(tmp_path, mil
     first = both()
     assert first.index_type == "flat" and len(first.added) == 8
     meta = json.loads((mi / "gen-000001" / "index.json").read_text())
-    assert meta["backend"] == {"name": "milvus", "uri": "milvus.db",
+    assert meta["backend"] == {"name": "milvus", "uri": milvus.uri or "milvus.db",
                                "collection": f"{collection_prefix(mi)}_gen_000001"}
     assert not (mi / "gen-000001" / "index.faiss").exists()
 
@@ -188,7 +245,7 @@ def test_milvus_index_answers_like_faiss_through_add_change_delete(tmp_path, mil
     files[3].unlink()
     both()
     # the live generation's collection and the previous one's are kept, older ones dropped
-    assert [c[-10:] for c in collections(mi)] == ["gen_000002", "gen_000004"]
+    assert [c[-10:] for c in milvus.collections(mi)] == ["gen_000002", "gen_000004"]
     assert not (mi / "gen-000002").exists()  # the folder of an older generation is gone
 
 
@@ -201,10 +258,12 @@ def test_switching_backends_reuses_vectors(tmp_path, milvus):
     before = answers(idx, emb)
     emb.embedded.clear()
     lite = tmp_path / "elsewhere" / "c.db"
-    report = build_index([audio], emb, idx, IndexConfig(backend="milvus", uri=str(lite)))
+    uri = milvus.uri or str(lite)
+    report = build_index([audio], emb, idx, IndexConfig(backend="milvus", uri=uri))
     assert report.written and emb.embedded == []  # no re-embedding, only a new index
     meta = json.loads((idx / "gen-000002" / "index.json").read_text())
-    assert meta["backend"]["uri"] == str(lite.resolve()) and lite.exists()
+    assert meta["backend"]["uri"] == (milvus.uri or str(lite.resolve()))
+    assert milvus.uri or lite.exists()
     assert_same_answers(before, answers(idx, emb))
     assert build_index([audio], emb, idx).written  # and back to FAISS
     assert (idx / "gen-000003" / "index.faiss").is_file()
@@ -216,7 +275,7 @@ def test_milvus_filters_match_brute_force(tmp_path, milvus):
     write_sound(audio / "long" / "l.wav", seed=50, seconds=7.0)
     emb = FakeEmbedder(tmp_path / "model.pt")
     idx = tmp_path / "idx"
-    build_index([audio], emb, idx, MILVUS)
+    build_index([audio], emb, idx, milvus.config())
     with AudioIndex.open(idx, embedder=emb) as index:
         store, backend = index.store, index.index
         vectors = store.vectors()
@@ -255,7 +314,8 @@ def add(self, *a, **k):  # die inside Milvus: the new collection is half filled
     real_add(self, *a, **k)
     os.kill(os.getpid(), signal.SIGKILL)
 MilvusBackend.add = add
-build_index([sys.argv[1]], FakeEmbedder(sys.argv[2]), sys.argv[3], IndexConfig(backend="milvus"))
+build_index([sys.argv[1]], FakeEmbedder(sys.argv[2]), sys.argv[3],
+            IndexConfig(backend="milvus", uri=sys.argv[5] or None))
 """
 
 
@@ -263,20 +323,21 @@ def test_killed_milvus_build_leaves_the_previous_collection_live(tmp_path, milvu
     audio, model, idx = tmp_path / "audio", tmp_path / "model.pt", tmp_path / "idx"
     make_corpus(audio, 6)
     emb = FakeEmbedder(model)
-    build_index([audio], emb, idx, MILVUS)
+    build_index([audio], emb, idx, milvus.config())
     before = answers(idx, emb)
     make_corpus(audio, 4, seed0=30)
     proc = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(audio), str(model),
-                           str(idx), str(FIXTURES)], capture_output=True, text=True, timeout=120)
+                           str(idx), str(FIXTURES), milvus.uri or ""],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (idx / "CURRENT").read_text().strip() == "gen-000001"
-    assert [c[-10:] for c in collections(idx)] == ["gen_000001", "gen_000002"]  # orphan
+    assert [c[-10:] for c in milvus.collections(idx)] == ["gen_000001", "gen_000002"]  # orphan
     assert_same_answers(before, answers(idx, emb))  # the previous state, intact
-    report = build_index([audio], emb, idx, MILVUS)  # the next build mends everything
+    report = build_index([audio], emb, idx, milvus.config())  # the next build mends everything
     assert report.files == 10 and report.generation == "gen-000002"
     with AudioIndex.open(idx, embedder=emb) as index:
         assert index.ntotal == Store(idx / "gen-000002").n_rows
-    assert [c[-10:] for c in collections(idx)] == ["gen_000001", "gen_000002"]
+    assert [c[-10:] for c in milvus.collections(idx)] == ["gen_000001", "gen_000002"]
 
 
 def test_refresh_of_a_milvus_index_closes_the_old_connection(tmp_path, milvus):
@@ -286,16 +347,17 @@ def test_refresh_of_a_milvus_index_closes_the_old_connection(tmp_path, milvus):
     make_corpus(audio, 4)
     emb = FakeEmbedder(tmp_path / "model.pt")
     idx = tmp_path / "idx"
-    build_index([audio], emb, idx, MILVUS)
-    db = os.path.abspath(idx / "milvus.db")  # the default uri: a file in the index folder
-    assert os.path.exists(db)
+    build_index([audio], emb, idx, milvus.config())
+    db = os.path.abspath(idx / "milvus.db")  # lite's default uri: a file in the index folder
+    assert os.path.exists(db) == (milvus.kind == "lite")
     with AudioIndex.open(idx, embedder=emb) as index:
         first = index.index
-        assert M._LITE_USERS.get(db) == 1
+        assert M._LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)
         write_sound(audio / "new.wav", 99)
-        build_index([audio], emb, idx, MILVUS)  # a new generation, a new collection
+        build_index([audio], emb, idx, milvus.config())  # a new generation, a new collection
         assert index.refresh() and index.gen.name == "gen-000002"
         assert first.client is None and index.index is not first  # the old one let go
-        assert M._LITE_USERS.get(db) == 1  # one connection, not one per refresh
+        assert M._LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)  # not 1/refresh
         assert len(index.query(sound(99)[: 2 * SR], k=3, sample_rate=SR)) == 3
+        assert index.index.collection.endswith("_gen_000002")
     assert db not in M._LITE_USERS  # closing the index released the file

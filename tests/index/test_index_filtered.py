@@ -2,7 +2,8 @@
 Milvus: its filter expression), so a filter that keeps ~2 % of a skewed collection still
 returns k results, equal to exact search restricted to the filter, even when the backend
 answers at most a few neighbours per search (as a GPU index, 2048, or Milvus, 16384, do
-on a collection much larger than that)."""
+on a collection much larger than that). The Milvus case runs on milvus-lite and on a Milvus
+server ($SONICSEARCH_MILVUS_URI, see tests/fixtures/milvus_targets.py)."""
 
 from __future__ import annotations
 
@@ -96,15 +97,15 @@ def test_faiss_filter_and_exclusion_together(skewed):
 
 
 @pytest.mark.parametrize("ranges", [True, False], ids=["id-ranges", "field-expression"])
-def test_milvus_filtered_top_k_is_complete_on_a_skewed_collection(skewed, ranges,
-                                                                   monkeypatch):
-    pytest.importorskip("pymilvus")
-    pytest.importorskip("milvus_lite")
+def test_milvus_filtered_top_k_is_complete_on_a_skewed_collection(skewed, ranges, milvus,
+                                                                   tmp_path, monkeypatch):
+    """On milvus-lite and on a Milvus server (the `milvus` fixture)."""
     if not ranges:  # the selection is sent as conditions on label / folders / duration
         monkeypatch.setattr(M, "MAX_EXPR_RANGES", 0)
     root, emb = skewed
-    where = root / f"milvus-{ranges}"
-    build_index([root / "audio"], emb, where, IndexConfig(backend="milvus"))
+    where = tmp_path / "idx"
+    build_index([root / "audio"], emb, where, milvus.config())
     with AudioIndex.open(where, embedder=emb, device="cpu") as index:
         assert isinstance(index.index, MilvusBackend)
+        assert index.index.uri == (milvus.uri or str(where / "milvus.db"))
         check_complete(index, emb)

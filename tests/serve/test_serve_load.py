@@ -1,23 +1,40 @@
 """A bounded load test: 8 concurrent clients against a server in its own process, zero
 errors, throughput and p50/p95 latency reported, and the server's memory flat (RSS after
 10 % and after 100 % of the queries), for 100 and for 1,000 queries (about 5 s here, so
-not marked slow)."""
+not marked slow). On an index whose backend is a Milvus server, the same load runs while
+`build-index` adds files from another process, with zero errors and the new generation
+served at the end."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 from fake_embedder import SR, FakeEmbedder, make_corpus, sound
+from milvus_targets import milvus_target
 from serve_fixtures import rss_bytes, start_process
 
 from sonicsearch.index import build_index
 
 CLIENTS = 8
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BUILD = """
+import sys
+sys.path[:0] = [sys.argv[4]]
+from fake_embedder import FakeEmbedder
+from sonicsearch.config import IndexConfig
+from sonicsearch.index import build_index
+r = build_index([sys.argv[1]], FakeEmbedder(sys.argv[2]), sys.argv[3],
+                IndexConfig(backend="milvus", uri=sys.argv[5]))
+print(r.generation, len(r.added))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +114,37 @@ def test_load_100_queries(server):
 def test_load_1000_queries(server):
     proc, url, clips = server
     check(run_load(proc, url, clips, 1000), 1000)
+
+
+def test_load_on_a_milvus_server_while_build_index_updates_it(tmp_path):
+    with milvus_target("server", tmp_path) as target:
+        make_corpus(tmp_path / "audio", 12, seconds=6.0)
+        emb = FakeEmbedder(tmp_path / "model.pt")
+        build_index([tmp_path / "audio"], emb, tmp_path / "idx", target.config())
+        clips = []
+        for seed in range(CLIENTS):
+            sf.write(str(tmp_path / f"clip{seed}.wav"), sound(seed, 6.0)[SR : 4 * SR], SR)
+            clips.append((tmp_path / f"clip{seed}.wav").read_bytes())
+        # it answers once the no-match calibration is measured: 1,800 searches over gRPC
+        proc, url = start_process(tmp_path / "idx", tmp_path / "model.pt", timeout=180)
+        try:
+            make_corpus(tmp_path / "audio", 4, seed0=40, seconds=6.0)
+            build = subprocess.Popen(
+                [sys.executable, "-c", BUILD, str(tmp_path / "audio"),
+                 str(tmp_path / "model.pt"), str(tmp_path / "idx"), str(FIXTURES),
+                 target.uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stats = run_load(proc, url, clips, 300)  # while the build runs (and after)
+            out, err = build.communicate(timeout=300)
+            assert build.returncode == 0, err[-2000:]
+            assert out.split()[-2:] == ["gen-000002", "4"]
+            assert stats["queries"] == 300 and stats["errors"] == 0
+            deadline = time.monotonic() + 180  # the switch follows the new calibration
+            while httpx.get(url + "/healthz").json()["generation"] != "gen-000002":
+                assert time.monotonic() < deadline, "the server did not switch generations"
+                time.sleep(0.2)
+            assert httpx.get(url + "/info").json()["files"] == 16
+            stats = run_load(proc, url, clips, 50)
+            assert stats["errors"] == 0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -9,12 +9,20 @@ generation's and the one before it is dropped: readers that opened the previous 
 keep working until the build after.
 
 Rows: ``id`` (INT64, the window's row in meta.sqlite), ``vector`` (FLOAT_VECTOR, IP
-metric), and the scalar fields ``label`` (VARCHAR, nullable), ``folders`` (ARRAY of
-VARCHAR: every folder the file lies under) and ``duration`` (DOUBLE, the file's seconds),
-so label / path-prefix / duration filters run inside the search (:func:`filter_expr`).
+metric), and the scalar fields ``label`` (VARCHAR; ``""`` for an unlabelled file: a Milvus
+2.3 server has no nullable fields and refuses a null, and our filters never ask for the
+empty label), ``folders`` (ARRAY of VARCHAR: every folder the file lies under) and
+``duration`` (DOUBLE, the file's seconds), so label / path-prefix / duration filters run
+inside the search (:func:`filter_expr`). Collections written by milvus-lite before this
+(label nullable, null for no label) answer the same filters unchanged.
 A filtered search (:class:`Selection`) becomes one expression (:func:`selection_expr`):
 id ranges when the allowed windows form few runs, else the conditions on those fields
 (the expressions and index settings are in milvus_params.py).
+
+Reads and writes: a server answers searches at bounded staleness (its default; a strong
+read waits ~200 ms for the server's time tick), so the backend that wrote (added or
+deleted) reads strongly from then on, and the row count is always read strongly; a
+reader of a committed (flushed, indexed, loaded) collection searches at the default.
 
 ``uri``: ``http(s)://host:19530`` for a server (token from $SONICSEARCH_MILVUS_TOKEN), or a
 local ``*.db`` path for milvus-lite, which one process at a time may open.
@@ -143,6 +151,7 @@ class MilvusBackend:
         self.index_type, self.params = index_type, params or {}
         self.uri, self._owns = uri, owns_client
         self._count: int | None = None
+        self._wrote = False  # added or deleted: read strongly (see the module docstring)
 
     @classmethod
     def create(cls, uri: str, collection: str, dim: int, index_type: str = "flat",
@@ -160,7 +169,7 @@ class MilvusBackend:
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.INT64, is_primary=True)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(dim))
-            schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL, nullable=True)
+            schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL)
             schema.add_field("folders", DataType.ARRAY, element_type=DataType.VARCHAR,
                              max_capacity=MAX_FOLDERS, max_length=MAX_PATH)
             schema.add_field("duration", DataType.DOUBLE)
@@ -194,7 +203,8 @@ class MilvusBackend:
     @property
     def ntotal(self) -> int:
         if self._count is None:
-            res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+            res = self.client.query(self.collection, filter="", output_fields=["count(*)"],
+                                    consistency_level="Strong")
             self._count = int(res[0]["count(*)"])
         return self._count
 
@@ -210,12 +220,12 @@ class MilvusBackend:
             b = min(a + INSERT_ROWS, len(ids))
             f = fields.slice(a, b) if fields is not None else None
             rows = [{"id": int(ids[i]), "vector": vectors[i].tolist(),
-                     "label": f.label[i - a] if f else None,
+                     "label": (f.label[i - a] or "") if f else "",
                      "folders": f.folders[i - a] if f else [],
                      "duration": float(f.duration[i - a]) if f else 0.0}
                     for i in range(a, b)]
             self.client.insert(self.collection, rows)
-        self._count = None
+        self._count, self._wrote = None, True
 
     def delete(self, ids: np.ndarray) -> int:
         """Delete rows by id; returns the number Milvus reports."""
@@ -223,7 +233,7 @@ class MilvusBackend:
         if not ids:
             return 0
         res = self.client.delete(self.collection, ids=ids)
-        self._count = None
+        self._count, self._wrote = None, True
         return int(res.get("delete_count", len(ids)) if isinstance(res, dict) else len(res))
 
     def search(self, vectors: np.ndarray, k: int, where: Selection | None = None,
@@ -236,9 +246,10 @@ class MilvusBackend:
         kk = max(1, min(int(k), MAX_TOPK))
         scores = np.full((len(x), k), -np.finfo(np.float32).max, np.float32)
         ids = np.full((len(x), k), -1, np.int64)
+        strong = {"consistency_level": "Strong"} if self._wrote else {}
         res = self.client.search(
             self.collection, data=x.tolist(), limit=kk, filter=expr or "",
-            output_fields=["id"],
+            output_fields=["id"], **strong,
             search_params={"metric_type": "IP",
                            "params": search_params(self.index_type, self.params, kk)})
         for q, hits in enumerate(res):

@@ -70,6 +70,9 @@ def filter_expr(labels: Iterable[str] | None = None, path_prefix: str | Path | N
         labels = list(labels)
         if not labels:
             raise ConfigError("the label filter needs at least one label")
+        if "" in labels:  # stored for an unlabelled file (a server has no null), so refuse it
+            raise ConfigError("the label filter takes non-empty labels (an unlabelled file "
+                              "has no label to match)")
         parts.append(f"label in [{', '.join(_quote(str(lab)) for lab in labels)}]")
     if path_prefix is not None:
         folder = os.path.normpath(os.path.abspath(os.fspath(path_prefix)))
