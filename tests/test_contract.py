@@ -213,6 +213,22 @@ def test_filtered_and_thresholded_query_json_matches_schema(world):
     assert isinstance(none["min_score"], float)  # 6 files: calibrated
 
 
+def test_occurrences_json_matches_schema(world):
+    clip = world / "data" / "low" / "low1.wav"
+    (obj,) = cli_json("query", clip, "--index", world / "idx", "--json", "--device", "cpu",
+                      "--occurrences", "--min-score", "0.01")
+    assert_valid(obj, "query")
+    assert (obj["occurrences"], obj["min_score"], obj["no_match"]) == (True, 0.01, False)
+    mine = [r for r in obj["results"] if r["path"] == str(clip.resolve())]
+    assert mine and mine[0]["rank"] == 1 and mine[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    for r in obj["results"]:
+        assert r["start"] <= r["end"] and r["query_start"] <= r["query_end"]
+    for clash in (["--segments"], ["--mode", "style"], ["--rollup", "max"]):
+        res = CliRunner().invoke(app, ["query", str(clip), "--index", str(world / "idx"),
+                                       "--occurrences", *clash])
+        assert res.exit_code == 2 and "--occurrences" in res.output
+
+
 def test_info_check_json_matches_schema(world):
     (obj,) = cli_json("info", "--index", world / "idx", "--json", "--check")
     assert_valid(obj, "info")

@@ -128,13 +128,18 @@ def _check_min_score(value: str | None) -> str | None:
 def query(
     clips: Annotated[list[Path], typer.Argument(help="Query clips and/or folders of clips.")],
     index: IndexOpt = DEFAULT_INDEX,
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Results per query.")] = 10,
+    k: Annotated[int | None, typer.Option(
+        "--k", "-k", min=1, help="Results per query (default 10; with --occurrences: all).")
+                 ] = None,
     mode: Annotated[Mode, typer.Option(
         help="recording: the recording each clip came from (window vectors); style: files "
         "that sound like it (style vectors of files and 20 s segments).")
                     ] = Mode(MODE_DEFAULT),
     segments: Annotated[bool, typer.Option(
         help="List matching windows (style mode: 20 s segments), not files.")] = False,
+    occurrences: Annotated[bool, typer.Option(
+        "--occurrences", help="Every span of every file where the clip occurs, each with "
+        "its score, not each file's best (recording mode).")] = False,
     json_out: JsonOpt = False,
     rollup: Annotated[Rollup | None, typer.Option(
         help=f"How window hits make a file's score, in recording mode (default: the "
@@ -174,6 +179,7 @@ def query(
     builds one QueryRequest and prints what AudioIndex.run_clips answers.
     """
     mode_name = getattr(mode, "value", mode)
+    _check_occurrences(occurrences, mode_name, segments, rollup)
     if mode_name == "style" and rollup is not None:
         raise typer.BadParameter("a roll-up scores window matches: it applies to --mode "
                                  "recording only", param_hint="'--rollup'")
@@ -183,7 +189,8 @@ def query(
                                  param_hint="'--min-score'")
     request = QueryRequest.from_options(
         labels=label, path_prefix=path_prefix, min_duration=min_duration,
-        max_duration=max_duration, max_per_folder=max_per_folder, min_score=min_score, k=k,
+        max_duration=max_duration, max_per_folder=max_per_folder, min_score=min_score,
+        k=k if k is not None or occurrences else 10, occurrences=occurrences,
         segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
         exclude_self=exclude_self, mode=mode_name)
     cfg, keys = load_index_config(config)
@@ -204,7 +211,7 @@ def query(
             elif json_out:
                 echo_json(result.to_dict())
             else:
-                _print_result(result, segments and mode_name == "recording")
+                _print_result(result, (segments and mode_name == "recording") or occurrences)
     finally:
         idx.close()
     if len(skipped) == len(paths) + len(errors):  # nothing answered: one error, said once
@@ -213,6 +220,18 @@ def query(
         report_skipped(skipped, "clips")
         raise AudioError(skipped[0][0], f"no usable query clip ({len(skipped)} skipped)")
     report_skipped(skipped, "clips")
+
+
+def _check_occurrences(occurrences: bool, mode: str, segments: bool, rollup) -> None:
+    """--occurrences lists spans of recordings: no style mode, segments or roll-up."""
+    if not occurrences:
+        return
+    for clash, flag in ((mode == "style", "--mode style"), (segments, "--segments"),
+                        (rollup is not None, "--rollup")):
+        if clash:
+            raise typer.BadParameter(f"--occurrences lists every span where the clip occurs "
+                                     f"in recording mode; it takes no {flag}",
+                                     param_hint="'--occurrences'")
 
 
 def _print_result(result, segments: bool) -> None:

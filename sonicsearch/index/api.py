@@ -127,8 +127,10 @@ class AudioIndex(IndexReader):
 
     def _resolved(self, request: QueryRequest) -> QueryRequest:
         """``request`` with its min_score a number or None (``"auto"`` resolved)."""
-        threshold = resolve_min_score(self, request.min_score, request.rollup,
-                                      request.segments)
+        occurrences = request.occurrences  # they are vote's offsets: its threshold
+        threshold = resolve_min_score(self, request.min_score,
+                                      ROLLUP_DEFAULT if occurrences else request.rollup,
+                                      request.segments and not occurrences)
         return request.replace(min_score=threshold,
                                thresholded=request.thresholded or request.min_score is not None)
 
@@ -168,12 +170,42 @@ class AudioIndex(IndexReader):
             return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
         return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
 
+    def occurrences(self, source: str | Path | np.ndarray, k: int | None = None,
+                    sample_rate: int | None = None, min_score: float | str | None = None,
+                    filters: Filters | None = None, exclude_self: bool = False
+                    ) -> QueryResult:
+        """Every span of every indexed file where a clip occurs (a jingle aired twelve times
+        in a day), best first, not just each file's best span
+        (:mod:`sonicsearch.index.occurrences`).
+
+        Args:
+            source: an audio file, or a mono waveform (float array).
+            k: at most this many occurrences (None: all).
+            min_score: the lowest score (0..1, ``vote``'s scale) an occurrence may have;
+                None: ``occurrences.MIN_SCORE``; ``"auto"``: the index's calibrated
+                no-match threshold.
+            filters, exclude_self, sample_rate: as in :meth:`query`.
+
+        Returns:
+            A :class:`QueryResult` whose results are occurrences: ``path``, ``score`` (the
+            confidence), ``start``/``end`` in the file and ``query_start``/``query_end``
+            in the clip; a file may appear several times. Its JSON always has
+            ``min_score``, ``no_match`` and ``reason``, and ``occurrences: true``.
+
+        Raises:
+            AudioError: the clip is unusable. ConfigError: k < 1, a bad min_score.
+        """
+        options = dict(k=k, filters=filters, min_score=min_score, occurrences=True)
+        if isinstance(source, np.ndarray):
+            return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
+        return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
+
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
                     ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
         """Query many clips, decoding ahead; bad clips yield their AudioError in order.
 
         Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self, filters,
-        min_score, mode).
+        min_score, mode) and ``occurrences=True`` for :meth:`occurrences`' answer.
         """
         return self.run_clips(QueryRequest(clips=tuple(paths), **kwargs))
 
