@@ -21,6 +21,7 @@ from sonicsearch.errors import AudioError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
 from sonicsearch.index.calibration import check_calibration_file, resolve_min_score
+from sonicsearch.index.duplicates import Duplicates, find_duplicates
 from sonicsearch.index.filters import Filters
 from sonicsearch.index.reader import DEFAULT_INDEX_DIR, IndexReader
 from sonicsearch.index.request import MODE_DEFAULT, QueryRequest
@@ -199,6 +200,26 @@ class AudioIndex(IndexReader):
         if isinstance(source, np.ndarray):
             return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
         return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
+
+    def duplicates(self, min_overlap: float = 10.0, min_score: float = 0.5,
+                   stride_seconds: float = 3.0) -> Duplicates:
+        """Every group of indexed files that hold the same recording, whole or in part,
+        from the stored window vectors (nothing is embedded); see
+        :mod:`sonicsearch.index.duplicates`.
+
+        Args:
+            min_overlap: seconds two files must share (or 80 % of the shorter file).
+            min_score: the lowest confidence (0..1) of a match.
+            stride_seconds: one stored window every this many seconds is searched.
+
+        Returns:
+            :class:`~sonicsearch.index.duplicates.Duplicates`: ``.groups`` (files,
+            matches with their spans and confidences), ``.to_dict()`` the duplicates JSON.
+
+        Raises:
+            ConfigError: a negative, NaN or infinite argument.
+        """
+        return find_duplicates(self, min_overlap, min_score, stride_seconds)
 
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
                     ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
