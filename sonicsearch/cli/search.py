@@ -1,4 +1,4 @@
-"""`sonicsearch build-index`, `query` and `info`."""
+"""`sonicsearch build-index`, `query`, `duplicates` and `info`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from sonicsearch.cli.common import (
 from sonicsearch.config import load_index_config
 from sonicsearch.errors import AudioError, ConfigError, DataError, OptionError
 from sonicsearch.index import AudioIndex, builder
+from sonicsearch.index import duplicates as dup
 from sonicsearch.index.backends.base import BACKEND_REGISTRY
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
@@ -260,6 +261,53 @@ def _print_result(result, segments: bool) -> None:
     if not rows:
         typer.echo(f"  ({result.get('reason') or 'no results'})")
     typer.echo("")
+
+
+@app.command()
+def duplicates(
+    index: Annotated[Path, typer.Argument(help="Index directory.")] = DEFAULT_INDEX,
+    min_overlap: Annotated[float, typer.Option(
+        min=0, callback=NON_NEGATIVE, metavar="SECONDS",
+        help="Seconds of one recording two files must share (a shorter file: 80% of it).")
+                           ] = dup.MIN_OVERLAP,
+    min_score: Annotated[float, typer.Option(
+        min=0, max=1, callback=NON_NEGATIVE, metavar="X",
+        help="Lowest confidence of a match, 0..1.")] = dup.MIN_SCORE,
+    stride: Annotated[float, typer.Option(
+        callback=POSITIVE, metavar="SECONDS",
+        help="Search one stored window every this many seconds (larger: faster).")
+                      ] = dup.STRIDE_SECONDS,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every group of indexed files that hold the same recording, whole or in part (other
+    encodings, sample rates, trimmed, faded or louder copies, a mix holding a track), with
+    the spans they share; from the stored vectors, nothing is embedded again."""
+    with AudioIndex.open(index, device="cpu") as idx:
+        found = idx.duplicates(min_overlap, min_score, stride)
+    out = found.to_dict()
+    if json_out:
+        echo_json(out)
+    else:
+        _print_duplicates(out)
+    log(f"{len(out['groups'])} groups holding {sum(len(g['files']) for g in out['groups'])} "
+        f"of {out['files']} files, in {found.seconds:.1f}s")
+
+
+def _print_duplicates(out: dict) -> None:
+    """Each group: its confidence, files and matching spans."""
+    for g in out["groups"]:
+        typer.echo(f"group {g['group']}  confidence {g['confidence']:.3f}  "
+                   f"{len(g['files'])} files")
+        for f in g["files"]:
+            typer.echo(f"  {display_path(f['path'])}  ({_clock(f['duration'])})")
+        for m in g["matches"]:
+            typer.echo(f"    {display_path(Path(m['a']).name)} {_clock(m['a_start'])}-"
+                       f"{_clock(m['a_end'])} = {display_path(Path(m['b']).name)} "
+                       f"{_clock(m['b_start'])}-{_clock(m['b_end'])}  "
+                       f"{m['confidence']:.3f}")
+        typer.echo("")
+    if not out["groups"]:
+        typer.echo(f"no duplicates among {out['files']} files")
 
 
 def _style_line(style: dict | None) -> str:
