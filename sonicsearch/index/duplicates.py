@@ -56,6 +56,12 @@ MATCH_LIFT = 0.5  # a window on the diagonal matches with this lift or more
 MIN_SCORE = 0.5  # a match's confidence (mean lift) must reach this
 MAX_GAP = 2  # a run of matching windows may skip this many (hops: a noisy bar)
 SEARCH_BLOCK = 4096  # searched windows per backend call
+# Up to this many windows step 1 asks the index itself (exact for a flat index); above, a
+# search every window against every window grows as N^2 (a flat index of 46k windows
+# took 70-90 s on 2 shared cores), so step 1 searches a coarse partition of the stored vectors made
+# for the run: k-means into 2 sqrt(N) lists, PROBE lists searched per window.
+EXACT_ROWS = 20_000
+PROBE = 6
 
 
 @dataclass(frozen=True)
@@ -190,11 +196,12 @@ class _Diagonals:
         a pair: the best of those a neighbouring offset finds again."""
         runs = [m for a, b, off in candidates
                 for m in self._runs(a, b, off, min_overlap, min_score)]
-        found: list[Match] = []
+        found: dict[tuple[int, int], list[Match]] = {}
         for m in sorted(runs, key=lambda m: (-m.confidence, m.a, m.b, m.a_start)):
-            if not any(_same_span(m, f) for f in found if (f.a, f.b) == (m.a, m.b)):
-                found.append(m)
-        return found
+            kept = found.setdefault((m.a, m.b), [])
+            if not any(_same_span(m, f) for f in kept):
+                kept.append(m)
+        return [m for kept in found.values() for m in kept]
 
     def _runs(self, a: int, b: int, off: int, min_overlap: float,
               min_score: float) -> list[Match]:
@@ -243,14 +250,14 @@ def _candidates(d: _Diagonals) -> list[tuple[int, int, int]]:
     """Step 1: the (a, b, offset in hops) that ``MIN_SEEDS`` searched windows agree on,
     most agreed first; it also sets every window's background (``d.floor``)."""
     rows = d.searched_rows()
-    ntotal = int(d.backend.ntotal)
+    ntotal, search = d.store.n_rows, _searcher(d)
     depth = min(ntotal, BACKGROUND_RANK + OWN_SLACK, d.backend.max_k or ntotal)
     n_files = len(d.store.records)
     span = int(np.ceil(max(r.duration for r in d.store.records) / d.hop)) + 2
     keys = []
     for i in range(0, len(rows), SEARCH_BLOCK):
         q = rows[i : i + SEARCH_BLOCK]
-        sims, ids = d.backend.search(np.ascontiguousarray(d.vectors[q], np.float32), depth)
+        sims, ids = search(np.ascontiguousarray(d.vectors[q], np.float32), depth)
         fq = d.file_of[q]
         fh = np.where(ids >= 0, d.file_of[np.maximum(ids, 0)], -1)
         other = (ids >= 0) & (fh != fq[:, None])
@@ -266,6 +273,27 @@ def _candidates(d: _Diagonals) -> list[tuple[int, int, int]]:
         keys.append(np.unique(np.stack([q[r], key]), axis=1)[1])  # a window votes once
     d.spread_floor()
     return _agreed(np.concatenate(keys) if keys else np.zeros(0, np.int64), n_files, span)
+
+
+def _searcher(d: _Diagonals):
+    """``search(x, k) -> (sims, ids)`` for step 1: the index's own search up to
+    ``EXACT_ROWS`` windows, else an inverted file over the stored vectors made for this run
+    (its backgrounds are then those of the windows in the probed lists: at most the exact
+    ones)."""
+    n = d.store.n_rows
+    if n <= EXACT_ROWS:
+        return d.backend.search
+    import faiss
+
+    dim = d.vectors.shape[1]
+    nlist = int(2 * math.sqrt(n))
+    sample = np.random.default_rng(0).choice(n, min(n, 20 * nlist), replace=False)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(np.ascontiguousarray(d.vectors[np.sort(sample)], np.float32))
+    for a in range(0, n, 8 * SEARCH_BLOCK):
+        ivf.add(np.ascontiguousarray(d.vectors[a : a + 8 * SEARCH_BLOCK], np.float32))
+    ivf.nprobe = PROBE
+    return ivf.search
 
 
 def _background(sims: np.ndarray, other: np.ndarray, crowd: np.ndarray) -> np.ndarray:

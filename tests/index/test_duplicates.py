@@ -164,3 +164,13 @@ def test_stride_one_finds_the_same_groups(index):
     every = index.duplicates(stride_seconds=0.5).to_dict()
     default = index.duplicates().to_dict()
     assert [names(g) for g in every["groups"]] == [names(g) for g in default["groups"]]
+
+
+def test_the_coarse_search_of_a_large_index_finds_the_same_groups(index, monkeypatch):
+    # above EXACT_ROWS windows step 1 searches an inverted file made for the run
+    from sonicsearch.index import duplicates
+
+    exact = [names(g) for g in index.duplicates().to_dict()["groups"]]
+    monkeypatch.setattr(duplicates, "EXACT_ROWS", 0)
+    coarse = [names(g) for g in index.duplicates().to_dict()["groups"]]
+    assert sorted(map(sorted, coarse)) == sorted(map(sorted, exact))
