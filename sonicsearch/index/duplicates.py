@@ -192,8 +192,8 @@ class _Diagonals:
 
     def matches(self, candidates: list[tuple[int, int, int]], min_overlap: float,
                 min_score: float) -> list[Match]:
-        """The matches of the candidate (a, b, offset in hops) diagonals, one per span of
-        a pair: the best of those a neighbouring offset finds again."""
+        """The matches of the candidate (a, b, offset in hops) diagonals, best first, less
+        those that lie within a better one of the same pair (:func:`_same_span`)."""
         runs = [m for a, b, off in candidates
                 for m in self._runs(a, b, off, min_overlap, min_score)]
         found: dict[tuple[int, int], list[Match]] = {}
@@ -289,6 +289,7 @@ def _searcher(d: _Diagonals):
     nlist = int(2 * math.sqrt(n))
     sample = np.random.default_rng(0).choice(n, min(n, 20 * nlist), replace=False)
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.min_points_per_centroid = 16  # 20 per list: enough for a partition (no warning)
     ivf.train(np.ascontiguousarray(d.vectors[np.sort(sample)], np.float32))
     for a in range(0, n, 8 * SEARCH_BLOCK):
         ivf.add(np.ascontiguousarray(d.vectors[a : a + 8 * SEARCH_BLOCK], np.float32))
@@ -334,12 +335,15 @@ def _runs(ok: np.ndarray, gap: int) -> list[tuple[int, int]]:
 
 
 def _same_span(m: Match, f: Match) -> bool:
-    """Whether two matches of one pair overlap by more than half the shorter in ``a``
-    at about the same offset (one span found from two neighbouring offsets)."""
-    inter = min(m.a_end, f.a_end) - max(m.a_start, f.a_start)
-    shorter = min(m.a_end - m.a_start, f.a_end - f.a_start)
-    offsets = abs((m.b_start - m.a_start) - (f.b_start - f.a_start))
-    return inter > 0.5 * shorter and offsets < 0.5 * shorter
+    """Whether ``m`` lies within a better match ``f`` of the same pair: its span overlaps
+    ``f``'s by more than half in both files (one span found again from a neighbouring
+    offset, or a passage that repeats inside the recording). A track twice in a mix is two
+    matches: their spans in the mix do not overlap."""
+    def within(a0: float, a1: float, b0: float, b1: float) -> bool:
+        return min(a1, b1) - max(a0, b0) > 0.5 * (a1 - a0)
+
+    return (within(m.a_start, m.a_end, f.a_start, f.a_end)
+            and within(m.b_start, m.b_end, f.b_start, f.b_end))
 
 
 def _groups(matches: list[Match], paths: list[str]) -> list[DuplicateGroup]:
