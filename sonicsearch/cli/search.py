@@ -265,7 +265,7 @@ def _print_result(result, segments: bool) -> None:
 
 @app.command()
 def duplicates(
-    index: Annotated[Path, typer.Argument(help="Index directory.")] = DEFAULT_INDEX,
+    index: Annotated[Path, typer.Argument(help="Index directory (as build-index --index).")],
     min_overlap: Annotated[float, typer.Option(
         min=0, callback=NON_NEGATIVE, metavar="SECONDS",
         help="Seconds of one recording two files must share (a shorter file: 80% of it).")
@@ -279,9 +279,12 @@ def duplicates(
                       ] = dup.STRIDE_SECONDS,
     json_out: JsonOpt = False,
 ) -> None:
-    """Every group of indexed files that hold the same recording, whole or in part (other
-    encodings, sample rates, trimmed, faded or louder copies, a mix holding a track), with
-    the spans they share; from the stored vectors, nothing is embedded again."""
+    """Every group of indexed files that hold the same recording, whole or in part.
+
+    Other encodings, sample rates, trimmed, faded or louder copies, a mix holding a track:
+    each group with the spans its files share, from the stored vectors (nothing is
+    embedded again).
+    """
     with AudioIndex.open(index, device="cpu") as idx:
         found = idx.duplicates(min_overlap, min_score, stride)
     out = found.to_dict()

@@ -18,6 +18,7 @@ from sonicsearch.config import IndexConfig
 from sonicsearch.embed.embedder import Embedder as TorchEmbedder
 from sonicsearch.embed.types import with_windows
 from sonicsearch.errors import AudioError, IndexStoreError
+from sonicsearch.index import duplicates as dup
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
 from sonicsearch.index.calibration import check_calibration_file, resolve_min_score
@@ -201,8 +202,9 @@ class AudioIndex(IndexReader):
             return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
         return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
 
-    def duplicates(self, min_overlap: float = 10.0, min_score: float = 0.5,
-                   stride_seconds: float = 3.0) -> Duplicates:
+    def duplicates(self, min_overlap: float = dup.MIN_OVERLAP,
+                   min_score: float = dup.MIN_SCORE,
+                   stride_seconds: float = dup.STRIDE_SECONDS) -> Duplicates:
         """Every group of indexed files that hold the same recording, whole or in part,
         from the stored window vectors (nothing is embedded); see
         :mod:`sonicsearch.index.duplicates`.
