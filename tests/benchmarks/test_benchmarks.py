@@ -176,3 +176,10 @@ def test_duplicates_tiny(tmp_path):
     assert row["files"] > 60 and row["groups"] >= 1
     assert 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
     assert "precision" in md
+
+
+@pytest.mark.slow  # the base model embeds about 6 min of synthetic audio: 1-2 min on 2 cores
+def test_collection_tiny(tmp_path):
+    row, md = _run("collection", tmp_path)
+    assert row["files"] == 13 and row["dup_recall"] == 1.0 and row["occ_recall"] == 1.0
+    assert "occ_precision" in md
