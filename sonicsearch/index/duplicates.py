@@ -7,8 +7,9 @@ backend, store and vectors; the index never calls it), in three steps:
 
 1. **Candidates.** One stored window every ``stride`` seconds of every file is searched in
    the index for its ``BACKGROUND_RANK + OWN_SLACK`` nearest windows (batched, through the
-   backend). Its background is its ``BACKGROUND_RANK``-th most similar window of *other*
-   files, as for ``vote`` (0 when the index has too few windows). A neighbour in another
+   backend; above ``EXACT_ROWS`` windows, through an inverted file made for the run). Its
+   background is its ``BACKGROUND_RANK``-th most similar window of *other* files, as for
+   ``vote`` (0 when the index has too few windows). A neighbour in another
    file that rises at least ``SEED_LIFT`` of the way from the background to identical
    votes for its file pair at their time offset (in hops); a pair and offset that
    ``MIN_SEEDS`` searched windows agree on (neighbouring offsets counted together) is a
@@ -22,6 +23,7 @@ backend, store and vectors; the index never calls it), in three steps:
    when it lasts at least ``min_overlap`` seconds, or covers ``COVER_SHARE`` of the
    shorter file, and its **confidence**, the mean lift of its windows (``vote``'s scale:
    1.0 when every window matched perfectly), is at least ``min_score``.
+   A match inside a better one of the same pair (in both files) is dropped.
 3. **Groups.** Matches join files with union-find, best first; a group's confidence is its
    weakest joining match (the lowest edge of its maximum spanning tree).
 
@@ -56,10 +58,10 @@ MATCH_LIFT = 0.5  # a window on the diagonal matches with this lift or more
 MIN_SCORE = 0.5  # a match's confidence (mean lift) must reach this
 MAX_GAP = 2  # a run of matching windows may skip this many (hops: a noisy bar)
 SEARCH_BLOCK = 4096  # searched windows per backend call
-# Up to this many windows step 1 asks the index itself (exact for a flat index); above, a
-# search every window against every window grows as N^2 (a flat index of 46k windows
-# took 70-90 s on 2 shared cores), so step 1 searches a coarse partition of the stored vectors made
-# for the run: k-means into 2 sqrt(N) lists, PROBE lists searched per window.
+# Up to this many windows step 1 asks the index itself (exact for a flat index); above,
+# searching every window against every window grows as N^2 (a flat index of 46k windows:
+# 70-90 s on 2 shared cores, benchmarks/duplicates.py), so step 1 searches a partition of
+# the stored vectors made for the run: k-means into 2 sqrt(N) lists, PROBE of them probed.
 EXACT_ROWS = 20_000
 PROBE = 6
 
