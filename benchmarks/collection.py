@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     C.set_threads(args.threads)
     from sonicsearch.index import AudioIndex
+    from sonicsearch.index.occurrences import MIN_SCORE as OCCURRENCE_MIN_SCORE
 
     paths = pick(args)
     work = args.cache / "bench-collection" / C.mode(args)
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
            for g in found.groups for a, b in combinations(g.files, 2)}
     truth = {tuple(sorted(p)) for p in truth}
     hits = [(name(r["path"]), r["start"], r["score"]) for r in occ]
-    kept = [h for h in hits if h[2] >= 0.3]
+    kept = [h for h in hits if h[2] >= OCCURRENCE_MIN_SCORE]
     right = [h for h in kept if h[0] == "programme.wav"
              and any(abs(h[1] - a) <= 1.5 for a in aired)]
     false_scores = [h[2] for h in hits if h not in right]
