@@ -32,7 +32,7 @@ from sonicsearch.model.checkpoint import save_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SCHEMAS = DOCS / "schemas"
-SCHEMA_NAMES = ("query", "evaluate", "info")
+SCHEMA_NAMES = ("query", "evaluate", "info", "duplicates")
 SR = 8000
 TINY = FeatureConfig(sample_rate=SR, n_fft=256, hop_length=128, n_mels=32,
                      window_seconds=1.0, hop_seconds=0.5)
@@ -211,6 +211,45 @@ def test_filtered_and_thresholded_query_json_matches_schema(world):
     assert none["results"] == [] and none["no_match"] is True
     assert none["reason"] == "no indexed file passes the filters"
     assert isinstance(none["min_score"], float)  # 6 files: calibrated
+
+
+def test_occurrences_json_matches_schema(world):
+    clip = world / "data" / "low" / "low1.wav"
+    (obj,) = cli_json("query", clip, "--index", world / "idx", "--json", "--device", "cpu",
+                      "--occurrences", "--min-score", "0.01")
+    assert_valid(obj, "query")
+    assert (obj["occurrences"], obj["min_score"], obj["no_match"]) == (True, 0.01, False)
+    mine = [r for r in obj["results"] if r["path"] == str(clip.resolve())]
+    assert mine and mine[0]["rank"] == 1 and mine[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    for r in obj["results"]:
+        assert r["start"] <= r["end"] and r["query_start"] <= r["query_end"]
+    for clash in (["--segments"], ["--mode", "style"], ["--rollup", "max"]):
+        res = CliRunner().invoke(app, ["query", str(clip), "--index", str(world / "idx"),
+                                       "--occurrences", *clash])
+        assert res.exit_code == 2 and "--occurrences" in res.output
+
+
+def test_duplicates_json_matches_schema(world, tmp_path):
+    import shutil
+
+    shutil.copytree(world / "data" / "high", tmp_path / "audio")
+    shutil.copy(world / "data" / "high" / "high0.wav", tmp_path / "audio" / "copy.wav")
+    cli("build-index", tmp_path / "audio", "--model", world / "model.pt", "--index",
+        tmp_path / "idx", "--device", "cpu")
+    (obj,) = cli_json("duplicates", tmp_path / "idx", "--json", "--min-overlap", "1")
+    assert_valid(obj, "duplicates")
+    assert obj["files"] == 4 and obj["min_overlap"] == 1.0
+    (group,) = [g for g in obj["groups"]
+                if str((tmp_path / "audio" / "copy.wav").resolve()) in
+                {f["path"] for f in g["files"]}]
+    assert str((tmp_path / "audio" / "high0.wav").resolve()) in {f["path"] for f in group["files"]}
+    broken = copy.deepcopy(obj)
+    broken["groups"][0]["matches"][0]["confidence"] = 1.5
+    assert any("confidence" in e for e in schema_errors(broken, load_schema("duplicates")))
+    (none,) = cli_json("duplicates", world / "free-idx", "--json", "--min-score", "1")
+    assert_valid(none, "duplicates")
+    res = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--min-overlap", "-1"])
+    assert res.exit_code == 2 and "--min-overlap" in res.output
 
 
 def test_info_check_json_matches_schema(world):

@@ -1,4 +1,4 @@
-"""`sonicsearch build-index`, `query` and `info`."""
+"""`sonicsearch build-index`, `query`, `duplicates` and `info`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from sonicsearch.cli.common import (
 from sonicsearch.config import load_index_config
 from sonicsearch.errors import AudioError, ConfigError, DataError, OptionError
 from sonicsearch.index import AudioIndex, builder
+from sonicsearch.index import duplicates as dup
 from sonicsearch.index.backends.base import BACKEND_REGISTRY
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
@@ -128,13 +129,18 @@ def _check_min_score(value: str | None) -> str | None:
 def query(
     clips: Annotated[list[Path], typer.Argument(help="Query clips and/or folders of clips.")],
     index: IndexOpt = DEFAULT_INDEX,
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Results per query.")] = 10,
+    k: Annotated[int | None, typer.Option(
+        "--k", "-k", min=1, help="Results per query (default 10; with --occurrences: all).")
+                 ] = None,
     mode: Annotated[Mode, typer.Option(
         help="recording: the recording each clip came from (window vectors); style: files "
         "that sound like it (style vectors of files and 20 s segments).")
                     ] = Mode(MODE_DEFAULT),
     segments: Annotated[bool, typer.Option(
         help="List matching windows (style mode: 20 s segments), not files.")] = False,
+    occurrences: Annotated[bool, typer.Option(
+        "--occurrences", help="Every span of every file where the clip occurs, each with "
+        "its score, not each file's best (recording mode).")] = False,
     json_out: JsonOpt = False,
     rollup: Annotated[Rollup | None, typer.Option(
         help=f"How window hits make a file's score, in recording mode (default: the "
@@ -174,6 +180,7 @@ def query(
     builds one QueryRequest and prints what AudioIndex.run_clips answers.
     """
     mode_name = getattr(mode, "value", mode)
+    _check_occurrences(occurrences, mode_name, segments, rollup)
     if mode_name == "style" and rollup is not None:
         raise typer.BadParameter("a roll-up scores window matches: it applies to --mode "
                                  "recording only", param_hint="'--rollup'")
@@ -183,7 +190,8 @@ def query(
                                  param_hint="'--min-score'")
     request = QueryRequest.from_options(
         labels=label, path_prefix=path_prefix, min_duration=min_duration,
-        max_duration=max_duration, max_per_folder=max_per_folder, min_score=min_score, k=k,
+        max_duration=max_duration, max_per_folder=max_per_folder, min_score=min_score,
+        k=k if k is not None or occurrences else 10, occurrences=occurrences,
         segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
         exclude_self=exclude_self, mode=mode_name)
     cfg, keys = load_index_config(config)
@@ -204,7 +212,7 @@ def query(
             elif json_out:
                 echo_json(result.to_dict())
             else:
-                _print_result(result, segments and mode_name == "recording")
+                _print_result(result, (segments and mode_name == "recording") or occurrences)
     finally:
         idx.close()
     if len(skipped) == len(paths) + len(errors):  # nothing answered: one error, said once
@@ -213,6 +221,18 @@ def query(
         report_skipped(skipped, "clips")
         raise AudioError(skipped[0][0], f"no usable query clip ({len(skipped)} skipped)")
     report_skipped(skipped, "clips")
+
+
+def _check_occurrences(occurrences: bool, mode: str, segments: bool, rollup) -> None:
+    """--occurrences lists spans of recordings: no style mode, segments or roll-up."""
+    if not occurrences:
+        return
+    for clash, flag in ((mode == "style", "--mode style"), (segments, "--segments"),
+                        (rollup is not None, "--rollup")):
+        if clash:
+            raise typer.BadParameter(f"--occurrences lists every span where the clip occurs "
+                                     f"in recording mode; it takes no {flag}",
+                                     param_hint="'--occurrences'")
 
 
 def _print_result(result, segments: bool) -> None:
@@ -241,6 +261,56 @@ def _print_result(result, segments: bool) -> None:
     if not rows:
         typer.echo(f"  ({result.get('reason') or 'no results'})")
     typer.echo("")
+
+
+@app.command()
+def duplicates(
+    index: Annotated[Path, typer.Argument(help="Index directory (as build-index --index).")],
+    min_overlap: Annotated[float, typer.Option(
+        min=0, callback=NON_NEGATIVE, metavar="SECONDS",
+        help="Seconds of one recording two files must share (a shorter file: 80% of it).")
+                           ] = dup.MIN_OVERLAP,
+    min_score: Annotated[float, typer.Option(
+        min=0, max=1, callback=NON_NEGATIVE, metavar="X",
+        help="Lowest confidence of a match, 0..1.")] = dup.MIN_SCORE,
+    stride: Annotated[float, typer.Option(
+        callback=POSITIVE, metavar="SECONDS",
+        help="Search one stored window every this many seconds (larger: faster).")
+                      ] = dup.STRIDE_SECONDS,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every group of indexed files that hold the same recording, whole or in part.
+
+    Other encodings, sample rates, trimmed, faded or louder copies, a mix holding a track:
+    each group with the spans its files share, from the stored vectors (nothing is
+    embedded again).
+    """
+    with AudioIndex.open(index, device="cpu") as idx:
+        found = idx.duplicates(min_overlap, min_score, stride)
+    out = found.to_dict()
+    if json_out:
+        echo_json(out)
+    else:
+        _print_duplicates(out)
+    log(f"{len(out['groups'])} groups holding {sum(len(g['files']) for g in out['groups'])} "
+        f"of {out['files']} files, in {found.seconds:.1f}s")
+
+
+def _print_duplicates(out: dict) -> None:
+    """Each group: its confidence, files and matching spans."""
+    for g in out["groups"]:
+        typer.echo(f"group {g['group']}  confidence {g['confidence']:.3f}  "
+                   f"{len(g['files'])} files")
+        for f in g["files"]:
+            typer.echo(f"  {display_path(f['path'])}  ({_clock(f['duration'])})")
+        for m in g["matches"]:
+            typer.echo(f"    {display_path(Path(m['a']).name)} {_clock(m['a_start'])}-"
+                       f"{_clock(m['a_end'])} = {display_path(Path(m['b']).name)} "
+                       f"{_clock(m['b_start'])}-{_clock(m['b_end'])}  "
+                       f"{m['confidence']:.3f}")
+        typer.echo("")
+    if not out["groups"]:
+        typer.echo(f"no duplicates among {out['files']} files")
 
 
 def _style_line(style: dict | None) -> str:

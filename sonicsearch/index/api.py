@@ -18,9 +18,11 @@ from sonicsearch.config import IndexConfig
 from sonicsearch.embed.embedder import Embedder as TorchEmbedder
 from sonicsearch.embed.types import with_windows
 from sonicsearch.errors import AudioError, IndexStoreError
+from sonicsearch.index import duplicates as dup
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
 from sonicsearch.index.calibration import check_calibration_file, resolve_min_score
+from sonicsearch.index.duplicates import Duplicates, find_duplicates
 from sonicsearch.index.filters import Filters
 from sonicsearch.index.reader import DEFAULT_INDEX_DIR, IndexReader
 from sonicsearch.index.request import MODE_DEFAULT, QueryRequest
@@ -127,8 +129,10 @@ class AudioIndex(IndexReader):
 
     def _resolved(self, request: QueryRequest) -> QueryRequest:
         """``request`` with its min_score a number or None (``"auto"`` resolved)."""
-        threshold = resolve_min_score(self, request.min_score, request.rollup,
-                                      request.segments)
+        occurrences = request.occurrences  # they are vote's offsets: its threshold
+        threshold = resolve_min_score(self, request.min_score,
+                                      ROLLUP_DEFAULT if occurrences else request.rollup,
+                                      request.segments and not occurrences)
         return request.replace(min_score=threshold,
                                thresholded=request.thresholded or request.min_score is not None)
 
@@ -168,12 +172,63 @@ class AudioIndex(IndexReader):
             return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
         return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
 
+    def occurrences(self, source: str | Path | np.ndarray, k: int | None = None,
+                    sample_rate: int | None = None, min_score: float | str | None = None,
+                    filters: Filters | None = None, exclude_self: bool = False
+                    ) -> QueryResult:
+        """Every span of every indexed file where a clip occurs (a jingle aired twelve times
+        in a day), best first, not just each file's best span
+        (:mod:`sonicsearch.index.occurrences`).
+
+        Args:
+            source: an audio file, or a mono waveform (float array).
+            k: at most this many occurrences (None: all).
+            min_score: the lowest score (0..1, ``vote``'s scale) an occurrence may have;
+                None: ``occurrences.MIN_SCORE``; ``"auto"``: the index's calibrated
+                no-match threshold.
+            filters, exclude_self, sample_rate: as in :meth:`query`.
+
+        Returns:
+            A :class:`QueryResult` whose results are occurrences: ``path``, ``score`` (the
+            confidence), ``start``/``end`` in the file and ``query_start``/``query_end``
+            in the clip; a file may appear several times. Its JSON always has
+            ``min_score``, ``no_match`` and ``reason``, and ``occurrences: true``.
+
+        Raises:
+            AudioError: the clip is unusable. ConfigError: k < 1, a bad min_score.
+        """
+        options = dict(k=k, filters=filters, min_score=min_score, occurrences=True)
+        if isinstance(source, np.ndarray):
+            return self.run(QueryRequest(waveform=source, sample_rate=sample_rate, **options))
+        return self.run(QueryRequest(clips=(source,), exclude_self=exclude_self, **options))
+
+    def duplicates(self, min_overlap: float = dup.MIN_OVERLAP,
+                   min_score: float = dup.MIN_SCORE,
+                   stride_seconds: float = dup.STRIDE_SECONDS) -> Duplicates:
+        """Every group of indexed files that hold the same recording, whole or in part,
+        from the stored window vectors (nothing is embedded); see
+        :mod:`sonicsearch.index.duplicates`.
+
+        Args:
+            min_overlap: seconds two files must share (or 80 % of the shorter file).
+            min_score: the lowest confidence (0..1) of a match.
+            stride_seconds: one stored window every this many seconds is searched.
+
+        Returns:
+            :class:`~sonicsearch.index.duplicates.Duplicates`: ``.groups`` (files,
+            matches with their spans and confidences), ``.to_dict()`` the duplicates JSON.
+
+        Raises:
+            ConfigError: a negative, NaN or infinite argument.
+        """
+        return find_duplicates(self, min_overlap, min_score, stride_seconds)
+
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
                     ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
         """Query many clips, decoding ahead; bad clips yield their AudioError in order.
 
         Takes :meth:`query`'s keyword arguments (k, rollup, segments, exclude_self, filters,
-        min_score, mode).
+        min_score, mode) and ``occurrences=True`` for :meth:`occurrences`' answer.
         """
         return self.run_clips(QueryRequest(clips=tuple(paths), **kwargs))
 

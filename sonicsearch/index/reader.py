@@ -18,6 +18,8 @@ from sonicsearch.errors import ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import IndexBackend, backend_files, open_backend
 from sonicsearch.index.filters import filtered_hits
+from sonicsearch.index.occurrences import MIN_SCORE as OCCURRENCE_MIN_SCORE
+from sonicsearch.index.occurrences import occurrence_search
 from sonicsearch.index.request import QueryRequest
 from sonicsearch.index.search import Hit, search
 from sonicsearch.index.store import Store
@@ -231,12 +233,36 @@ class IndexReader:
         filters, rollup, segments = request.filters, request.rollup, request.segments
         fields = filters.fields() if filters is not None and filters.active else None
 
+        if request.occurrences:
+            return self._occurrences(request, vectors, spans, exclude_id, fields)
+
         def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
             return search(self.index, self.store, vectors, spans, depth, rollup, hop,
                           segments=segments, exclude=exclude_id, exact=self._exact,
                           allowed=allowed, fields=fields)
 
         return self._answer(request, run, self.ntotal, spans)
+
+    def _occurrences(self, request: QueryRequest, vectors: np.ndarray, spans: np.ndarray,
+                     exclude_id: int | None, fields) -> QueryResult:
+        """Every occurrence at or above the request's min_score (else the default), at most
+        ``k`` (None: all); the result always reports the threshold (``min_score``)."""
+        threshold = (request.min_score if request.min_score is not None
+                     else OCCURRENCE_MIN_SCORE)
+        hop = self.meta["features"]["hop_seconds"]
+
+        def run(depth: int, allowed: np.ndarray | None = None) -> list[Hit]:
+            return occurrence_search(self.index, self.store, vectors, spans, hop, threshold,
+                                     self._exact, exclude_id, allowed, fields)[:depth]
+
+        k = request.k if request.k is not None else max(1, self.ntotal)
+        result = self._answer(request.replace(k=k, min_score=threshold, thresholded=True),
+                              run, self.ntotal, spans)
+        if result.no_match and (request.filters is None or not request.filters.active):
+            result.extra["reason"] = (f"the clip occurs nowhere with a score of "
+                                      f"{threshold:.3f} or more")
+        result.extra["occurrences"] = True
+        return result
 
     def _query_spans(self, vectors: np.ndarray, spans: np.ndarray | None) -> np.ndarray:
         """The query windows' ``(n, 2)`` spans: as given, else the index's windowing."""

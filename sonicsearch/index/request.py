@@ -45,8 +45,11 @@ class QueryRequest:
             alike: style vectors); a name in MODE_REGISTRY.
         style: or, in style mode, the query's style vector ``(S,)`` (None: pooled from
             the clip's or the vectors' windows).
-        k: results wanted. rollup: a name in ROLLUP_REGISTRY (recording mode).
+        k: results wanted (None: all, with ``occurrences`` only). rollup: a name in
+            ROLLUP_REGISTRY (recording mode).
         segments: windows (recording) or style segments, not files.
+        occurrences: every span of every file where the clip occurs, not each file's
+            best (recording mode; :mod:`sonicsearch.index.occurrences`).
         filters: which indexed files may be results (None or inactive: all).
         min_score: drop results below this; ``"auto"``: the index's no-match threshold.
         exclude_self: leave a clip out of its own results when it is indexed.
@@ -65,9 +68,10 @@ class QueryRequest:
     probs: np.ndarray | None = None
     mode: str = MODE_DEFAULT
     style: np.ndarray | None = None
-    k: int = 10
+    k: int | None = 10
     rollup: str = ROLLUP_DEFAULT
     segments: bool = False
+    occurrences: bool = False
     filters: Filters | None = None
     min_score: float | str | None = None
     exclude_self: bool = False
@@ -81,6 +85,14 @@ class QueryRequest:
         object.__setattr__(self, "clips", tuple(self.clips))
         object.__setattr__(self, "min_score", parse_min_score(self.min_score))
         MODE_REGISTRY.check(self.mode)
+        if self.k is not None and self.k < 1:
+            raise ConfigError(f"k must be at least 1, got {self.k}")
+        if self.k is None and not self.occurrences:
+            raise ConfigError("k must be at least 1, got None (only an occurrences query "
+                              "lists all it finds)")
+        if self.occurrences and (self.mode != "recording" or self.segments):
+            raise ConfigError("occurrences are spans of recordings: they take mode "
+                              "'recording' and no segments")
         if self.mode == "style" and self.min_score == "auto":
             raise ConfigError("min_score 'auto' is the recording mode's calibrated no-match "
                               "threshold; in style mode give a number (a cosine, e.g. 0.8)")

@@ -50,40 +50,73 @@ def similarity_blocks(x: np.ndarray, v: np.ndarray) -> Iterator[tuple[int, np.nd
         yield a, (x[a : a + QUERY_BLOCK] @ v.T).astype(np.float64)
 
 
-@register_rollup("vote", background=True)
-def vote(x: np.ndarray, v: np.ndarray, query_starts: np.ndarray, file_spans: np.ndarray,
-         hop: float, floor: np.ndarray) -> tuple[float, float, float]:
-    """Time-consistent voting above the background."""
-    hop = hop if hop > 0 else 1.0
-    starts = file_spans[:, 0]
-    lo = int(np.rint((starts.min() - query_starts.max()) / hop))
-    n_buckets = int(np.rint((starts.max() - query_starts.min()) / hop)) - lo + 1
+class OffsetVotes:
+    """The votes of a query's windows over one file's offset buckets: what ``vote`` ranks
+    by its best bucket and occurrences (:mod:`sonicsearch.index.occurrences`) by every
+    peak. A query window at ``q`` s and the file's window at ``t`` s vote for the bucket
+    ``round((t - q) / hop)`` with their similarity above the query window's background
+    (``floor``), once per bucket pair (b, b+1). ``totals[b]`` is bucket b's sum; the
+    offset of bucket b is ``(b + lo) * hop`` seconds (file time minus query time)."""
 
-    def blocks():
-        for a, s in similarity_blocks(x, v):
-            s = s - floor[a : a + len(s), None]  # similarity above the window's background
-            qs = query_starts[a : a + len(s)]
-            bucket = np.rint((starts[None, :] - qs[:, None]) / hop).astype(np.int64) - lo
-            votes = np.zeros((len(s), n_buckets + 1))
+    def __init__(self, x: np.ndarray, v: np.ndarray, query_starts: np.ndarray,
+                 file_spans: np.ndarray, hop: float, floor: np.ndarray):
+        self.x, self.v, self.query_starts, self.file_spans = x, v, query_starts, file_spans
+        self.hop, self.floor = (hop if hop > 0 else 1.0), floor
+        starts = file_spans[:, 0]
+        self.lo = int(np.rint((starts.min() - query_starts.max()) / self.hop))
+        self.n_buckets = int(np.rint((starts.max() - query_starts.min()) / self.hop)) - self.lo + 1
+        one_block = len(x) <= QUERY_BLOCK  # keep it for the later passes; else recompute
+        self._kept = list(self._blocks()) if one_block else None
+        self.totals = np.zeros(self.n_buckets)
+        for _, _, pair in self.blocks():
+            self.totals += pair.sum(axis=0)
+        # every query window matched perfectly scores 1.0
+        self.most = max(float(np.sum(1.0 - floor)), 1e-12)
+
+    def _blocks(self):
+        starts = self.file_spans[:, 0]
+        for a, s in similarity_blocks(self.x, self.v):
+            s = s - self.floor[a : a + len(s), None]  # similarity above the background
+            qs = self.query_starts[a : a + len(s)]
+            bucket = np.rint((starts[None, :] - qs[:, None]) / self.hop).astype(np.int64) - self.lo
+            votes = np.zeros((len(s), self.n_buckets + 1))
             rows = np.broadcast_to(np.arange(len(s))[:, None], s.shape)
             np.maximum.at(votes, (rows, bucket), np.maximum(s, 0.0))  # one vote per bucket
             yield s, bucket, np.maximum(votes[:, :-1], votes[:, 1:])  # buckets b, b+1 merged
 
-    one_block = len(x) <= QUERY_BLOCK  # keep it for the second pass; else recompute
-    first = list(blocks()) if one_block else blocks()
-    totals = np.zeros(n_buckets)
-    for _, _, pair in first:
-        totals += pair.sum(axis=0)
-    b = int(np.argmax(np.round(totals, 9)))  # ties as computed in any block size
-    voted_any = np.zeros(len(v), bool)
-    near_any = np.zeros(len(v), bool)
-    for s, bucket, pair in (first if one_block else blocks()):  # which windows voted for b
-        near = (bucket == b) | (bucket == b + 1)
-        voted_any |= (near & (s > 0) & (s >= pair[:, b : b + 1])).any(axis=0)
-        near_any |= near.any(axis=0)
-    voted = voted_any if voted_any.any() else near_any
-    most = max(float(np.sum(1.0 - floor)), 1e-12)  # every window matched perfectly
-    return (float(totals[b] / most), float(file_spans[voted, 0].min()),
+    def blocks(self):
+        """(S above the background, bucket of each pair, merged votes) per query block."""
+        return iter(self._kept) if self._kept is not None else self._blocks()
+
+    def voters(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """(file windows, query windows) that voted for bucket ``b``, as masks; when none
+        voted, the file windows near it and no query window."""
+        voted = np.zeros(len(self.v), bool)
+        near_any = np.zeros(len(self.v), bool)
+        asked = np.zeros(len(self.x), bool)
+        a = 0
+        for s, bucket, pair in self.blocks():
+            near = (bucket == b) | (bucket == b + 1)
+            yes = near & (s > 0) & (s >= pair[:, b : b + 1])
+            voted |= yes.any(axis=0)
+            asked[a : a + len(s)] = yes.any(axis=1)
+            near_any |= near.any(axis=0)
+            a += len(s)
+        return (voted if voted.any() else near_any), asked
+
+    def score(self, b: int) -> float:
+        """Bucket ``b``'s votes, 1.0 when every query window matched perfectly."""
+        return float(self.totals[b] / self.most)
+
+
+@register_rollup("vote", background=True)
+def vote(x: np.ndarray, v: np.ndarray, query_starts: np.ndarray, file_spans: np.ndarray,
+         hop: float, floor: np.ndarray) -> tuple[float, float, float]:
+    """Time-consistent voting above the background: the file's best offset bucket."""
+    votes = OffsetVotes(x, v, query_starts, file_spans, hop, floor)
+    b = int(np.argmax(np.round(votes.totals, 9)))  # ties as computed in any block size
+    voted, _ = votes.voters(b)
+    return (votes.score(b), float(file_spans[voted, 0].min()),
             float(file_spans[voted, 1].max()))
 
 

@@ -129,7 +129,7 @@ def search(
     max_k = max_k or index.max_k
     limit = min(ntotal, max_k or ntotal)
     depth = min(limit, CANDIDATE_DEPTH)
-    keep = _eligible(store, allowed, exclude)
+    keep = eligible(store, allowed, exclude)
     pool = int(store.n_windows[keep].sum()) if keep is not None else ntotal
     ranked: list[Hit] = []
     seen = np.zeros(0, dtype=np.int64)
@@ -137,13 +137,13 @@ def search(
     floor = (background(index, store, stored, x, exclude, max_k, near)
              if spec.background and not segments else None)
     if keep is not None:  # the filter goes down to the backend; the background does not
-        near = Neighbours(index, x, _selection(store, keep, fields, exclude))
+        near = Neighbours(index, x, selection_of(store, keep, fields, exclude))
     while True:
         last = depth >= limit or (keep is not None and pool <= depth)
         if keep is not None and pool <= depth:  # no more work than the search: score them all
             found = _all_of(store, keep, segments)
         else:
-            found = _candidates(near, store, depth, segments, exclude, keep)
+            found = candidate_ids(near, store, depth, segments, exclude, keep)
         fresh = np.setdiff1d(found, seen)  # a deeper search adds after what is ranked
         seen = np.union1d(seen, fresh)
         if segments:
@@ -156,7 +156,7 @@ def search(
         depth = min(limit, depth * 4)
 
 
-def _eligible(store: Store, allowed: np.ndarray | None, exclude: int | None
+def eligible(store: Store, allowed: np.ndarray | None, exclude: int | None
               ) -> np.ndarray | None:
     """The files that may be results as a mask (None: every file but ``exclude``)."""
     if allowed is None:
@@ -170,7 +170,7 @@ def _eligible(store: Store, allowed: np.ndarray | None, exclude: int | None
     return keep
 
 
-def _selection(store: Store, keep: np.ndarray, fields: FieldFilter | None,
+def selection_of(store: Store, keep: np.ndarray, fields: FieldFilter | None,
                exclude: int | None) -> Selection:
     """The windows of the files ``keep`` allows, for the backend's search."""
     rows = np.repeat(keep, store.n_windows.astype(np.int64))
@@ -215,7 +215,7 @@ class Neighbours:
                 yield self.index.search(self.x[a : a + QUERY_BLOCK], depth, self.where)[1]
 
 
-def _candidates(near: Neighbours, store: Store, depth: int, segments: bool,
+def candidate_ids(near: Neighbours, store: Store, depth: int, segments: bool,
                 exclude: int | None, keep: np.ndarray | None = None) -> np.ndarray:
     """Sorted unique candidate file ids (or window rows with ``segments``)."""
     parts = []
@@ -264,7 +264,7 @@ def background(index, store: Store, stored: np.ndarray, x: np.ndarray,
     return floor
 
 
-def _file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
+def file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
     a = int(store.first_rows[f])
     return np.ascontiguousarray(stored[a : a + int(store.n_windows[f])], dtype=np.float32)
 
@@ -274,7 +274,7 @@ def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarr
     """The exact roll-up of one file from all its windows' vectors (``floor``: the query
     windows' backgrounds, for roll-ups that need one; None for the others)."""
     score, start, end = ROLLUP_REGISTRY.get(rollup).score(
-        x, _file_vectors(store, stored, f), spans[:, 0], store.file_spans(f), hop, floor)
+        x, file_vectors(store, stored, f), spans[:, 0], store.file_spans(f), hop, floor)
     return Hit(f, score, start, end)
 
 
@@ -285,7 +285,7 @@ def _rank_windows(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.nda
     files = store.file_of_rows(rows)
     for f in np.unique(files):
         f = int(f)
-        v = _file_vectors(store, stored, f)  # whole file: the same sums whatever the rows
+        v = file_vectors(store, stored, f)  # whole file: the same sums whatever the rows
         local = rows[files == f] - int(store.first_rows[f])
         best, arg = np.full(len(v), -np.inf), np.zeros(len(v), np.int64)
         for a, s in similarity_blocks(x, v):

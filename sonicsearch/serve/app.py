@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sonicsearch._version import __version__
 from sonicsearch.audio import load_audio
 from sonicsearch.errors import AudioError, ConfigError
-from sonicsearch.index import AudioIndex
+from sonicsearch.index import AudioIndex, duplicates
 from sonicsearch.index.calibration import calibration
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
@@ -77,6 +77,9 @@ class QueryParams(BaseModel):
                                "(recording mode).")
     segments: bool = Field(False, description="List matching windows (style: 20 s "
                            "segments), not files.")
+    occurrences: bool = Field(False, description="Every span of every file where the clip "
+                              "occurs, not each file's best (recording mode; all of them "
+                              "unless k is given).")
     label: list[str] = Field(default_factory=list, description="Keep files with these labels.")
     path_prefix: str | None = Field(None, description="Keep files under this folder; "
                                     "relative: under the collection's root (see /info).")
@@ -100,6 +103,18 @@ class QueryParams(BaseModel):
         return value
 
 
+class DuplicatesParams(BaseModel):
+    """Options of ``GET /duplicates``: those of ``sonicsearch duplicates``."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+    min_overlap: float = Field(duplicates.MIN_OVERLAP, ge=0, description="Seconds of one "
+                               "recording two files must share (a shorter file: 80 % of it).")
+    min_score: float = Field(duplicates.MIN_SCORE, ge=0, le=1, description="Lowest "
+                             "confidence of a match.")
+    stride: float = Field(duplicates.STRIDE_SECONDS, gt=0, description="Search one stored "
+                          "window every this many seconds.")
+
+
 class SimilarParams(QueryParams):
     """Options of ``GET /files/{id}/similar``: those of ``POST /query``, style by default."""
 
@@ -113,8 +128,10 @@ def _request(idx: AudioIndex, params: QueryParams, query: str) -> QueryRequest:
         labels=params.label, path_prefix=params.path_prefix,
         prefix_base=_root(idx) if params.path_prefix else None,
         min_duration=params.min_duration, max_duration=params.max_duration,
-        max_per_folder=params.max_per_folder, min_score=params.min_score, k=params.k,
-        rollup=params.rollup, segments=params.segments, query=query, mode=params.mode)
+        max_per_folder=params.max_per_folder, min_score=params.min_score,
+        k=None if params.occurrences and "k" not in params.model_fields_set else params.k,
+        occurrences=params.occurrences, rollup=params.rollup, segments=params.segments,
+        query=query, mode=params.mode)
 
 
 def _view(idx: AudioIndex, out: dict, view: dict) -> dict:
@@ -199,6 +216,11 @@ def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
     @app.get("/info", dependencies=[auth], summary="The index: files, model, labels, limits")
     async def info() -> dict:
         return await run(_info, live, settings)
+
+    @app.get("/duplicates", dependencies=[auth], summary="Every group of indexed files "
+             "that hold the same recording (the duplicates JSON)")
+    async def find_duplicates(params: Annotated[DuplicatesParams, Query()]) -> dict:
+        return await run(_duplicates, live, params)
 
     _add_query_route(app, live, settings, auth, run)
     _add_file_routes(app, live, auth, run)
@@ -343,6 +365,11 @@ def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) ->
         if view is not None:
             out = _view(idx, out, view)
     return out
+
+
+def _duplicates(live: LiveIndex, params: DuplicatesParams) -> dict:
+    with live.use() as idx, live.model_lock:  # FAISS runs under the one lock
+        return idx.duplicates(params.min_overlap, params.min_score, params.stride).to_dict()
 
 
 def _similar(live: LiveIndex, fid: str, params: SimilarParams) -> dict:

@@ -169,3 +169,17 @@ def test_real_corpus_downloads_from_debian(tmp_path):
     """Network: fetches one prompt package (about 18 MB)."""
     res, _ = _run("real_corpus", tmp_path, "--languages", "en")
     assert res["files"] == 5 and res["labels"]["en"]["available"] > 100
+
+
+def test_duplicates_tiny(tmp_path):
+    row, md = _run("duplicates", tmp_path)
+    assert row["files"] > 60 and row["groups"] >= 1
+    assert 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
+    assert "precision" in md
+
+
+@pytest.mark.slow  # the base model embeds about 6 min of synthetic audio: 1-2 min on 2 cores
+def test_collection_tiny(tmp_path):
+    row, md = _run("collection", tmp_path)
+    assert row["files"] == 13 and row["dup_recall"] == 1.0 and row["occ_recall"] == 1.0
+    assert "occ_precision" in md
