@@ -236,7 +236,7 @@ def test_duplicates_json_matches_schema(world, tmp_path):
     shutil.copy(world / "data" / "high" / "high0.wav", tmp_path / "audio" / "copy.wav")
     cli("build-index", tmp_path / "audio", "--model", world / "model.pt", "--index",
         tmp_path / "idx", "--device", "cpu")
-    (obj,) = cli_json("duplicates", tmp_path / "idx", "--json", "--min-overlap", "1")
+    (obj,) = cli_json("duplicates", "--index", tmp_path / "idx", "--json", "--min-overlap", "1")
     assert_valid(obj, "duplicates")
     assert obj["files"] == 4 and obj["min_overlap"] == 1.0
     (group,) = [g for g in obj["groups"]
@@ -246,9 +246,9 @@ def test_duplicates_json_matches_schema(world, tmp_path):
     broken = copy.deepcopy(obj)
     broken["groups"][0]["matches"][0]["confidence"] = 1.5
     assert any("confidence" in e for e in schema_errors(broken, load_schema("duplicates")))
-    (none,) = cli_json("duplicates", world / "free-idx", "--json", "--min-score", "1")
+    (none,) = cli_json("duplicates", "--index", world / "free-idx", "--json", "--min-score", "1")
     assert_valid(none, "duplicates")
-    res = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--min-overlap", "-1"])
+    res = CliRunner().invoke(app, ["duplicates", "--index", str(tmp_path / "idx"), "--min-overlap", "-1"])
     assert res.exit_code == 2 and "--min-overlap" in res.output
 
 

@@ -265,7 +265,7 @@ def _print_result(result, segments: bool) -> None:
 
 @app.command()
 def duplicates(
-    index: Annotated[Path, typer.Argument(help="Index directory (as build-index --index).")],
+    index: IndexOpt = DEFAULT_INDEX,
     min_overlap: Annotated[float, typer.Option(
         min=0, callback=NON_NEGATIVE, metavar="SECONDS",
         help="Seconds of one recording two files must share (a shorter file: 80% of it).")
