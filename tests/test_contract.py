@@ -248,7 +248,8 @@ def test_duplicates_json_matches_schema(world, tmp_path):
     assert any("confidence" in e for e in schema_errors(broken, load_schema("duplicates")))
     (none,) = cli_json("duplicates", "--index", world / "free-idx", "--json", "--min-score", "1")
     assert_valid(none, "duplicates")
-    res = CliRunner().invoke(app, ["duplicates", "--index", str(tmp_path / "idx"), "--min-overlap", "-1"])
+    res = CliRunner().invoke(app, ["duplicates", "--index", str(tmp_path / "idx"),
+                                   "--min-overlap", "-1"])
     assert res.exit_code == 2 and "--min-overlap" in res.output
 
 
