@@ -28,6 +28,7 @@ from torch import nn
 
 from sonicsearch.eval import style as S
 from sonicsearch.model.style import StyleHead
+from sonicsearch.training.style_head import supcon
 
 VAL_PACKAGES = "hedgewars-data,widelands-data,colobot-common-sounds,freedroidrpg-data"
 
@@ -60,15 +61,6 @@ class Head(StyleHead):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(super().forward(x), dim=-1)
-
-
-def supcon(z: torch.Tensor, y: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    eye = torch.eye(len(z), dtype=torch.bool)
-    logits = (z @ z.T / temperature).masked_fill(eye, -1e9)
-    pos = (y[:, None] == y[None, :]) & ~eye
-    logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    has = pos.any(1)
-    return -((logp * pos).sum(1)[has] / pos.sum(1)[has]).mean()
 
 
 def random_clip(levels: np.ndarray, rng: np.random.Generator, lo: int = 5, hi: int = 15):

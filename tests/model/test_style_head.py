@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from style_models import label_free_model
 
 from sonicsearch.config import Config, FeatureConfig, ModelConfig
 from sonicsearch.embed.embedder import Embedder
@@ -24,16 +25,8 @@ SMALL = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32,
 
 
 def _model(head: bool) -> AudioModel:
-    torch.manual_seed(0)
-    model = AudioModel.from_config(SMALL, ModelConfig("resnet18", "none", 0.0), [])
-    model.fit_normalization(model.frontend(0.1 * torch.randn(4, SMALL.window_samples)))
-    if head:
-        torch.manual_seed(1)
-        model.style_head = StyleHead(2048, hidden=16, dim=8)  # 2 x (64+64+128+256+512)
-        with torch.no_grad():
-            model.style_head.mu.normal_()
-            model.style_head.sd.uniform_(0.5, 2.0)
-    return model.eval()
+    return label_free_model(SMALL, ModelConfig("resnet18", "none", 0.0),
+                            (16, 8) if head else None)
 
 
 @pytest.fixture(scope="module")

@@ -9,29 +9,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from style_models import label_free_model
 from test_train import TINY, separable_corpus
 
 from sonicsearch.config import load_config
 from sonicsearch.data.manifest import load_dataset
 from sonicsearch.embed.embedder import Embedder
-from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.checkpoint import load_checkpoint, save_checkpoint
 from sonicsearch.model.style import StyleHead
 from sonicsearch.training import style_head as SH
 from sonicsearch.training.finetune import fit
-
-
-def _start_model(cfg, head: bool) -> AudioModel:
-    torch.manual_seed(0)
-    model = AudioModel.from_config(cfg.features, cfg.model, [])
-    model.fit_normalization(model.frontend(0.1 * torch.randn(4, cfg.features.window_samples)))
-    if head:
-        torch.manual_seed(1)
-        model.style_head = StyleHead(2048, hidden=32, dim=16)  # a start that knows nothing
-        with torch.no_grad():
-            model.style_head.mu.normal_()
-            model.style_head.sd.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +27,8 @@ def tuned(tmp_path_factory):
     corpus = separable_corpus(root / "four", per=8)
     cfg = load_config(None, {**TINY, "train.phase2_epochs": 2})
     start = root / "start.pt"
-    save_checkpoint(start, _start_model(cfg, head=True), config=cfg.to_dict(), labels=[])
+    save_checkpoint(start, label_free_model(cfg.features, cfg.model, (32, 16)),
+                    config=cfg.to_dict(), labels=[])
     cfg = load_config(None, {**TINY, "train.phase2_epochs": 2, "model.weights": str(start)})
     ds = load_dataset(corpus, 0.25, 0.25, seed=0)
     out = root / "run"
