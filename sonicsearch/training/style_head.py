@@ -22,7 +22,7 @@ through both models; the heads then train on cached statistics in seconds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,9 @@ class SpanStats:
     student: list[np.ndarray]
     teacher: list[np.ndarray]
     targets: np.ndarray
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    """The fine-tuned model's normalised window vectors of the same windows: what its style
+    vectors would be without a head (their mean)."""
 
 
 @torch.no_grad()
@@ -87,17 +90,24 @@ def collect(student: AudioModel, teacher: AudioModel, items: Sequence[Item],
         if loud.any():  # a file that is all quiet keeps its windows
             idx = idx[loud]
         x = torch.from_numpy(np.ascontiguousarray(windows[idx])).to(dev)
-        out.student.append(_stats(student, x))
-        out.teacher.append(_stats(teacher, x))
+        stats, emb = _stats(student, x)
+        out.student.append(stats)
+        out.embeddings.append(emb)
+        out.teacher.append(_stats(teacher, x)[0])
         targets.append(labels.index(item.label))
     out.targets = np.asarray(targets, np.int64)
     return out
 
 
-def _stats(model: AudioModel, x: torch.Tensor, batch: int = 32) -> np.ndarray:
-    parts = [forward_with_stats(model, x[i:i + batch])[2].float().cpu()
-             for i in range(0, len(x), batch)]
-    return torch.cat(parts).numpy()
+def _stats(model: AudioModel, x: torch.Tensor, batch: int = 32
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Stage statistics and normalised embeddings of windows ``x``."""
+    stats, embs = [], []
+    for i in range(0, len(x), batch):
+        emb, _, st = forward_with_stats(model, x[i:i + batch])
+        stats.append(st.float().cpu())
+        embs.append(F.normalize(emb.float(), dim=1).cpu())
+    return torch.cat(stats).numpy(), torch.cat(embs).numpy()
 
 
 class _Spans:
@@ -170,9 +180,11 @@ def train_head(data: SpanStats, start_head: StyleHead, weight: float, per_clip: 
 @torch.no_grad()
 def label_map(data: SpanStats, project: Callable[[np.ndarray], np.ndarray],
               source: str = "student") -> float:
-    """Label mAP of one vector per file (``project`` of its windows' mean statistics),
-    each ranking the other files; nan when no label has two files."""
-    rows = data.student if source == "student" else data.teacher
+    """Label mAP of one vector per file (``project`` of the mean of its windows' rows in
+    ``source``: student or teacher statistics, or the student's embeddings), each ranking
+    the other files; nan when no label has two files."""
+    rows = {"student": data.student, "teacher": data.teacher,
+            "embeddings": data.embeddings}[source]
     labels = data.targets.tolist()
     if not rows or max(np.bincount(labels)) < 2:
         return float("nan")
@@ -245,6 +257,7 @@ def add_style_head(weights: str, dataset: Dataset, model_path: Path, device: tor
     start_vectors = head_projector(start.style_head)
     report["test_map_start"] = label_map(split["test"], start_vectors, source="teacher")
     report["test_map"] = label_map(split["test"], head_projector(head))
+    report["test_map_window_mean"] = label_map(split["test"], lambda v: v, source="embeddings")
     report["test_probe_f1_start"] = probe_f1(split["train"], split["test"], start_vectors)
     model.style_head = head.to(device)
     save_checkpoint(model_path, model, config=info["config"], labels=labels,

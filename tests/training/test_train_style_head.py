@@ -49,6 +49,7 @@ def test_the_fine_tuned_file_carries_a_new_style_head_and_its_report(tuned):
     assert set(report["val_map"]) == {str(w) for w in SH.WEIGHTS}
     # the labels are easy to hear, the start head is random: the new head ranks by them
     assert report["test_map"] > report["test_map_start"] + 0.1
+    assert 0.0 <= report["test_map_window_mean"] <= 1.0
     assert 0.0 <= report["test_probe_f1_start"] <= 1.0
     assert (out / "model.sha256").read_text().split()[0] == result.sha256
     emb = Embedder.from_checkpoint(out / "model.pt", device="cpu")
