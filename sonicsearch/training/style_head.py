@@ -62,6 +62,11 @@ class SpanStats:
     vectors would be without a head (their mean)."""
 
 
+def windows_per_segment(window_seconds: float) -> int:
+    """Non-overlapping windows in one style segment."""
+    return max(1, int(round(SEGMENT_SECONDS / window_seconds)))
+
+
 @torch.no_grad()
 def collect(student: AudioModel, teacher: AudioModel, items: Sequence[Item],
             labels: Sequence[str], clips: int = CLIPS_PER_FILE,
@@ -69,7 +74,7 @@ def collect(student: AudioModel, teacher: AudioModel, items: Sequence[Item],
     """Windows of up to ``clips`` evenly spread style segments of each readable file, run
     through both models (files that do not decode are left out, with a line in the log)."""
     fc = student.feature_config
-    per_clip = max(1, int(round(SEGMENT_SECONDS / fc.window_seconds)))
+    per_clip = windows_per_segment(fc.window_seconds)
     dev = next(student.parameters()).device
     out = SpanStats([], [], np.zeros(0, np.int64))
     targets = []
@@ -223,7 +228,7 @@ def fit_style_head(student: AudioModel, teacher: AudioModel, train: SpanStats,
                    val: SpanStats, seed: int = 0) -> tuple[StyleHead, dict]:
     """The best head by validation label mAP among :data:`WEIGHTS`, and the report
     (``{"weight", "val_map": {weight: mAP}, "val_map_start": mAP}``)."""
-    per_clip = max(1, int(round(SEGMENT_SECONDS / student.feature_config.window_seconds)))
+    per_clip = windows_per_segment(student.feature_config.window_seconds)
     start_head = teacher.style_head
     scores, heads = {}, {}
     for w in WEIGHTS:
@@ -259,13 +264,27 @@ def add_style_head(weights: str, dataset: Dataset, model_path: Path, device: tor
     report["test_map"] = label_map(split["test"], head_projector(head))
     report["test_map_window_mean"] = label_map(split["test"], lambda v: v, source="embeddings")
     report["test_probe_f1_start"] = probe_f1(split["train"], split["test"], start_vectors)
+    report = _finite(report)
     model.style_head = head.to(device)
     save_checkpoint(model_path, model, config=info["config"], labels=labels,
                     metrics=info.get("metrics"),
                     extra={**(info.get("extra") or {}), "style_head": report})
-    say(f"style head: label mAP on test {report['test_map_start']:.3f} (start model) -> "
-        f"{report['test_map']:.3f} (fine-tuned; contrastive weight {report['weight']})")
+    say(f"style head: label mAP on test {_fmt(report['test_map_start'])} (start model) -> "
+        f"{_fmt(report['test_map'])} (fine-tuned; contrastive weight {report['weight']})")
     return report
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a (too few test files a label)" if x is None else f"{x:.3f}"
+
+
+def _finite(value):
+    """The report with every nan (too few files of a label to rank) as None, for JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _start_with_style_head(weights: str) -> AudioModel | None:

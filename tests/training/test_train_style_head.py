@@ -79,3 +79,11 @@ def test_supcon_pulls_labels_together_and_is_zero_without_positives():
     bad = SH.supcon(z, torch.tensor([0, 1, 0, 1]))
     assert good < bad
     assert float(SH.supcon(z, torch.tensor([0, 1, 2, 3]))) == 0.0
+
+
+def test_label_map_is_nan_when_no_label_has_two_files():
+    rows = [np.ones((3, 4), np.float32) * i for i in range(1, 4)]
+    data = SH.SpanStats(rows, rows, np.array([0, 1, 2]))
+    assert np.isnan(SH.label_map(data, lambda v: v))
+    data = SH.SpanStats(rows, rows, np.array([0, 0, 1]))
+    assert 0.0 <= SH.label_map(data, lambda v: v) <= 1.0
