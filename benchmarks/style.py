@@ -34,7 +34,7 @@ from sonicsearch.audio import frame_windows, load_audio
 from sonicsearch.embed.embedder import Embedder, window_rms_dbfs
 from sonicsearch.errors import SonicsearchError
 from sonicsearch.eval import style as S
-from sonicsearch.model.style import forward_with_stats
+from sonicsearch.model.style import embed_with_stats
 
 PATCH_SECONDS = 2.992  # musicnn's 187-frame patch at 16 kHz, hop 256
 
@@ -88,25 +88,12 @@ class Features:
             m = self.mfcc(torch.from_numpy(windows))
             d = torchaudio.functional.compute_deltas(m)
             sums = torch.cat([m.sum(2), (m ** 2).sum(2), d.sum(2), (d ** 2).sum(2)], 1)
-        emb, stats = embed_with_stats(self.emb.model, windows)
+        emb, stats = embed_with_stats(self.emb.model.eval(), windows, batch=64)
         out = {"embedding": emb, "stats": stats.astype(np.float16),
                "mfcc": sums.numpy(), "frames": np.int32(m.shape[2]),
                "levels": window_rms_dbfs(windows), "starts": spans[:, 0].astype(np.float32)}
         np.savez(dest, **out)
         return out
-
-
-@torch.no_grad()
-def embed_with_stats(model, windows: np.ndarray, batch: int = 64
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised window embeddings and stage statistics from one forward pass (the same
-    numbers as ``embed_windows`` and ``stage_statistics``, at about half their cost)."""
-    embs, stats = [], []
-    for i in range(0, len(windows), batch):
-        emb, _, st = forward_with_stats(model.eval(), torch.from_numpy(windows[i:i + batch]))
-        embs.append(torch.nn.functional.normalize(emb.float(), dim=1).numpy())
-        stats.append(st.numpy())
-    return np.concatenate(embs).astype(np.float32), np.concatenate(stats).astype(np.float32)
 
 
 def mfcc_rep(frames: int):

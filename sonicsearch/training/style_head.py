@@ -12,8 +12,8 @@ objectives on the training split:
 - supervised contrastive on the labels, weighted by ``weight`` (spans of files with one
   label are pulled together: what the user means by alike).
 
-The weight is chosen on the validation split (label mAP of clip vectors, each clip ranking
-the clips of the other files; :mod:`sonicsearch.eval.style`'s protocol), among
+The weight is chosen on the validation split (label mAP of one vector per file, each
+ranking the other files; :mod:`sonicsearch.eval.style`'s scoring), among
 :data:`WEIGHTS` (0: distillation alone). Each file gives up to :data:`CLIPS_PER_FILE`
 stretches of one style segment (non-overlapping windows, quiet ones left out), run once
 through both models; the heads then train on cached statistics in seconds.
@@ -34,12 +34,13 @@ from sklearn.preprocessing import StandardScaler
 
 from sonicsearch.audio import frame_windows, load_audio
 from sonicsearch.data.manifest import Dataset, Item
+from sonicsearch.embed.embedder import window_rms_dbfs
 from sonicsearch.embed.types import SEGMENT_SECONDS
 from sonicsearch.errors import AudioError, ModelError
 from sonicsearch.eval.style import QUIET_DBFS, style_map
 from sonicsearch.model.backbones import AudioModel
 from sonicsearch.model.checkpoint import load_checkpoint, save_checkpoint
-from sonicsearch.model.style import StyleHead, forward_with_stats
+from sonicsearch.model.style import StyleHead, embed_with_stats
 
 WEIGHTS = (0.0, 0.3, 1.0, 3.0)
 """Supervised-contrastive weights tried on the validation split (0: distillation only)."""
@@ -75,7 +76,6 @@ def collect(student: AudioModel, teacher: AudioModel, items: Sequence[Item],
     through both models (files that do not decode are left out, with a line in the log)."""
     fc = student.feature_config
     per_clip = windows_per_segment(fc.window_seconds)
-    dev = next(student.parameters()).device
     out = SpanStats([], [], np.zeros(0, np.int64))
     targets = []
     for item in items:
@@ -90,29 +90,17 @@ def collect(student: AudioModel, teacher: AudioModel, items: Sequence[Item],
         starts = np.linspace(0, max(0, len(windows) - per_clip), clips).astype(int)
         idx = np.unique(np.concatenate([np.arange(s, min(s + per_clip, len(windows)))
                                         for s in starts]))
-        rms = np.sqrt(np.mean(np.square(windows[idx], dtype=np.float64), axis=1))
-        loud = 20 * np.log10(np.maximum(rms, 1e-10)) > QUIET_DBFS
+        loud = window_rms_dbfs(windows[idx]) > QUIET_DBFS
         if loud.any():  # a file that is all quiet keeps its windows
             idx = idx[loud]
-        x = torch.from_numpy(np.ascontiguousarray(windows[idx])).to(dev)
-        stats, emb = _stats(student, x)
+        x = np.ascontiguousarray(windows[idx])
+        emb, stats = embed_with_stats(student, x)
         out.student.append(stats)
         out.embeddings.append(emb)
-        out.teacher.append(_stats(teacher, x)[0])
+        out.teacher.append(embed_with_stats(teacher, x)[1])
         targets.append(labels.index(item.label))
     out.targets = np.asarray(targets, np.int64)
     return out
-
-
-def _stats(model: AudioModel, x: torch.Tensor, batch: int = 32
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Stage statistics and normalised embeddings of windows ``x``."""
-    stats, embs = [], []
-    for i in range(0, len(x), batch):
-        emb, _, st = forward_with_stats(model, x[i:i + batch])
-        stats.append(st.float().cpu())
-        embs.append(F.normalize(emb.float(), dim=1).cpu())
-    return torch.cat(stats).numpy(), torch.cat(embs).numpy()
 
 
 class _Spans:

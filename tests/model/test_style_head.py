@@ -117,3 +117,15 @@ def test_ray_rows_carry_a_style_heads_vectors(files):
     want = Embedder.from_checkpoint(headed, device="cpu").embed_file(audio / "f0.wav")
     assert np.allclose(got.style.file, want.style.file) and np.array_equal(
         got.style.spans, want.style.spans)
+
+
+def test_embed_with_stats_is_embed_windows_and_stage_statistics_in_one_pass():
+    from sonicsearch.model.infer import embed_windows
+    from sonicsearch.model.style import embed_with_stats
+
+    model = _model(False)
+    w = (0.1 * np.random.default_rng(0).standard_normal((5, SMALL.window_samples))
+         ).astype(np.float32)
+    emb, stats = embed_with_stats(model, w, batch=2)
+    assert np.allclose(emb, embed_windows(model, w), atol=1e-5)  # batch sizes differ
+    assert np.allclose(stats, stage_statistics(model, w), atol=1e-5)
