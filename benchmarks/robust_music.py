@@ -7,6 +7,10 @@ excerpt is queried clean and under every degradation: white noise and recorded n
 10 dB SNR (the noise: effects and ambience of the *training* pool), a telephone line, a
 synthetic room (RT60 0.6 s) and a room shaped like a measured one (``degrade.room_ir``),
 -12/+6 dB gain, low-bit-rate MP3 and Vorbis, and 3 % slower/faster playback.
+``--degradations compound`` measures the compound captures instead
+(:mod:`sonicsearch.eval.compound`: a phone in a room with a recorded background, EQ +
+multiband compression + limiting, a broadcast chain) and the hard single ones (pitch +1
+semitone, tempo +6 %, speed +8 %).
 
 Every system turns a clip into window vectors; search is exact cosine over all window
 vectors of the indexed tracks, rolled up to tracks with the product's roll-up
@@ -19,6 +23,7 @@ standardised on the index, L2-normalised) and any ``--model NAME=PATH.pt``.
     sonicsearch make-dataset debian ~/.cache/sonicsearch/debian/train.csv   # noise source
     python benchmarks/robust_music.py --quick
     python benchmarks/robust_music.py --model base=runs/pretrain/model.pt
+    python benchmarks/robust_music.py --model base=base --degradations compound
 
 Writes benchmarks/results/robust_music.{json,md}; index vectors are cached per system
 (keyed by the model's SHA-256) and track under benchmarks/cache/robust_music/.
@@ -38,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from sonicsearch.embed.embedder import QUIET_DBFS  # noqa: E402
-from sonicsearch.eval import degrade  # noqa: E402
+from sonicsearch.eval import compound, degrade  # noqa: E402
 from sonicsearch.eval.systems import MfccSystem, ModelSystem  # noqa: E402, F401
 from sonicsearch.eval.tracks import (  # noqa: E402, F401 - pick_tracks: the tests' too
     hours,
@@ -89,7 +94,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--tracks", type=int, default=None, help="tracks in the index")
     p.add_argument("--excerpts", type=int, default=None, help="excerpts per track")
     p.add_argument("--excerpt-seconds", type=float, default=None)
-    p.add_argument("--degradations", default=None, help="comma-separated (default: all)")
+    p.add_argument("--degradations", default=None,
+                   help="comma-separated (default: the 12 single ones), or 'compound': clean, "
+                        "phone in a room, EQ + compression, broadcast, pitch +1 semitone, "
+                        "tempo +6 %%, speed +8 %%")
     p.add_argument("--rollup", default="vote", help="vote | max | mean-top")
     p.add_argument("--mfcc-window", type=float, default=3.0, help="MFCC window, seconds")
     p.add_argument("--mfcc-hop", type=float, default=1.5, help="MFCC hop, seconds")
@@ -129,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         C.log(f"wrote {n} tracks that the index leaves out to {args.write_unindexed}")
         return {"unindexed": n}
     names = args.degradations.split(",") if args.degradations else list(DEGRADATIONS)
+    if names == ["compound"]:
+        names = ["clean", *compound.COMPOUND]
     with C.exit_on_error():
         bank, noise_files = noise_bank(noise_rows, args.seed, SR)
     degrade_by_name = degradations(names, bank)
@@ -180,10 +190,14 @@ def degradations(names: list[str], bank: list[np.ndarray]) -> dict:
         if name == "realnoise_snr10":
             out[name] = lambda x, sr, rng: degrade.mix_noise(
                 x, bank[int(rng.integers(len(bank)))], SNR_DB, rng)
+        elif name == "phone_room":  # the room's background: a recording, not pink noise
+            out[name] = lambda x, sr, rng: compound.phone_in_room(
+                x, sr, rng, noise=bank[int(rng.integers(len(bank)))])
         elif name in degrade.DEGRADATIONS:
             out[name] = degrade.DEGRADATIONS[name]
         else:
-            sys.exit(f"unknown degradation '{name}'; choose from: {', '.join(DEGRADATIONS)}")
+            sys.exit(f"unknown degradation '{name}'; choose from: "
+                     f"{', '.join(DEGRADATIONS + compound.COMPOUND)} or 'compound'")
     return out
 
 

@@ -38,7 +38,9 @@ RECIPES = {
 }
 BENCHMARK_NAMES = ["clean", "noise_snr20", "noise_snr10", "noise_snr0", "pink_snr10",
                    "mp3_low", "ogg_low", "telephone", "reverb", "gain_-12db", "gain_+6db",
-                   "speed_0.95", "speed_1.05", "speed_0.97", "speed_1.03", "reverb_room"]
+                   "speed_0.95", "speed_1.05", "speed_0.97", "speed_1.03", "reverb_room",
+                   "phone_room", "eq_comp", "broadcast", "pitch_+1st", "tempo_1.06",
+                   "speed_1.08"]
 
 
 def _pair(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:

@@ -329,14 +329,18 @@ register_benchmark("speed_1.05", lambda x, sr, rng: speed(x, sr, 1.05))
 register_benchmark("speed_0.97", lambda x, sr, rng: speed(x, sr, 0.97))
 register_benchmark("speed_1.03", lambda x, sr, rng: speed(x, sr, 1.03))
 register_benchmark("reverb_room", lambda x, sr, rng: room_reverb(x, sr, BENCHMARK_ROOM_RT60, rng))
+from sonicsearch.eval import compound  # noqa: E402, F401 - registers the compound settings
+
 DEGRADATIONS: Mapping[str, Degradation] = Benchmarks()
 """The named settings of the near-duplicate benchmark, each ``f(x, sr, rng) -> y``:
 ``clean`` (identity, the reference row), white noise at 20/10/0 dB SNR, pink noise at
 10 dB, MP3 at about 40 kbit/s and Vorbis at its lowest quality, a telephone line, a room
 with RT60 0.6 s, -12 dB and +6 dB gain, and 5 % slower or faster playback; then 3 %
 slower or faster, and a room shaped like a measured one (:func:`room_ir`, RT60 0.7 s at
-1 kHz, a new room per call). Recorded noise (:func:`mix_noise`) needs recordings, so it is
-not here: ``benchmarks/robust_music.py`` adds it."""
+1 kHz, a new room per call); then the compound captures and hard single settings of
+:mod:`sonicsearch.eval.compound` (``phone_room``, ``eq_comp``, ``broadcast``,
+``pitch_+1st``, ``tempo_1.06``, ``speed_1.08``). Recorded noise (:func:`mix_noise`)
+needs recordings, so it is not here: ``benchmarks/robust_music.py`` adds it."""
 
 
 def apply(name: str, x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
