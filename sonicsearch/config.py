@@ -164,6 +164,8 @@ class PretrainConfig:
     mix_prob: float = 0.0  # another excerpt of the batch mixed in as real background
     mix_snr_min: float = 5.0  # dB
     mix_snr_max: float = 20.0
+    eq_prob: float = 0.0  # tilt +-6 dB and a bell +-4 dB (training/views_capture.py)
+    dynamics_prob: float = 0.0  # compressor (ratio 2-8) and soft limiter
     gain_db: float = 6.0  # random gain in +-gain_db
     speed_prob: float = 0.5
     speed: float = 0.05  # speed (and pitch) change in +-speed

@@ -62,7 +62,7 @@ def test_views_draw_as_before_the_registry(recipe):
 
 def test_one_registry_in_the_kept_orders():
     assert [name for name, _ in R.views()] == ["band", "telephone", "codec", "reverb",
-                                               "noise"]
+                                               "noise", "eq", "dynamics"]
     assert list(D.DEGRADATIONS) == BENCHMARK_NAMES
     both = {name for name, d in R.DEGRADATIONS.items() if d.view and d.benchmark}
     assert both == {"telephone", "reverb"}

@@ -243,4 +243,6 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).mean(dim=1, keepdim=True).sqrt()
 
 
+from sonicsearch.training import views_capture  # noqa: E402, F401 - eq, dynamics: after noise
+
 __all__ = ["ViewMaker"]
