@@ -33,7 +33,7 @@ from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.index.types import Embedder
-from sonicsearch.serve import apidocs, media
+from sonicsearch.serve import apidocs, browse, media
 from sonicsearch.serve.live import LiveIndex
 from sonicsearch.serve.problems import RESPONSES, add_error_handlers, error_response
 from sonicsearch.serve.security import (
@@ -224,6 +224,7 @@ def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
 
     _add_query_route(app, live, settings, auth, run)
     _add_file_routes(app, live, auth, run)
+    browse.add_routes(app, live, auth, run, _file_index)
 
 
 def _add_query_route(app: FastAPI, live: LiveIndex, settings: ServeSettings, auth: Any,
