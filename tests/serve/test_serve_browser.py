@@ -224,3 +224,57 @@ def test_a_token_with_any_printable_characters_plays(collection, browser, n):
         shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
         if shots:
             browser.save_screenshot(str(Path(shots) / f"token-{n}.png"))
+
+
+def click_point(browser, name: str) -> None:
+    """Click the map's point of the file ``name`` where it is drawn."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = browser.find_element(By.ID, "map")
+    x, y, w, h = browser.execute_script(
+        "const i = mapState.data.points.findIndex(p => p.path.endsWith('/' + arguments[0]));"
+        "const c = document.querySelector('#map'), d = devicePixelRatio || 1;"
+        "return [mapState.xy[i][0] / d, mapState.xy[i][1] / d, c.clientWidth, c.clientHeight]",
+        name)
+    ActionChains(browser).move_to_element_with_offset(canvas, int(x - w / 2),
+                                                      int(y - h / 2)).click().perform()
+
+
+def test_the_map_plays_a_point_and_draws_a_path_between_two(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _, seen = site
+    seen.clear()
+    browser.get(url + "/")
+    wait_for_info(browser)
+    browser.find_element(By.CSS_SELECTOR, "#map-box summary").click()
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+        "return mapState.data && mapState.xy.length === 11"))
+    browser.find_element(By.CSS_SELECTOR, "#map-colour option[value=folder]").click()
+    legend = browser.find_element(By.ID, "map-legend").text
+    assert all(f"{folder} ({len(names)})" in legend for folder, names in NAMES.items()), legend
+    click_point(browser, "glass-bells.wav")
+    assert browser.find_element(By.ID, "pick-name").text == "glass-bells.wav"
+    audio = browser.find_element(By.ID, "pick-audio")
+    WebDriverWait(browser, 20).until(  # it plays: metadata read, the clock moving
+        lambda d: d.execute_script("return arguments[0].currentTime > 0", audio))
+    browser.find_element(By.ID, "pick-start").click()
+    click_point(browser, "night-frogs.wav")
+    browser.find_element(By.ID, "path-n").clear()
+    browser.find_element(By.ID, "path-n").send_keys("5")
+    browser.find_element(By.ID, "pick-end").click()
+    WebDriverWait(browser, 30).until(lambda d: "similarity path" in d.find_element(
+        By.ID, "status").text)
+    names = [c.find_element(By.CSS_SELECTOR, ".file").text
+             for c in browser.find_elements(By.CSS_SELECTOR, "article.result")]
+    assert len(names) == 5 and names[0] == "glass-bells.wav" and names[-1] == "night-frogs.wav"
+    assert browser.find_element(By.CSS_SELECTOR, ".chip.mode").text == "similarity path"
+    assert any(p == "/map" and st == 200 for _, p, st in seen), seen
+    assert any(p.endswith("/path") and st == 200 for _, p, st in seen), seen
+    assert not [x for x in seen if x[2] >= 400], seen
+    shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
+    if shots:
+        browser.execute_script("document.querySelector('#map-box').scrollIntoView()")
+        browser.save_screenshot(str(Path(shots) / "map.png"))

@@ -75,9 +75,11 @@ function queryString() {
   return q.toString();
 }
 
-async function similar(id, path) {
+async function similar(id, path, mode = null) {
+  if (mode) document.querySelector(`input[name=mode][value=${mode}]`).checked = true;
   last = { similar: id, path };
-  status(`finding more like ${path.split("/").pop()}…`);
+  status(`finding ${searchMode() === "style" ? "more like" : "other copies of"} ` +
+         `${path.split("/").pop()}…`);
   const t0 = performance.now();
   let res;
   try {
@@ -88,7 +90,7 @@ async function similar(id, path) {
   }
   const ms = Math.round(performance.now() - t0);
   status(`${res.results.length} result${res.results.length === 1 ? "" : "s"} in ${ms} ms · ` +
-         `more like an indexed file`);
+         (res.mode === "style" ? "more like an indexed file" : "its recording elsewhere"));
   show(res, id);
 }
 
@@ -128,7 +130,8 @@ function show(res, sourceId = null) {
   const q = $("#query");
   q.hidden = false;
   const pred = res.predicted_label ? `<span class="chip">sounds like: ${esc(res.predicted_label)}</span>` : "";
-  const what = res.mode === "style" ? "sounds similar" : "same recording";
+  const what = { style: "sounds similar", path: "similarity path" }[res.mode] ||
+    "same recording";
   const root = info && info.root ? info.root.replace(/\/$/, "") + "/" : "";
   const named = root && res.query.startsWith(root) ? res.query.slice(root.length) : res.query;
   q.innerHTML = `<div class="qhead"><span class="name" title="${esc(res.query)}">${esc(named)}</span>
@@ -172,9 +175,12 @@ function resultCard(r, id, top, res) {
       ${r.label ? `<span class="chip${same}">${esc(r.label)}</span>` : ""}
       <span class="muted">match ${clock(r.start)}–${clock(r.end)}</span>
       <button class="more" type="button" title="indexed files that sound like this one">More
-        like this</button></div></div>`;
+        like this</button><button class="elsewhere" type="button" title="other files that
+        hold this recording">Same recording elsewhere</button></div></div>`;
   const body = card.children[1];
-  body.querySelector("button.more").addEventListener("click", () => similar(id, r.path));
+  body.querySelector("button.more").addEventListener("click", () => similar(id, r.path, "style"));
+  body.querySelector("button.elsewhere").addEventListener("click",
+    () => similar(id, r.path, "recording"));
   const canvas = specCanvas();
   body.append(canvas);
   const audio = document.createElement("audio");
