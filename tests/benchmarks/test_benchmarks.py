@@ -183,3 +183,13 @@ def test_collection_tiny(tmp_path):
     row, md = _run("collection", tmp_path)
     assert row["files"] == 13 and row["dup_recall"] == 1.0 and row["occ_recall"] == 1.0
     assert "occ_precision" in md
+
+
+def test_browse_tiny(tmp_path):
+    res, md = _run("browse", tmp_path)
+    methods = {r["method"]: r for r in res["rows"]}
+    assert set(methods) == {"refine", "interpolate", "knn-graph"}
+    assert methods["refine"]["exact_n"] == 1.0 and methods["refine"]["pairs"] == 10
+    assert all(-1 <= r["worst_step_mean"] <= r["mean"] <= 1 for r in res["rows"])
+    assert res["timings"]["files"] == 12 and res["timings"]["pca_seconds_10k"] > 0
+    assert "Similarity paths" in md
