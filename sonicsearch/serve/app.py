@@ -113,6 +113,8 @@ class DuplicatesParams(BaseModel):
                              "confidence of a match.")
     stride: float = Field(duplicates.STRIDE_SECONDS, gt=0, description="Search one stored "
                           "window every this many seconds.")
+    view: bool = Field(False, description="Add a 'view' key for the web page (each file's "
+                       "id); without it the JSON is the CLI's.")
 
 
 class SimilarParams(QueryParams):
@@ -370,7 +372,11 @@ def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) ->
 
 def _duplicates(live: LiveIndex, params: DuplicatesParams) -> dict:
     with live.use() as idx, live.model_lock:  # FAISS runs under the one lock
-        return idx.duplicates(params.min_overlap, params.min_score, params.stride).to_dict()
+        out = idx.duplicates(params.min_overlap, params.min_score, params.stride).to_dict()
+    if params.view:
+        out["view"] = {"ids": {f["path"]: media.file_id(f["path"])
+                               for g in out["groups"] for f in g["files"]}}
+    return out
 
 
 def _similar(live: LiveIndex, fid: str, params: SimilarParams) -> dict:

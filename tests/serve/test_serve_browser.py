@@ -1,6 +1,6 @@
 """The web page in a real browser (Debian's chromium, driven by selenium through Debian's
 chromedriver): upload a clip, see the expected first result with a playable <audio>,
-then the "no match" state for a clip that is not in the collection; a server with a token
+every occurrence of a clip, the duplicates panel, the map with a path, then the "no match" state for a clip that is not in the collection; a server with a token
 that has spaces, ``%``, ``;``, ``=``, quotes, non-ASCII letters or emoji, typed into the
 page, plays and draws as well; no request of the page's gets a 4xx (the favicon included).
 
@@ -55,6 +55,9 @@ def collection(tmp_path_factory):
         for name in names:
             files[name] = write_sound(root / "collection" / folder / f"{name}.wav", seed, 8.0)
             seed += 1
+    copy = root / "collection" / "copies" / "night-frogs-quiet.wav"
+    copy.parent.mkdir(parents=True)
+    sf.write(str(copy), 0.5 * sf.read(str(files["night-frogs"]))[0], SR)  # one duplicate
     emb = FakeEmbedder(root / "model.pt")
     build_index([root / "collection"], emb, root / "idx")
     clip = root / "clip.wav"
@@ -251,7 +254,7 @@ def test_the_map_plays_a_point_and_draws_a_path_between_two(site, browser):
     wait_for_info(browser)
     browser.find_element(By.CSS_SELECTOR, "#map-box summary").click()
     WebDriverWait(browser, 20).until(lambda d: d.execute_script(
-        "return mapState.data && mapState.xy.length === 11"))
+        "return mapState.data && mapState.xy.length === 12"))
     browser.find_element(By.CSS_SELECTOR, "#map-colour option[value=folder]").click()
     legend = browser.find_element(By.ID, "map-legend").text
     assert all(f"{folder} ({len(names)})" in legend for folder, names in NAMES.items()), legend
@@ -278,3 +281,36 @@ def test_the_map_plays_a_point_and_draws_a_path_between_two(site, browser):
     if shots:
         browser.execute_script("document.querySelector('#map-box').scrollIntoView()")
         browser.save_screenshot(str(Path(shots) / "map.png"))
+
+
+def test_every_occurrence_and_the_duplicates_panel(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, clip, _, seen = site
+    seen.clear()
+    browser.get(url + "/")
+    wait_for_info(browser)
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=occurrences]").click()
+    upload(browser, url, clip, reload=False)
+    assert browser.find_element(By.CSS_SELECTOR, ".chip.mode").text == "every occurrence"
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
+    assert cards and cards[0].find_element(By.CSS_SELECTOR, ".file").text == "glass-bells.wav"
+    assert any("occurrences=true" in p or p == "/query" for _, p, _ in seen)
+    browser.find_element(By.CSS_SELECTOR, "#dup-box summary").click()
+    WebDriverWait(browser, 30).until(lambda d: "group" in d.find_element(
+        By.ID, "dup-facts").text)
+    groups = browser.find_elements(By.CSS_SELECTOR, ".dup-group")
+    assert len(groups) == 1, browser.find_element(By.ID, "dup-facts").text
+    names = {e.text for e in groups[0].find_elements(By.CSS_SELECTOR, ".dup-file .file")}
+    assert names == {"night-frogs.wav", "night-frogs-quiet.wav"}
+    audio = groups[0].find_element(By.TAG_NAME, "audio")
+    assert "/audio#t=" in audio.get_attribute("src")
+    browser.execute_script("arguments[0].play()", audio)
+    WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script("return arguments[0].readyState", audio) >= 1)
+    assert any(p == "/duplicates" and st == 200 for _, p, st in seen), seen
+    assert not [x for x in seen if x[2] >= 400], seen
+    shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
+    if shots:
+        browser.save_screenshot(str(Path(shots) / "duplicates.png"))
