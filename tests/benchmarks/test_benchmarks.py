@@ -193,3 +193,10 @@ def test_browse_tiny(tmp_path):
     assert all(-1 <= r["worst_step_mean"] <= r["mean"] <= 1 for r in res["rows"])
     assert res["timings"]["files"] == 12 and res["timings"]["pca_seconds_10k"] > 0
     assert "Similarity paths" in md
+
+
+@pytest.mark.slow  # the base model embeds about 8 min of synthetic audio
+def test_collection_scale_tiny(tmp_path):
+    row, md = _run("collection_scale", tmp_path)
+    assert row["files"] == 24 and row["mix_found"] and row["occ_recall"] == 1.0
+    assert row["dup_recall"] == 1.0 and "duplicates_seconds" in md

@@ -1,6 +1,7 @@
 """The web page in a real browser (Debian's chromium, driven by selenium through Debian's
 chromedriver): upload a clip, see the expected first result with a playable <audio>,
-every occurrence of a clip, the duplicates panel, the map with a path, then the "no match" state for a clip that is not in the collection; a server with a token
+every occurrence of a clip, the duplicates panel, the map with a path, then the "no
+match" state for a clip that is not in the collection; a server with a token
 that has spaces, ``%``, ``;``, ``=``, quotes, non-ASCII letters or emoji, typed into the
 page, plays and draws as well; no request of the page's gets a 4xx (the favicon included).
 
