@@ -115,6 +115,7 @@ def make_copies(args, rows: list[dict], audio: Path, rng) -> set[tuple[str, str]
     pairs by file name."""
     import soundfile as sf
 
+    rows = [r for r in rows if r["duration"] >= 20.0 + args.seconds]
     room = args.files - 2
     n = min(len(rows), max(1, room // 4))  # about 3 copies each
     originals = []

@@ -98,13 +98,18 @@ def browser():
                             options=opts)
 
 
-def upload(driver, url: str, clip: Path, mode: str) -> None:
+def upload(driver, url: str, clip: Path, mode: str, ranked: bool = False) -> None:
+    """Ask with ``clip``; ``ranked``: the 4 best files, threshold off, filters shown."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url + "/")
     WebDriverWait(driver, 60).until(lambda d: "files" in d.find_element(By.ID,
                                                                         "index-info").text)
+    if ranked:
+        driver.execute_script("document.querySelector('#filters').open = true;"
+                              "document.querySelector('[name=k]').value = 4;"
+                              "document.querySelector('#min-mode').value = 'off';")
     driver.find_element(By.CSS_SELECTOR, f"input[name=mode][value={mode}]").click()
     driver.find_element(By.ID, "file").send_keys(str(clip.resolve()))
     WebDriverWait(driver, 120).until(lambda d: " in " in d.find_element(By.ID, "status").text)
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     url = f"http://127.0.0.1:{args.port}"
     driver = browser()
     try:
-        upload(driver, url, clip, "recording")
+        upload(driver, url, clip, "recording", ranked=True)
         driver.save_screenshot(str(args.out / "serve.png"))
         upload(driver, url, jingle, "occurrences")
         driver.save_screenshot(str(args.out / "serve-occurrences.png"))

@@ -48,16 +48,19 @@ function groupBox(g, ids) {
 }
 
 function spanPlayer(path, start, end, ids) {
-  const cell = el("div", "dup-file");
-  const title = el("div", "small");
-  title.innerHTML = `<span class="file">${esc(path.split("/").pop())}</span>
+  // a button per span; one shared player plays the span clicked (many groups, one player)
+  const button = el("button", "dup-file");
+  button.type = "button";
+  button.title = `play ${path} from ${clock(start)} to ${clock(end)}`;
+  button.innerHTML = `▶ <span class="file">${esc(path.split("/").pop())}</span>
     <span class="muted">${clock(start)}–${clock(end)}</span>`;
-  const audio = document.createElement("audio");
-  audio.controls = true;
-  audio.preload = "none";
-  audio.src = `/files/${ids[path]}/audio#t=${start.toFixed(2)},${end.toFixed(2)}`;
-  cell.append(title, audio);
-  return cell;
+  button.addEventListener("click", () => {
+    const audio = $("#dup-audio");
+    audio.hidden = false;
+    audio.src = `/files/${ids[path]}/audio#t=${start.toFixed(2)},${end.toFixed(2)}`;
+    audio.play().catch(() => {});
+  });
+  return button;
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -90,6 +90,12 @@ function drawPath(ctx, dpr) {
     if (k) ctx.lineTo(x, y); else ctx.moveTo(x, y);
   });
   ctx.stroke();
+  for (const id of mapState.path) {  // each file of the path ringed
+    const [x, y] = mapState.xy[at[id]];
+    ctx.beginPath();
+    ctx.arc(x, y, 6 * dpr, 0, 2 * Math.PI);
+    ctx.stroke();
+  }
 }
 
 function pickAt(ev) {
