@@ -117,7 +117,7 @@ def make_copies(args, rows: list[dict], audio: Path, rng) -> set[tuple[str, str]
 
     rows = [r for r in rows if r["duration"] >= 20.0 + args.seconds]
     room = args.files - 2
-    n = min(len(rows), max(1, room // 4))  # about 3 copies each
+    n = min(len(rows), max(1, room // 4))  # 3 copies each, more when tracks run short
     originals = []
     for i, r in enumerate(rows[:n]):
         w = cut(r["path"], 20.0, args.seconds)
