@@ -102,7 +102,7 @@ def upload(browser, url: str, clip: Path, reload: bool = True) -> None:
     browser.execute_script("document.querySelector('#status').textContent = ''")
     browser.find_element(By.ID, "file").send_keys(str(clip))
     WebDriverWait(browser, 30).until(
-        lambda d: "result" in d.find_element(By.ID, "status").text
+        lambda d: " in " in d.find_element(By.ID, "status").text  # N results in T ms
         or d.find_elements(By.CSS_SELECTOR, ".nomatch")
         or "error" in d.find_element(By.ID, "status").get_attribute("class"))
 
