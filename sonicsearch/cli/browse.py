@@ -10,7 +10,7 @@ import typer
 
 from sonicsearch.cli import app
 from sonicsearch.cli.common import DEFAULT_INDEX, IndexOpt, JsonOpt, echo_json
-from sonicsearch.cli.search import Mode, _check_min_score, _print_result
+from sonicsearch.cli.search import Mode, check_min_score, print_result
 from sonicsearch.index import AudioIndex, QueryRequest
 from sonicsearch.index.browse import file_id
 from sonicsearch.utils.reporting import display_path
@@ -35,7 +35,7 @@ def similar(
     max_per_folder: Annotated[int | None, typer.Option(
         min=1, help="At most N results from one folder (album).")] = None,
     min_score: Annotated[str | None, typer.Option(
-        metavar="X|auto", callback=_check_min_score,
+        metavar="X|auto", callback=check_min_score,
         help="Drop results scoring below X ('auto': recording mode's no-match threshold).")
                          ] = None,
     json_out: JsonOpt = False,
@@ -60,7 +60,7 @@ def similar(
     if json_out:
         echo_json(result.to_dict())
     else:
-        _print_result(result, segments and mode_name == "recording")
+        print_result(result, segments and mode_name == "recording")
 
 
 @app.command()
