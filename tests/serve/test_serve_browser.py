@@ -5,8 +5,10 @@ match" state for a clip that is not in the collection; a server with a token
 that has spaces, ``%``, ``;``, ``=``, quotes, non-ASCII letters or emoji, typed into the
 page, plays and draws as well; no request of the page's gets a 4xx (the favicon included).
 
-Set SONICSEARCH_SCREENSHOT=docs/serve.png to save the page with its results, and
-SONICSEARCH_SCREENSHOT_DIR=DIR to save the page of each token test there.
+Set SONICSEARCH_SCREENSHOT=FILE.png to save the page with its results, and
+SONICSEARCH_SCREENSHOT_DIR=DIR to save the page of each token test, "more like this", the
+map and the duplicates there (docs/serve*.png are real music, from
+benchmarks/page_screenshots.py).
 """
 
 from __future__ import annotations
