@@ -200,3 +200,11 @@ def test_collection_scale_tiny(tmp_path):
     row, md = _run("collection_scale", tmp_path)
     assert row["files"] == 24 and row["mix_found"] and row["occ_recall"] == 1.0
     assert row["dup_recall"] == 1.0 and "duplicates_seconds" in md
+
+
+@pytest.mark.slow  # collection_scale's tiny run first: its index is the source
+def test_collection_10k_tiny(tmp_path):
+    _run("collection_scale", tmp_path)
+    row, md = _run("collection_10k", tmp_path)
+    assert row["files"] == 48 and row["dup_precision"] == 1.0 and row["dup_recall"] == 1.0
+    assert row["occ_files"] == ["w00-mix.wav"] and "duplicates_seconds" in md
