@@ -32,7 +32,7 @@ from sonicsearch.model.checkpoint import save_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SCHEMAS = DOCS / "schemas"
-SCHEMA_NAMES = ("query", "evaluate", "info", "duplicates")
+SCHEMA_NAMES = ("query", "evaluate", "info", "duplicates", "path", "map")
 SR = 8000
 TINY = FeatureConfig(sample_rate=SR, n_fft=256, hop_length=128, n_mels=32,
                      window_seconds=1.0, hop_seconds=0.5)
@@ -251,6 +251,23 @@ def test_duplicates_json_matches_schema(world, tmp_path):
     res = CliRunner().invoke(app, ["duplicates", "--index", str(tmp_path / "idx"),
                                    "--min-overlap", "-1"])
     assert res.exit_code == 2 and "--min-overlap" in res.output
+
+
+def test_path_and_map_json_match_their_schemas(world):
+    data = sorted((world / "data").rglob("*.wav"))
+    (path,) = cli_json("path", data[0], data[-1], "--n", "3", "--index", world / "idx",
+                       "--json")
+    assert_valid(path, "path")
+    assert path["n"] == 3 and path["files"][0]["path"] == str(data[0].resolve())
+    (free,) = cli_json("path", *sorted((world / "data" / "low").glob("*.wav"))[:2],
+                       "--n", "2", "--index", world / "free-idx", "--json")
+    assert_valid(free, "path")  # a label-free model: labels are null
+    (mapped,) = cli_json("map", "--index", world / "idx", "--json")
+    assert_valid(mapped, "map")
+    assert mapped["files"] == len(mapped["points"]) == len(data)
+    broken = copy.deepcopy(mapped)
+    broken["points"][0]["id"] = "not-an-id"
+    assert any("id" in e for e in schema_errors(broken, load_schema("map")))
 
 
 def test_info_check_json_matches_schema(world):

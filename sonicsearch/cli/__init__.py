@@ -46,13 +46,16 @@ def doctor_cmd() -> None:
     typer.echo("ok")
 
 
-# Command modules register themselves on `app` when imported.
+# Command modules register themselves on `app` when imported, listed in this order.
+# isort: off
 from sonicsearch.cli import data as _data  # noqa: E402,F401
 from sonicsearch.cli import pretrain as _pretrain  # noqa: E402,F401
 from sonicsearch.cli import search as _search  # noqa: E402,F401
+from sonicsearch.cli import browse as _browse  # noqa: E402,F401
 from sonicsearch.cli import serve as _serve  # noqa: E402,F401
 from sonicsearch.cli import train as _train  # noqa: E402,F401
 from sonicsearch.cli import tune as _tune  # noqa: E402,F401
+# isort: on
 
 
 def main() -> None:

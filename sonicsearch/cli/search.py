@@ -116,7 +116,7 @@ def build_index_cmd(
 Backend = BACKEND_REGISTRY.enum("Backend")
 
 
-def _check_min_score(value: str | None) -> str | None:
+def check_min_score(value: str | None) -> str | None:
     """--min-score is a finite number or 'auto': a usage error otherwise, before loading."""
     try:
         parse_min_score(value)
@@ -162,7 +162,7 @@ def query(
     max_per_folder: Annotated[int | None, typer.Option(
         min=1, help="At most N results from one folder (album).")] = None,
     min_score: Annotated[str | None, typer.Option(
-        metavar="X|auto", callback=_check_min_score,
+        metavar="X|auto", callback=check_min_score,
         help="Drop results scoring below X; 'auto': the index's no-match threshold "
         "(1% false accepts). Nothing left: no match.")] = None,
     config: Annotated[Path | None, typer.Option(
@@ -212,7 +212,7 @@ def query(
             elif json_out:
                 echo_json(result.to_dict())
             else:
-                _print_result(result, (segments and mode_name == "recording") or occurrences)
+                print_result(result, (segments and mode_name == "recording") or occurrences)
     finally:
         idx.close()
     if len(skipped) == len(paths) + len(errors):  # nothing answered: one error, said once
@@ -235,7 +235,7 @@ def _check_occurrences(occurrences: bool, mode: str, segments: bool, rollup) -> 
                                      param_hint="'--occurrences'")
 
 
-def _print_result(result, segments: bool) -> None:
+def print_result(result, segments: bool) -> None:
     """A table: rank, score, the matching span (with the query's span in segments mode),
     the model's predicted label for the match, and its path."""
     head = f"{display_path(result.query)}  ({result.duration:.1f}s"

@@ -18,6 +18,7 @@ from sonicsearch.config import IndexConfig
 from sonicsearch.embed.embedder import Embedder as TorchEmbedder
 from sonicsearch.embed.types import with_windows
 from sonicsearch.errors import AudioError, IndexStoreError
+from sonicsearch.index import browse
 from sonicsearch.index import duplicates as dup
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
@@ -222,6 +223,29 @@ class AudioIndex(IndexReader):
             ConfigError: a negative, NaN or infinite argument.
         """
         return find_duplicates(self, min_overlap, min_score, stride_seconds)
+
+    def path_between(self, start: int | str | Path, end: int | str | Path,
+                     n: int = 10) -> browse.SimilarityPath:
+        """A playlist of ``n`` indexed files from ``start`` to ``end`` by small steps of
+        style (see :mod:`sonicsearch.index.browse` for how and why).
+
+        Args:
+            start, end: indexed files, by id (position in ``store.records``) or path.
+            n: files in the playlist, both ends included (2 to the collection's size).
+
+        Returns:
+            :class:`~sonicsearch.index.browse.SimilarityPath`; ``.to_dict()`` the path JSON.
+
+        Raises:
+            IndexStoreError: a file not in the index. ConfigError: the same file twice,
+                n < 2, or n above the number of indexed files.
+        """
+        return browse.path_between(self, start, end, n)
+
+    def collection_map(self) -> browse.CollectionMap:
+        """Every indexed file placed in 2-D (the principal components of its style vector),
+        with its label and folder; ``.to_dict()`` is the map JSON."""
+        return browse.map_of(self)
 
     def query_files(self, paths: Iterable[str | Path], **kwargs: Any
                     ) -> Iterator[tuple[Path, QueryResult | AudioError]]:

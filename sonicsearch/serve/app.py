@@ -33,7 +33,7 @@ from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
 from sonicsearch.index.types import Embedder
-from sonicsearch.serve import apidocs, media
+from sonicsearch.serve import apidocs, browse, media
 from sonicsearch.serve.live import LiveIndex
 from sonicsearch.serve.problems import RESPONSES, add_error_handlers, error_response
 from sonicsearch.serve.security import (
@@ -113,6 +113,8 @@ class DuplicatesParams(BaseModel):
                              "confidence of a match.")
     stride: float = Field(duplicates.STRIDE_SECONDS, gt=0, description="Search one stored "
                           "window every this many seconds.")
+    view: bool = Field(False, description="Add a 'view' key for the web page (each file's "
+                       "id); without it the JSON is the CLI's.")
 
 
 class SimilarParams(QueryParams):
@@ -224,6 +226,7 @@ def _add_routes(app: FastAPI, live: LiveIndex, settings: ServeSettings,
 
     _add_query_route(app, live, settings, auth, run)
     _add_file_routes(app, live, auth, run)
+    browse.add_routes(app, live, auth, run, _file_index)
 
 
 def _add_query_route(app: FastAPI, live: LiveIndex, settings: ServeSettings, auth: Any,
@@ -369,7 +372,11 @@ def _query(live: LiveIndex, up, params: QueryParams, settings: ServeSettings) ->
 
 def _duplicates(live: LiveIndex, params: DuplicatesParams) -> dict:
     with live.use() as idx, live.model_lock:  # FAISS runs under the one lock
-        return idx.duplicates(params.min_overlap, params.min_score, params.stride).to_dict()
+        out = idx.duplicates(params.min_overlap, params.min_score, params.stride).to_dict()
+    if params.view:
+        out["view"] = {"ids": {f["path"]: media.file_id(f["path"])
+                               for g in out["groups"] for f in g["files"]}}
+    return out
 
 
 def _similar(live: LiveIndex, fid: str, params: SimilarParams) -> dict:

@@ -183,3 +183,28 @@ def test_collection_tiny(tmp_path):
     row, md = _run("collection", tmp_path)
     assert row["files"] == 13 and row["dup_recall"] == 1.0 and row["occ_recall"] == 1.0
     assert "occ_precision" in md
+
+
+def test_browse_tiny(tmp_path):
+    res, md = _run("browse", tmp_path)
+    methods = {r["method"]: r for r in res["rows"]}
+    assert set(methods) == {"refine", "interpolate", "knn-graph"}
+    assert methods["refine"]["exact_n"] == 1.0 and methods["refine"]["pairs"] == 10
+    assert all(-1 <= r["worst_step_mean"] <= r["mean"] <= 1 for r in res["rows"])
+    assert res["timings"]["files"] == 12 and res["timings"]["pca_seconds_10k"] > 0
+    assert "Similarity paths" in md
+
+
+@pytest.mark.slow  # the base model embeds about 8 min of synthetic audio
+def test_collection_scale_tiny(tmp_path):
+    row, md = _run("collection_scale", tmp_path)
+    assert row["files"] == 24 and row["mix_found"] and row["occ_recall"] == 1.0
+    assert row["dup_recall"] == 1.0 and "duplicates_seconds" in md
+
+
+@pytest.mark.slow  # collection_scale's tiny run first: its index is the source
+def test_collection_10k_tiny(tmp_path):
+    _run("collection_scale", tmp_path)
+    row, md = _run("collection_10k", tmp_path)
+    assert row["files"] == 48 and row["dup_precision"] == 1.0 and row["dup_recall"] == 1.0
+    assert row["occ_files"] == ["w00-mix.wav"] and "duplicates_seconds" in md

@@ -1,11 +1,14 @@
 """The web page in a real browser (Debian's chromium, driven by selenium through Debian's
 chromedriver): upload a clip, see the expected first result with a playable <audio>,
-then the "no match" state for a clip that is not in the collection; a server with a token
+every occurrence of a clip, the duplicates panel, the map with a path, then the "no
+match" state for a clip that is not in the collection; a server with a token
 that has spaces, ``%``, ``;``, ``=``, quotes, non-ASCII letters or emoji, typed into the
 page, plays and draws as well; no request of the page's gets a 4xx (the favicon included).
 
-Set SONICSEARCH_SCREENSHOT=docs/serve.png to save the page with its results, and
-SONICSEARCH_SCREENSHOT_DIR=DIR to save the page of each token test there.
+Set SONICSEARCH_SCREENSHOT=FILE.png to save the page with its results, and
+SONICSEARCH_SCREENSHOT_DIR=DIR to save the page of each token test, "more like this", the
+map and the duplicates there (docs/serve*.png are real music, from
+benchmarks/page_screenshots.py).
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ def collection(tmp_path_factory):
         for name in names:
             files[name] = write_sound(root / "collection" / folder / f"{name}.wav", seed, 8.0)
             seed += 1
+    copy = root / "collection" / "copies" / "night-frogs-quiet.wav"
+    copy.parent.mkdir(parents=True)
+    sf.write(str(copy), 0.5 * sf.read(str(files["night-frogs"]))[0], SR)  # one duplicate
     emb = FakeEmbedder(root / "model.pt")
     build_index([root / "collection"], emb, root / "idx")
     clip = root / "clip.wav"
@@ -98,7 +104,7 @@ def upload(browser, url: str, clip: Path, reload: bool = True) -> None:
     browser.execute_script("document.querySelector('#status').textContent = ''")
     browser.find_element(By.ID, "file").send_keys(str(clip))
     WebDriverWait(browser, 30).until(
-        lambda d: "result" in d.find_element(By.ID, "status").text
+        lambda d: " in " in d.find_element(By.ID, "status").text  # N results in T ms
         or d.find_elements(By.CSS_SELECTOR, ".nomatch")
         or "error" in d.find_element(By.ID, "status").get_attribute("class"))
 
@@ -224,3 +230,90 @@ def test_a_token_with_any_printable_characters_plays(collection, browser, n):
         shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
         if shots:
             browser.save_screenshot(str(Path(shots) / f"token-{n}.png"))
+
+
+def click_point(browser, name: str) -> None:
+    """Click the map's point of the file ``name`` where it is drawn."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = browser.find_element(By.ID, "map")
+    x, y, w, h = browser.execute_script(
+        "const i = mapState.data.points.findIndex(p => p.path.endsWith('/' + arguments[0]));"
+        "const c = document.querySelector('#map'), d = devicePixelRatio || 1;"
+        "return [mapState.xy[i][0] / d, mapState.xy[i][1] / d, c.clientWidth, c.clientHeight]",
+        name)
+    ActionChains(browser).move_to_element_with_offset(canvas, int(x - w / 2),
+                                                      int(y - h / 2)).click().perform()
+
+
+def test_the_map_plays_a_point_and_draws_a_path_between_two(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _, seen = site
+    seen.clear()
+    browser.get(url + "/")
+    wait_for_info(browser)
+    browser.find_element(By.CSS_SELECTOR, "#map-box summary").click()
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+        "return mapState.data && mapState.xy.length === 12"))
+    browser.find_element(By.CSS_SELECTOR, "#map-colour option[value=folder]").click()
+    legend = browser.find_element(By.ID, "map-legend").text
+    assert all(f"{folder} ({len(names)})" in legend for folder, names in NAMES.items()), legend
+    click_point(browser, "glass-bells.wav")
+    assert browser.find_element(By.ID, "pick-name").text == "glass-bells.wav"
+    audio = browser.find_element(By.ID, "pick-audio")
+    WebDriverWait(browser, 20).until(  # it plays: metadata read, the clock moving
+        lambda d: d.execute_script("return arguments[0].currentTime > 0", audio))
+    browser.find_element(By.ID, "pick-start").click()
+    click_point(browser, "night-frogs.wav")
+    browser.find_element(By.ID, "path-n").clear()
+    browser.find_element(By.ID, "path-n").send_keys("5")
+    browser.find_element(By.ID, "pick-end").click()
+    WebDriverWait(browser, 30).until(lambda d: "similarity path" in d.find_element(
+        By.ID, "status").text)
+    names = [c.find_element(By.CSS_SELECTOR, ".file").text
+             for c in browser.find_elements(By.CSS_SELECTOR, "article.result")]
+    assert len(names) == 5 and names[0] == "glass-bells.wav" and names[-1] == "night-frogs.wav"
+    assert browser.find_element(By.CSS_SELECTOR, ".chip.mode").text == "similarity path"
+    assert any(p == "/map" and st == 200 for _, p, st in seen), seen
+    assert any(p.endswith("/path") and st == 200 for _, p, st in seen), seen
+    assert not [x for x in seen if x[2] >= 400], seen
+    shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
+    if shots:
+        browser.execute_script("document.querySelector('#map-box').scrollIntoView()")
+        browser.save_screenshot(str(Path(shots) / "map.png"))
+
+
+def test_every_occurrence_and_the_duplicates_panel(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, clip, _, seen = site
+    seen.clear()
+    browser.get(url + "/")
+    wait_for_info(browser)
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=occurrences]").click()
+    upload(browser, url, clip, reload=False)
+    assert browser.find_element(By.CSS_SELECTOR, ".chip.mode").text == "every occurrence"
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
+    assert cards and cards[0].find_element(By.CSS_SELECTOR, ".file").text == "glass-bells.wav"
+    assert any("occurrences=true" in p or p == "/query" for _, p, _ in seen)
+    browser.find_element(By.CSS_SELECTOR, "#dup-box summary").click()
+    WebDriverWait(browser, 30).until(lambda d: "group" in d.find_element(
+        By.ID, "dup-facts").text)
+    groups = browser.find_elements(By.CSS_SELECTOR, ".dup-group")
+    assert len(groups) == 1, browser.find_element(By.ID, "dup-facts").text
+    names = {e.text for e in groups[0].find_elements(By.CSS_SELECTOR, ".dup-file .file")}
+    assert names == {"night-frogs.wav", "night-frogs-quiet.wav"}
+    groups[0].find_element(By.CSS_SELECTOR, "button.dup-file").click()
+    audio = browser.find_element(By.ID, "dup-audio")
+    assert "/audio#t=" in audio.get_attribute("src")
+    WebDriverWait(browser, 20).until(  # the span plays
+        lambda d: d.execute_script("return arguments[0].currentTime > 0", audio))
+    assert any(p == "/duplicates" and st == 200 for _, p, st in seen), seen
+    assert not [x for x in seen if x[2] >= 400], seen
+    shots = os.environ.get("SONICSEARCH_SCREENSHOT_DIR")
+    if shots:
+        browser.save_screenshot(str(Path(shots) / "duplicates.png"))

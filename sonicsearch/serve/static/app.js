@@ -60,24 +60,30 @@ function searchMode() {
 
 function queryString() {
   const form = new FormData($("#opts"));
-  const mode = searchMode();
+  const every = searchMode() === "occurrences";  // every span where it occurs: all of them
+  const mode = every ? "recording" : searchMode();
   const q = new URLSearchParams({ view: "true", mode });
-  const keys = ["k", "label", "path_prefix", "min_duration", "max_duration", "max_per_folder"];
-  if (mode === "recording") keys.push("rollup");  // roll-ups score window matches
+  if (every) q.set("occurrences", "true");
+  const keys = ["label", "path_prefix", "min_duration", "max_duration", "max_per_folder"];
+  if (!every) keys.push("k");
+  if (mode === "recording" && !every) keys.push("rollup");  // roll-ups score window matches
   for (const key of keys) {
     const v = (form.get(key) || "").toString().trim();
     if (v) q.set(key, v);
   }
   const threshold = form.get("min_score_mode");
-  // "auto" is the recording mode's calibrated no-match threshold; style lists the closest
-  if (threshold === "auto" && mode === "recording") q.set("min_score", "auto");
+  // "auto" is the recording mode's calibrated no-match threshold; style lists the closest,
+  // occurrences keep their own default (0.5)
+  if (threshold === "auto" && mode === "recording" && !every) q.set("min_score", "auto");
   if (threshold === "custom") q.set("min_score", form.get("min_score_value") || "0");
   return q.toString();
 }
 
-async function similar(id, path) {
+async function similar(id, path, mode = null) {
+  if (mode) document.querySelector(`input[name=mode][value=${mode}]`).checked = true;
   last = { similar: id, path };
-  status(`finding more like ${path.split("/").pop()}…`);
+  status(`finding ${searchMode() === "style" ? "more like" : "other copies of"} ` +
+         `${path.split("/").pop()}…`);
   const t0 = performance.now();
   let res;
   try {
@@ -88,7 +94,7 @@ async function similar(id, path) {
   }
   const ms = Math.round(performance.now() - t0);
   status(`${res.results.length} result${res.results.length === 1 ? "" : "s"} in ${ms} ms · ` +
-         `more like an indexed file`);
+         (res.mode === "style" ? "more like an indexed file" : "its recording elsewhere"));
   show(res, id);
 }
 
@@ -118,7 +124,8 @@ async function search(blob, name, converted = false) {
     return;
   }
   const ms = Math.round(performance.now() - t0);
-  status(`${res.results.length} result${res.results.length === 1 ? "" : "s"} in ${ms} ms` +
+  const what = res.occurrences ? "occurrence" : "result";
+  status(`${res.results.length} ${what}${res.results.length === 1 ? "" : "s"} in ${ms} ms` +
          (converted ? " · the server cannot read this format: it was converted to WAV " +
                       "in the browser" : ""));
   show(res);
@@ -128,7 +135,8 @@ function show(res, sourceId = null) {
   const q = $("#query");
   q.hidden = false;
   const pred = res.predicted_label ? `<span class="chip">sounds like: ${esc(res.predicted_label)}</span>` : "";
-  const what = res.mode === "style" ? "sounds similar" : "same recording";
+  const what = res.occurrences ? "every occurrence" :
+    { style: "sounds similar", path: "similarity path" }[res.mode] || "same recording";
   const root = info && info.root ? info.root.replace(/\/$/, "") + "/" : "";
   const named = root && res.query.startsWith(root) ? res.query.slice(root.length) : res.query;
   q.innerHTML = `<div class="qhead"><span class="name" title="${esc(res.query)}">${esc(named)}</span>
@@ -172,9 +180,12 @@ function resultCard(r, id, top, res) {
       ${r.label ? `<span class="chip${same}">${esc(r.label)}</span>` : ""}
       <span class="muted">match ${clock(r.start)}–${clock(r.end)}</span>
       <button class="more" type="button" title="indexed files that sound like this one">More
-        like this</button></div></div>`;
+        like this</button><button class="elsewhere" type="button" title="other files that
+        hold this recording">Same recording elsewhere</button></div></div>`;
   const body = card.children[1];
-  body.querySelector("button.more").addEventListener("click", () => similar(id, r.path));
+  body.querySelector("button.more").addEventListener("click", () => similar(id, r.path, "style"));
+  body.querySelector("button.elsewhere").addEventListener("click",
+    () => similar(id, r.path, "recording"));
   const canvas = specCanvas();
   body.append(canvas);
   const audio = document.createElement("audio");
