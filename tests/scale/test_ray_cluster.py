@@ -170,3 +170,15 @@ def test_build_on_a_two_node_cluster_survives_a_killed_worker(tmp_path, two_node
     assert len(local.added) == 8
     assert np.array_equal(Store(tmp_path / "idx" / "gen-000001").vectors(),
                           Store(tmp_path / "local" / "gen-000001").vectors())
+
+
+def test_ray_workers_load_the_file_the_driver_loaded(tmp_path, monkeypatch):
+    """`build-index --ray` with the model given by name ("base") once sent the name to
+    the workers, which took it for a path in their own folder."""
+    from sonicsearch.index import builder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    emb = FakeEmbedder(tmp_path / "models" / "model.pt")
+    wrapped = builder._ray_embedder(emb, "cpu", None, 1)
+    assert wrapped.factory.args[0] == str((tmp_path / "models" / "model.pt").resolve())
