@@ -97,7 +97,7 @@ ADD_ROWS = 50_000  # vectors read from vectors.npy per insert batch
 
 @BACKEND_REGISTRY.register("milvus")
 class MilvusBackend:
-    """One Milvus collection (one generation's windows)."""
+    """One Milvus collection: a generation's view of it (born, hidden ids), or all of it."""
 
     name = "milvus"
     FILES: tuple[str, ...] = ()  # the vectors live in Milvus, not in the generation folder
