@@ -6,6 +6,11 @@ also the insert alone, as rows/s), peak RSS, single-query latency p50 / p95 (k=1
 recall@10 against exact search. Each case runs in its own process, so its peak RSS is its
 own (a server's memory is the server's, not counted).
 
+Part 3 (``update``, benchmarks/_milvus_update.py): an in-place update of a Milvus
+collection (the server at ``--milvus-uri``, else milvus-lite) of N windows: the first
+fill's rows/s, then 10 files added and 10 removed, each through the build's own backend
+call; the p50 / p95 and recall@10 of a reader before and after.
+
 Part 2 (``extract``): audio seconds embedded per wall second by today's single-process
 build vs Ray Data with 1 and 2 local workers, on a small synthetic corpus and a tiny
 random-init model, written to a FAISS index through the normal build.
@@ -14,6 +19,8 @@ random-init model, written to a FAISS index through the normal build.
     python benchmarks/backends.py --sizes 100000,1000000 --cases faiss-flat,milvus-flat
     python benchmarks/backends.py --parts index --cases milvus-flat \
         --milvus-uri http://127.0.0.1:19530          # a Milvus server
+    python benchmarks/backends.py --parts update --sizes 100000,1000000 \
+        --milvus-uri http://127.0.0.1:19530          # in-place updates on the server
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+from _milvus_update import update_case  # noqa: E402
 
 CASES = ("faiss-flat", "faiss-hnsw", "faiss-ivfpq", "milvus-flat", "milvus-hnsw")
 DIM, K = 512, 10
@@ -186,6 +194,20 @@ def index_part(args) -> list[dict]:
     return rows
 
 
+def update_part(args) -> list[dict]:
+    """In-place updates of a Milvus collection at each size (see _milvus_update.py)."""
+    rows = []
+    for n in [int(float(s)) for s in (args.sizes or ("2000" if args.tiny else "100000"))
+              .split(",")]:
+        C.log(f"update: N={n}")
+        row = update_case(n, args.queries or (20 if args.tiny else 200), args.seed,
+                          args.milvus_uri, vectors)
+        for step in row["steps"]:
+            C.log(f"  {step}")
+        rows.append(row)
+    return rows
+
+
 def extract_part(args) -> list[dict]:
     """Single-process build vs Ray with 1 and 2 workers (same corpus, same tiny model)."""
     import functools
@@ -255,6 +277,14 @@ def tables(results: dict) -> list[tuple[str, str]]:
                   f" ({r['recall_at_10_rescored_100']:.3f} re-scored)"
                   if r.get("recall_at_10_rescored_100") is not None else "")]
              for r in results["index"]])))
+    if results.get("update"):
+        out.append(("In-place updates of a Milvus collection (dim 512, FLAT)", C.markdown_table(
+            ["N", "where", "step", "rows", "inserted", "hidden", "s", "clean-up s",
+             "p50 ms", "recall@10"],
+            [[f"{r['n']:,}", r["where"], ("fill", "add 10 files", "remove 10 files")[
+                s["generation"] - 1], f"{s['rows']:,}", f"{s['inserted']:,}", s["hidden"],
+              s["seconds"], s["cleanup_s"], s.get("p50_ms", "-"), s.get("recall_at_10", "-")]
+             for r in results["update"] for s in r["steps"]])))
     if results.get("extract"):
         out.append(("Extraction (tiny resnet18, synthetic 10 s clips)", C.markdown_table(
             ["run", "files", "windows", "Ray start s", "build wall s", "audio s / s",
@@ -275,6 +305,7 @@ def main(argv=None) -> dict:
     parts = args.parts.split(",")
     results = {"benchmark": "backends", "mode": C.mode(args), "machine": C.machine(),
                "index": index_part(args) if "index" in parts else [],
+               "update": update_part(args) if "update" in parts else [],
                "extract": extract_part(args) if "extract" in parts else []}
     sections = tables(results)
     js, md = C.write_results("backends", args.out, results, sections)

@@ -84,7 +84,7 @@ def build_index(
     log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
         f"on {getattr(embedder, 'device', cfg.device)}")
     if ray or ray_address:
-        embedder = _ray_embedder(embedder, model, cfg.device, ray_address, ray_workers)
+        embedder = _ray_embedder(embedder, cfg.device, ray_address, ray_workers)
     idx = AudioIndex.build(audio, embedder, index, config=cfg, rebuild=rebuild,
                            progress=progress, device=cfg.device, window_seconds=window,
                            hop_seconds=hop)
@@ -177,10 +177,12 @@ def _live_backend(index: Path) -> dict[str, Any]:
         return backend_of({})
 
 
-def _ray_embedder(embedder: Embedder, model: Path, device: str, address: str | None,
+def _ray_embedder(embedder: Embedder, device: str, address: str | None,
                   workers: int | None) -> Embedder:
-    """Wrap the model for Ray: workers load it from ``model`` with the same windowing."""
-    factory = functools.partial(api.load_embedder, str(Path(model).resolve()),
+    """Wrap the model for Ray: workers load the file the driver loaded (not the name the
+    build was given, such as "base", which a worker would take for a path), windowed
+    alike."""
+    factory = functools.partial(api.load_embedder, str(Path(embedder.model_path).resolve()),
                                 "auto" if device == "auto" else device)
     where = f"Ray at {address}" if address else "a local Ray"
     log(f"embedding on {where} with {workers or 'all'} workers")

@@ -8,7 +8,8 @@ its byte-identical copies, and its *variants*: other files that contain the samp
 matches at one time offset (:func:`contains_excerpt`). Counting a variant's ~1.0 as a
 no-match score would put the threshold at ~1.0 and turn every real match into "no match".
 
-It is computed once per generation and kept beside ``index.json`` as ``calibration.json``
+It is computed once per generation (or carried over from an earlier one when few windows
+changed: calibration_carry.py) and kept beside ``index.json`` as ``calibration.json``
 (in memory only when the folder is read-only), with its own checksum (``self_sha256``,
 :func:`sonicsearch.utils.fileio.self_hashed_json`); a file that fails it is measured again.
 
@@ -31,6 +32,7 @@ import faiss
 import numpy as np
 
 from sonicsearch.errors import IndexStoreError
+from sonicsearch.index.calibration_carry import carried
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import QueryRequest
 from sonicsearch.index.rollups import ROLLUP_REGISTRY
@@ -69,12 +71,15 @@ def calibration(index: IndexReader) -> dict[str, Any]:
         return cached[1]
     path = Path(index.gen) / CALIBRATION
     data = _load(path)
-    if data is not None and (data.get("version") != CALIBRATION_VERSION
-                             or data.get("model_sha256") != index.meta["model"]["sha256"]
-                             or data.get("vectors") != index.ntotal):
+
+    def valid(data: dict[str, Any]) -> bool:
+        return (data.get("version") == CALIBRATION_VERSION
+                and data.get("model_sha256") == index.meta["model"]["sha256"])
+
+    if data is not None and (not valid(data) or data.get("vectors") != index.ntotal):
         data = None
-    if data is None:
-        data = calibrate(index)
+    if data is None:  # an update that changed few windows keeps the last one measured
+        data = carried(index, CALIBRATION, _load, valid) or calibrate(index)
         _save(path, data)
     _cache[index] = (index.gen, data)
     return data

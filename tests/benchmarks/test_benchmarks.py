@@ -114,6 +114,18 @@ def test_backends_tiny(tmp_path):
     assert "recall@10" in md
 
 
+def test_backends_update_tiny(tmp_path):
+    """In-place updates on milvus-lite: 10 files added, then 10 removed, in one collection."""
+    pytest.importorskip("milvus_lite", reason="milvus-lite not installed")
+    res, md = _run("backends", tmp_path, "--parts", "update", "--sizes", "5000")
+    (row,) = res["update"]
+    fill, add, remove = row["steps"]
+    assert (fill["inserted"], add["inserted"], remove["inserted"]) == (5000, 1000, 0)
+    assert add["same_collection"] and remove["same_collection"] and remove["hidden"] == 1000
+    assert fill["recall_at_10"] == remove["recall_at_10"] == 1.0
+    assert "add 10 files" in md
+
+
 def test_index_scale_tiny(tmp_path):
     res, md = _run("index_scale", tmp_path)
     kinds = {(r["n"], r["type"]): r for r in res["rows"] if r["device"] == "cpu"}

@@ -80,4 +80,4 @@ def test_build_index_with_ray(tmp_path, model):
                                    str(tmp_path / "idx"), "--device", "cpu", "--ray",
                                    "--ray-workers", "1"])
     assert res.exit_code == 0, res.output
-    assert "local Ray" in res.output and "added 3" in res.output
+    assert "local Ray" in res.output and "3 added" in res.output  # the summary line

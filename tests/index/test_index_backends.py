@@ -228,8 +228,10 @@ def test_milvus_index_answers_like_faiss_through_add_change_delete(tmp_path, mil
     first = both()
     assert first.index_type == "flat" and len(first.added) == 8
     meta = json.loads((mi / "gen-000001" / "index.json").read_text())
+    name = f"{collection_prefix(mi)}_gen_000001"
     assert meta["backend"] == {"name": "milvus", "uri": milvus.uri or "milvus.db",
-                               "collection": f"{collection_prefix(mi)}_gen_000001"}
+                               "collection": name, "generation": 1, "next_id": first.vectors,
+                               "hidden": [], "removed": []}
     assert not (mi / "gen-000001" / "index.faiss").exists()
 
     make_corpus(audio, 3, seed0=20)  # add
@@ -237,15 +239,24 @@ def test_milvus_index_answers_like_faiss_through_add_change_delete(tmp_path, mil
     files[1].unlink()  # delete
     second = both()
     assert (len(second.added), len(second.updated), len(second.removed)) == (3, 1, 1)
+    # in place: the same collection, only the 4 new and changed files' windows inserted
+    live = json.loads((mi / "gen-000002" / "index.json").read_text())["backend"]
+    inserted = sum(r.n_windows for r in Store(mi / "gen-000002").records
+                   if r.path in second.added + second.updated)
+    assert live["collection"] == name and live["next_id"] == first.vectors + inserted
+    assert milvus.rows(mi, name) == first.vectors + inserted  # removed rows still there
     os.utime(files[2], ns=(1, 1))  # touched, same bytes: metadata only, collection reused
     third = both()
     assert third.written and third.unchanged == 10
-    live = json.loads((mi / "gen-000003" / "index.json").read_text())["backend"]
-    assert live["collection"].endswith("_gen_000002")
+    assert json.loads((mi / "gen-000003" / "index.json").read_text())["backend"] == live
     files[3].unlink()
-    both()
-    # the live generation's collection and the previous one's are kept, older ones dropped
-    assert [c[-10:] for c in milvus.collections(mi)] == ["gen_000002", "gen_000004"]
+    fourth = both()
+    # rows hidden from both the live and the previous generation are deleted; those the
+    # live one removed stay for the previous one's readers until the next build
+    live = json.loads((mi / "gen-000004" / "index.json").read_text())["backend"]
+    assert live["removed"] != live["hidden"]
+    assert milvus.rows(mi, name) == fourth.vectors + sum(b - a for a, b in live["removed"])
+    assert [c[-10:] for c in milvus.collections(mi)] == ["gen_000001"]
     assert not (mi / "gen-000002").exists()  # the folder of an older generation is gone
 
 
@@ -310,34 +321,46 @@ from sonicsearch.config import IndexConfig
 from sonicsearch.index import build_index
 from sonicsearch.index.backends.milvus_backend import MilvusBackend
 real_add = MilvusBackend.add
-def add(self, *a, **k):  # die inside Milvus: the new collection is half filled
+def add(self, *a, **k):  # die inside Milvus: the rows are inserted, not committed
     real_add(self, *a, **k)
     os.kill(os.getpid(), signal.SIGKILL)
 MilvusBackend.add = add
 build_index([sys.argv[1]], FakeEmbedder(sys.argv[2]), sys.argv[3],
-            IndexConfig(backend="milvus", uri=sys.argv[5] or None))
+            IndexConfig(backend="milvus", uri=sys.argv[5] or None, index_type=sys.argv[6]))
 """
 
 
-def test_killed_milvus_build_leaves_the_previous_collection_live(tmp_path, milvus):
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_killed_milvus_build_leaves_the_served_generation_intact(tmp_path, milvus,
+                                                                 index_type):
+    """SIGKILL in the middle of the inserts: of an in-place update of the live collection
+    (flat, as before) or of a new collection (the index type changes)."""
     audio, model, idx = tmp_path / "audio", tmp_path / "model.pt", tmp_path / "idx"
     make_corpus(audio, 6)
     emb = FakeEmbedder(model)
-    build_index([audio], emb, idx, milvus.config())
+    first = build_index([audio], emb, idx, milvus.config(index_type="flat"))
     before = answers(idx, emb)
+    name = f"{collection_prefix(idx)}_gen_000001"
     make_corpus(audio, 4, seed0=30)
+    (audio / "part0" / "s000.wav").unlink()  # and a removal, hidden by the killed update
     proc = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(audio), str(model),
-                           str(idx), str(FIXTURES), milvus.uri or ""],
+                           str(idx), str(FIXTURES), milvus.uri or "", index_type],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (idx / "CURRENT").read_text().strip() == "gen-000001"
-    assert [c[-10:] for c in milvus.collections(idx)] == ["gen_000001", "gen_000002"]  # orphan
-    assert_same_answers(before, answers(idx, emb))  # the previous state, intact
-    report = build_index([audio], emb, idx, milvus.config())  # the next build mends everything
-    assert report.files == 10 and report.generation == "gen-000002"
+    orphans = milvus.rows(idx, name) - first.vectors  # the killed update's rows...
+    assert orphans == (0 if index_type == "hnsw" else first.vectors // 6 * 4)
+    assert [c[-10:] for c in milvus.collections(idx)] == \
+        ["gen_000001", "gen_000002"][: 1 + (index_type == "hnsw")]  # or a new collection
+    assert_same_answers(before, answers(idx, emb))  # ...which the served generation ignores
+    report = build_index([audio], emb, idx, milvus.config(index_type="flat"))  # mends all
+    assert report.files == 9 and report.generation == "gen-000002"  # 6 + 4 - 1
     with AudioIndex.open(idx, embedder=emb) as index:
-        assert index.ntotal == Store(idx / "gen-000002").n_rows
-    assert [c[-10:] for c in milvus.collections(idx)] == ["gen_000001", "gen_000002"]
+        assert index.ntotal == Store(idx / "gen-000002").n_rows == report.vectors
+    live = json.loads((idx / "gen-000002" / "index.json").read_text())["backend"]
+    assert live["collection"] == name  # updated in place: orphans deleted, no duplicates
+    assert milvus.rows(idx, name) == report.vectors + sum(b - a for a, b in live["hidden"])
+    assert [c[-10:] for c in milvus.collections(idx)] == ["gen_000001"]
 
 
 def test_refresh_of_a_milvus_index_closes_the_old_connection(tmp_path, milvus):
@@ -354,10 +377,11 @@ def test_refresh_of_a_milvus_index_closes_the_old_connection(tmp_path, milvus):
         first = index.index
         assert M._LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)
         write_sound(audio / "new.wav", 99)
-        build_index([audio], emb, idx, milvus.config())  # a new generation, a new collection
+        build_index([audio], emb, idx, milvus.config())  # a new generation, in place
         assert index.refresh() and index.gen.name == "gen-000002"
         assert first.client is None and index.index is not first  # the old one let go
         assert M._LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)  # not 1/refresh
         assert len(index.query(sound(99)[: 2 * SR], k=3, sample_rate=SR)) == 3
-        assert index.index.collection.endswith("_gen_000002")
+        assert index.index.collection.endswith("_gen_000001")  # the same, updated
+        assert index.index.view.generation == 2 and index.ntotal == 35
     assert db not in M._LITE_USERS  # closing the index released the file

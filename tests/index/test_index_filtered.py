@@ -8,6 +8,7 @@ server ($SONICSEARCH_MILVUS_URI, see tests/fixtures/milvus_targets.py)."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,30 @@ def test_milvus_filtered_top_k_is_complete_on_a_skewed_collection(skewed, ranges
         assert isinstance(index.index, MilvusBackend)
         assert index.index.uri == (milvus.uri or str(where / "milvus.db"))
         check_complete(index, emb)
+
+
+def test_milvus_filters_after_an_in_place_update(skewed, milvus, tmp_path, monkeypatch):
+    """An updated collection's ids are not its rows (a file removed before all others, one
+    added): the filter, its id ranges and the query's own file map through the ids."""
+    monkeypatch.setattr(M, "MAX_EXPR_RANGES", 0)  # the field expression with an exclusion
+    root, emb = skewed
+    audio, where = tmp_path / "audio", tmp_path / "idx"
+    audio.mkdir()
+    for src in sorted((root / "audio").iterdir()):
+        if src.name != "rare-0.wav":
+            shutil.copy(src, audio / src.name)
+    write_sound(audio / "a-first.wav", 300, seconds=3.0)  # rows 0.. of the first build
+    build_index([audio], emb, where, milvus.config())
+    (audio / "a-first.wav").unlink()
+    shutil.copy(root / "audio" / "rare-0.wav", audio / "rare-0.wav")
+    report = build_index([audio], emb, where, milvus.config())
+    assert (len(report.added), len(report.removed)) == (1, 1)
+    with AudioIndex.open(where, embedder=emb, device="cpu") as index:
+        ids = index.index.idmap.ids
+        assert index.index.view.generation == 2 and (ids != np.arange(len(ids))).all()
+        check_complete(index, emb)
+        index.index.max_k = CAP
+        path = (audio / "rare-2.wav").resolve()
+        res = index.query(path, k=K, exclude_self=True, rollup="max",
+                          filters=Filters(labels=("rare",)))
+        assert len(res) == K and str(path) not in {r["path"] for r in res}

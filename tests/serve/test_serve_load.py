@@ -7,6 +7,7 @@ served at the end."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -137,6 +138,9 @@ def test_load_on_a_milvus_server_while_build_index_updates_it(tmp_path):
             out, err = build.communicate(timeout=300)
             assert build.returncode == 0, err[-2000:]
             assert out.split()[-2:] == ["gen-000002", "4"]
+            live = json.loads((tmp_path / "idx" / "gen-000002" / "index.json").read_text())
+            assert live["backend"]["collection"].endswith("_gen_000001")  # updated in place
+            assert live["backend"]["generation"] == 2
             assert stats["queries"] == 300 and stats["errors"] == 0
             deadline = time.monotonic() + 180  # the switch follows the new calibration
             while httpx.get(url + "/healthz").json()["generation"] != "gen-000002":

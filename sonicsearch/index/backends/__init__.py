@@ -3,7 +3,10 @@
 
     base.py            IndexBackend protocol, Selection (a filtered search), WindowFields
     faiss_backend.py   FaissBackend: the FAISS index file of a generation
-    milvus_backend.py  MilvusBackend: a collection per generation; selection_expr
+    milvus_backend.py  MilvusBackend: one live collection, written per generation
+    milvus_generations.py  its in-place updates: stable ids, each generation's view
+    milvus_client.py   clients, collection names, stored uris
+    milvus_params.py   index settings and filter expressions
 
 Every build and every query reaches its vectors through :data:`BACKEND_REGISTRY` (name ->
 class; :data:`BACKENDS` is a dict view of it); no code outside this package asks which
@@ -15,7 +18,8 @@ The generation layout, the SQLite metadata and the atomic CURRENT swap are the s
 all; a generation's index.json says where its vectors are searched::
 
     "backend": {"name": "faiss"}
-    "backend": {"name": "milvus", "uri": "milvus.db", "collection": "ss_<hash>_gen_000003"}
+    "backend": {"name": "milvus", "uri": "milvus.db", "collection": "ss_<hash>_gen_000003",
+                "generation": 5, "next_id": 9120, "hidden": [[40, 47]], "removed": []}
 
 A relative milvus-lite ``uri`` is relative to the index directory.
 """

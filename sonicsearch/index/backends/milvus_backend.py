@@ -1,14 +1,21 @@
 """The Milvus backend (pymilvus): a Milvus server, or milvus-lite embedded in a local file.
 
-One collection per generation, named ``<prefix>_gen_NNNNNN`` after the generation folder
-(prefix: ``ss_`` + a hash of the index directory, so many indexes can share a server). A
-build fills and loads the new collection completely before our atomic CURRENT swap names
-it (through the generation's index.json); a killed build leaves an orphan collection that
-the next successful build drops. After a commit every collection of the index but the live
-generation's and the one before it is dropped: readers that opened the previous generation
-keep working until the build after.
+One live collection serves the generations of an index, named ``<prefix>_gen_NNNNNN``
+after the generation that filled it (prefix: ``ss_`` + a hash of the index directory, so
+many indexes can share a server). A build that adds, changes or removes files updates it
+in place: it inserts only the windows of new and changed files and hides the removed
+ones, each generation seeing its own rows through a filter (``born`` and hidden id
+ranges; milvus_generations.py), so CURRENT's atomic swap switches readers from one
+generation's rows to the next and a killed build leaves the live generation intact. A
+build fills a new collection when there is none to update (first build, another place,
+index type or build params, or too many hidden rows) and commits it the same way; a
+killed build's half-filled collection is dropped by the next successful build. After a
+commit every collection of the index but the live generation's and the one before it is
+dropped, and rows hidden from both are deleted: readers that opened the previous
+generation keep working until the build after.
 
-Rows: ``id`` (INT64, the window's row in meta.sqlite), ``vector`` (FLOAT_VECTOR, IP
+Rows: ``id`` (INT64, stable: the generation's ``milvus-ids.npy`` maps its rows to ids),
+``born`` (INT64, the generation that inserted the row), ``vector`` (FLOAT_VECTOR, IP
 metric), and the scalar fields ``label`` (VARCHAR; ``""`` for an unlabelled file: a Milvus
 2.3 server has no nullable fields and refuses a null, and our filters never ask for the
 empty label), ``folders`` (ARRAY of VARCHAR: every folder the file lies under) and
@@ -30,11 +37,8 @@ local ``*.db`` path for milvus-lite, which one process at a time may open.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +52,37 @@ from sonicsearch.index.backends.base import (
     Selection,
     WindowFields,
 )
+from sonicsearch.index.backends.milvus_client import (
+    _LITE_USERS,  # noqa: F401 - the tests count milvus-lite users here
+    DEFAULT_LITE_FILE,  # noqa: F401
+    _first_line,
+    collection_name,
+    collection_prefix,
+    connect,
+    disconnect,
+    drop_stale,
+    is_server,
+    local_uri,
+    resolve_uri,
+)
+from sonicsearch.index.backends.milvus_generations import (
+    IDS_FILE,
+    IdMap,
+    Update,
+    View,
+    new_entry,
+    plan_update,
+    save_ids,
+    shared_hidden,
+)
 from sonicsearch.index.backends.milvus_params import (
     filter_expr,
     index_params,
+    ranges_expr,
     search_params,
     selection_expr,
 )
-from sonicsearch.index.layout import VECTORS
+from sonicsearch.index.layout import VECTORS, damaged, link_or_copy
 
 __all__ = ["MilvusBackend", "collection_name", "collection_prefix", "connect", "disconnect",
            "drop_stale", "filter_expr", "index_params", "local_uri", "resolve_uri",
@@ -64,81 +92,12 @@ MAX_TOPK = 16_384  # Milvus answers at most this many neighbours per query
 INSERT_ROWS = 5_000  # rows per insert call (keeps gRPC messages small)
 MAX_PATH = 4_096
 MAX_LABEL = 512
-TOKEN_ENV = "SONICSEARCH_MILVUS_TOKEN"
-_LITE_USERS: dict[str, int] = {}  # open clients per milvus-lite file in this process
-DEFAULT_LITE_FILE = "milvus.db"  # milvus-lite file inside the index directory by default
 ADD_ROWS = 50_000  # vectors read from vectors.npy per insert batch
-
-
-def collection_prefix(index_root: str | Path) -> str:
-    """``ss_`` + 12 hex digits of the index directory's absolute path."""
-    digest = hashlib.sha256(str(Path(index_root).resolve()).encode()).hexdigest()
-    return f"ss_{digest[:12]}"
-
-
-def collection_name(index_root: str | Path, gen_name: str) -> str:
-    """The collection of a generation: ``gen-000003`` -> ``ss_<hash>_gen_000003``."""
-    return f"{collection_prefix(index_root)}_{gen_name.replace('-', '_')}"
-
-
-def is_server(uri: str) -> bool:
-    return "://" in uri
-
-
-def connect(uri: str):
-    """A MilvusClient for ``uri``.
-
-    Raises:
-        ConfigError: pymilvus (or milvus-lite for a file) is not installed.
-        IndexStoreError: the server or file cannot be opened (a milvus-lite file is open in
-            another process, or the server is unreachable).
-    """
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise ConfigError("the milvus backend needs pymilvus: pip install "
-                          "'sonicsearch[scale]' (or pymilvus milvus-lite)") from None
-    kwargs = {"token": os.environ[TOKEN_ENV]} if is_server(uri) and TOKEN_ENV in os.environ \
-        else {}
-    if not is_server(uri):
-        if not uri.endswith(".db"):
-            raise ConfigError(f"a milvus-lite file must end in .db, got {uri}")
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        client = MilvusClient(uri, **kwargs)
-    except Exception as exc:  # pymilvus raises its own types, or grpc / OS errors
-        hint = ("another process may have it open (milvus-lite allows one); close it or use a "
-                "Milvus server" if not is_server(uri) else "is the server running?")
-        raise IndexStoreError(f"cannot open Milvus at {uri} ({_first_line(exc)}); {hint}") \
-            from None
-    if not is_server(uri):
-        _LITE_USERS[os.path.abspath(uri)] = _LITE_USERS.get(os.path.abspath(uri), 0) + 1
-    return client
-
-
-def disconnect(client, uri: str) -> None:
-    """Close a client from :func:`connect`; the last one of a milvus-lite file stops its
-    embedded server, which releases the file for other processes."""
-    client.close()
-    if is_server(uri):
-        return
-    path = os.path.abspath(uri)
-    _LITE_USERS[path] = _LITE_USERS.get(path, 1) - 1
-    if _LITE_USERS[path] <= 0:
-        del _LITE_USERS[path]
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(path)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
-    return str(text).splitlines()[0][:160]
 
 
 @BACKEND_REGISTRY.register("milvus")
 class MilvusBackend:
-    """One Milvus collection (one generation's windows)."""
+    """One Milvus collection: a generation's view of it (born, hidden ids), or all of it."""
 
     name = "milvus"
     FILES: tuple[str, ...] = ()  # the vectors live in Milvus, not in the generation folder
@@ -152,6 +111,9 @@ class MilvusBackend:
         self.uri, self._owns = uri, owns_client
         self._count: int | None = None
         self._wrote = False  # added or deleted: read strongly (see the module docstring)
+        self.born: int | None = None  # the generation rows are inserted as (None: no field)
+        self.view: View | None = None  # the rows of the collection this generation sees
+        self.idmap: IdMap | None = None  # its window rows <-> the collection's ids
 
     @classmethod
     def create(cls, uri: str, collection: str, dim: int, index_type: str = "flat",
@@ -173,6 +135,7 @@ class MilvusBackend:
             schema.add_field("folders", DataType.ARRAY, element_type=DataType.VARCHAR,
                              max_capacity=MAX_FOLDERS, max_length=MAX_PATH)
             schema.add_field("duration", DataType.DOUBLE)
+            schema.add_field("born", DataType.INT64)
             ip = client.prepare_index_params()
             ip.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
             client.create_collection(collection, schema=schema, index_params=ip)
@@ -182,7 +145,9 @@ class MilvusBackend:
             disconnect(client, uri)
             raise IndexStoreError(f"cannot create Milvus collection {collection} at {uri} "
                                   f"({_first_line(exc)})") from None
-        return cls(client, collection, dim, index_type, params, uri)
+        backend = cls(client, collection, dim, index_type, params, uri)
+        backend.born = 0
+        return backend
 
     @classmethod
     def open(cls, uri: str, collection: str, dim: int, index_type: str,
@@ -198,12 +163,16 @@ class MilvusBackend:
             raise IndexStoreError(f"Milvus collection {collection} is missing at {uri}; "
                                   "pass --rebuild to build the index again")
         client.load_collection(collection)
-        return cls(client, collection, dim, index_type, params, uri)
+        backend = cls(client, collection, dim, index_type, params, uri)
+        fields = client.describe_collection(collection).get("fields", [])
+        backend.born = 0 if any(f.get("name") == "born" for f in fields) else None
+        return backend
 
     @property
     def ntotal(self) -> int:
         if self._count is None:
-            res = self.client.query(self.collection, filter="", output_fields=["count(*)"],
+            view = self.view.expr() if self.view is not None else ""
+            res = self.client.query(self.collection, filter=view, output_fields=["count(*)"],
                                     consistency_level="Strong")
             self._count = int(res[0]["count(*)"])
         return self._count
@@ -216,13 +185,15 @@ class MilvusBackend:
         if len(vectors) != len(ids) or (fields is not None and len(fields) != len(ids)):
             raise ValueError(f"{len(vectors)} vectors, {len(ids)} ids and "
                              f"{len(fields) if fields else 0} field rows must agree")
+        born = {"born": self.born} if self.born is not None else {}
         for a in range(0, len(ids), INSERT_ROWS):
             b = min(a + INSERT_ROWS, len(ids))
             f = fields.slice(a, b) if fields is not None else None
             rows = [{"id": int(ids[i]), "vector": vectors[i].tolist(),
                      "label": (f.label[i - a] or "") if f else "",
                      "folders": f.folders[i - a] if f else [],
-                     "duration": float(f.duration[i - a]) if f else 0.0}
+                     "duration": float(f.duration[i - a]) if f else 0.0,
+                     **born}
                     for i in range(a, b)]
             self.client.insert(self.collection, rows)
         self._count, self._wrote = None, True
@@ -241,7 +212,9 @@ class MilvusBackend:
         """Top-k by inner product (k capped at Milvus's 16384), padded with id -1, among
         the windows ``where`` allows (or that pass the Milvus expression ``expr``)."""
         if where is not None:
-            expr = selection_expr(where)
+            expr = selection_expr(where, self.idmap.ids if self.idmap is not None else None)
+        if self.view is not None:
+            expr = f"({self.view.expr()}) and ({expr})" if expr else self.view.expr()
         x = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         kk = max(1, min(int(k), MAX_TOPK))
         scores = np.full((len(x), k), -np.finfo(np.float32).max, np.float32)
@@ -255,7 +228,13 @@ class MilvusBackend:
         for q, hits in enumerate(res):
             for j, hit in enumerate(hits):
                 ids[q, j], scores[q, j] = int(hit["id"]), float(hit["distance"])
-        return scores, ids
+        return scores, (ids if self.idmap is None else self.idmap.rows(ids))
+
+    def delete_where(self, expr: str) -> None:
+        """Delete the rows passing a Milvus expression (``born > 3``, id ranges)."""
+        if expr:
+            self.client.delete(self.collection, filter=expr)
+            self._count, self._wrote = None, True
 
     def commit(self, timeout: float = 24 * 3600) -> None:
         """Make the inserts durable and searchable: flush, wait until the vector index
@@ -295,7 +274,8 @@ class MilvusBackend:
                         counts: tuple[int, int], device: str = "auto",
                         nprobe: int | None = None, ef_search: int | None = None
                         ) -> MilvusBackend:
-        """The generation's collection, checked against ``counts`` (rows, files).
+        """The generation's view of its collection, checked against ``counts`` (rows,
+        files).
 
         Raises:
             IndexStoreError: unreachable, missing, or holding another number of vectors.
@@ -304,6 +284,12 @@ class MilvusBackend:
         n_rows = counts[0]
         backend = cls.open(local_uri(entry["uri"], root), entry["collection"],
                            int(meta["dim"]), meta["index_type"], meta["index_params"])
+        backend.view = View.of(entry)
+        if backend.view is not None:
+            backend.idmap = IdMap.load(gen)
+            if backend.idmap is None or len(backend.idmap.ids) != n_rows:
+                backend.close()
+                raise damaged(gen, IDS_FILE, "is missing or does not match the windows")
         if backend.ntotal != n_rows or n_rows != meta.get("counts", {}).get("vectors"):
             backend.close()
             raise IndexStoreError(f"index {root} is damaged: Milvus collection "
@@ -314,8 +300,10 @@ class MilvusBackend:
     @classmethod
     def write_generation(cls, gen: Path, prev: tuple[Path, dict[str, Any]] | None,
                          records, plan: GenerationSpec) -> tuple[dict[str, Any], list[str]]:
-        """Fill a collection for a new generation from its ``vectors.npy``; with
-        ``same_index`` the previous generation's collection is named again instead.
+        """Index a new generation: update the live collection in place (insert the new and
+        changed files' windows, hide the removed ones) or fill a new collection from
+        ``vectors.npy`` (milvus_generations.py says when); with ``same_index`` the previous
+        generation's entry is named again.
 
         Raises:
             IndexStoreError: Milvus cannot be reached or refuses the rows.
@@ -323,28 +311,34 @@ class MilvusBackend:
         root = gen.parent
         stored = resolve_uri(plan.uri, root)
         if plan.same_index and prev is not None:
-            return dict(prev[1]["backend"]), []
-        name = collection_name(root, gen.name)
-        backend = cls.create(local_uri(stored, root), name, plan.dim, plan.index_type,
-                             plan.params)
+            if not (prev[0] / IDS_FILE).is_file():
+                return dict(prev[1]["backend"]), []
+            link_or_copy(prev[0] / IDS_FILE, gen / IDS_FILE)
+            return dict(prev[1]["backend"]), [IDS_FILE]
+        update = plan_update(gen, prev, records, plan, stored)
+        if update is None:
+            name = collection_name(root, gen.name)
+            backend = cls.create(local_uri(stored, root), name, plan.dim, plan.index_type,
+                                 plan.params)
+            entry = new_entry(stored, name, gen, sum(r.n_windows for r in records))
+            ids, rows, insert = None, None, records
+        else:
+            entry = update.entry
+            backend = cls.open(local_uri(stored, root), entry["collection"], plan.dim,
+                               plan.index_type, plan.params)
+            ids, rows, insert = update.ids, update.insert_rows, update.insert
+        backend.born = entry["generation"]
         try:
-            vectors = np.load(gen / VECTORS, mmap_mode="r")
-            fields = WindowFields.of_records(records)
-            for a in range(0, len(vectors), ADD_ROWS):
-                b = min(a + ADD_ROWS, len(vectors))
-                backend.add(vectors[a:b], np.arange(a, b), fields.slice(a, b))
-            backend.commit()
-            if backend.ntotal != len(vectors):
-                raise IndexStoreError(f"Milvus collection {name} holds {backend.ntotal} rows "
-                                      f"after inserting {len(vectors)}; run the build again")
+            n_rows = _fill(backend, gen, insert, rows, ids, update)
+            save_ids(gen, ids if ids is not None else np.arange(n_rows))
         except IndexStoreError:
             raise
         except Exception as exc:  # pymilvus / grpc errors
-            raise IndexStoreError(f"cannot fill Milvus collection {name} "
+            raise IndexStoreError(f"cannot fill Milvus collection {backend.collection} "
                                   f"({_first_line(exc)})") from None
         finally:
             backend.close()
-        return {"name": cls.name, "uri": stored, "collection": name}, []
+        return entry, []
 
     @classmethod
     def kept_uri(cls, entry: dict[str, Any], index_dir: Path) -> str:
@@ -360,45 +354,46 @@ class MilvusBackend:
     @classmethod
     def after_commit(cls, root: Path, entries: list[dict[str, Any]]) -> list[str]:
         """Drop the index's collections but the live and the previous generation's, on
-        every Milvus the two use. Failures only warn (the next build retries)."""
+        every Milvus the two use, and delete the rows both of them hide. Failures only
+        warn (the next build retries)."""
         keep = {e["collection"] for e in entries}
         dropped: list[str] = []
         for uri in dict.fromkeys(local_uri(e["uri"], root) for e in entries):
             try:
                 dropped += drop_stale(uri, root, keep)
+                if len(entries) == 2 and (gone := shared_hidden(*entries)):
+                    live = entries[0]
+                    backend = cls(connect(uri), live["collection"], 0, uri=uri)
+                    try:
+                        backend.delete_where(ranges_expr(gone))
+                    finally:
+                        backend.close()
             except Exception as exc:  # noqa: BLE001 - clean-up is best effort after a commit
                 warnings.warn(f"could not drop old Milvus collections at {uri}: {exc}",
                               stacklevel=3)
         return dropped
 
 
-def resolve_uri(uri: str | None, index_root: str | Path) -> str:
-    """The milvus uri to store in index.json: a server URL as is; a local file absolute, or
-    relative to the index directory when it lies inside it (so the folder can move)."""
-    root = Path(index_root).resolve()
-    if not uri:
-        return DEFAULT_LITE_FILE
-    if "://" in uri:
-        return uri
-    path = Path(uri).expanduser().resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
-def local_uri(stored: str, index_root: str | Path) -> str:
-    """A stored uri made usable: relative lite files are under the index directory."""
-    if "://" in stored or Path(stored).is_absolute():
-        return stored
-    return str(Path(index_root).resolve() / stored)
-
-
-def drop_stale(uri: str, index_root: str | Path, keep: Iterable[str]) -> list[str]:
-    """Drop the index's collections at ``uri`` except ``keep``; returns the names dropped."""
-    prefix, keep = collection_prefix(index_root) + "_gen_", set(keep)
-    client = connect(uri)
-    try:
-        stale = [c for c in client.list_collections() if c.startswith(prefix) and c not in keep]
-        for name in stale:
-            client.drop_collection(name)
-        return stale
-    finally:
-        disconnect(client, uri)
+def _fill(backend: MilvusBackend, gen: Path, records, rows: np.ndarray | None,
+          ids: np.ndarray | None, update: Update | None) -> int:
+    """Insert the windows of ``records`` (``rows`` of ``gen/vectors.npy``, all of them when
+    None) as ``ids`` (rows when None), after an update's deletes; commit and check the
+    generation's row count. Returns the generation's rows."""
+    if update is not None:  # never a row the live generation or the one before it sees
+        backend.delete_where(f"born > {update.orphans_above}")
+        backend.delete_where(ranges_expr(update.purge))
+    vectors = np.load(gen / VECTORS, mmap_mode="r")
+    rows = np.arange(len(vectors)) if rows is None else rows
+    ids = np.arange(len(vectors)) if ids is None else ids
+    fields = WindowFields.of_records(records)
+    for a in range(0, len(rows), ADD_ROWS):
+        take = rows[a : a + ADD_ROWS]
+        backend.add(vectors[take], ids[take], fields.slice(a, a + len(take)))
+    backend.commit()
+    backend.view = View.of({"generation": backend.born, "hidden": (update.entry["hidden"]
+                                                                   if update else [])})
+    if backend.ntotal != len(vectors):
+        raise IndexStoreError(f"Milvus collection {backend.collection} shows "
+                              f"{backend.ntotal} rows to generation {gen.name} after the "
+                              f"inserts, not {len(vectors)}; run the build again")
+    return len(vectors)

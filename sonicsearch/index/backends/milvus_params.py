@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sonicsearch.errors import ConfigError
 from sonicsearch.index.backends.base import Selection
 
@@ -87,17 +89,35 @@ def filter_expr(labels: Iterable[str] | None = None, path_prefix: str | Path | N
     return " and ".join(f"({p})" for p in parts) if len(parts) > 1 else "".join(parts)
 
 
-def selection_expr(where: Selection) -> str:
+def id_runs(ids: np.ndarray) -> list[tuple[int, int]]:
+    """Distinct ids as sorted runs ``[a, b)``."""
+    ids = np.unique(np.asarray(ids, np.int64))
+    if not len(ids):
+        return []
+    cut = np.flatnonzero(np.diff(ids) != 1) + 1
+    starts, ends = ids[np.r_[0, cut]], ids[np.r_[cut - 1, len(ids) - 1]] + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def ranges_expr(runs: Iterable[tuple[int, int]]) -> str:
+    """Ids in any of ``runs`` (``[a, b)`` each), as a Milvus expression."""
+    return " or ".join(f"(id >= {a} and id < {b})" for a, b in runs)
+
+
+def selection_expr(where: Selection, ids: np.ndarray | None = None) -> str:
     """One Milvus expression for the windows ``where`` allows: its id runs when there are
     at most MAX_EXPR_RANGES (exact whatever the stored fields), else the conditions on the
-    stored label, folders and duration with the excluded id range left out."""
-    runs = where.ranges()
+    stored label, folders and duration with the excluded id range left out. ``ids``: the
+    collection's id of each window row (a generation of an updated collection), None when
+    ids are rows."""
+    runs = where.ranges() if ids is None else id_runs(ids[where.rows])
     if not runs:
         return "id < 0"
     if len(runs) <= MAX_EXPR_RANGES or where.fields is None:
-        return " or ".join(f"(id >= {a} and id < {b})" for a, b in runs)
+        return ranges_expr(runs)
     f = where.fields
     parts = [filter_expr(f.labels or None, f.path_prefix, f.min_duration, f.max_duration)]
     if f.exclude is not None:
-        parts.append(f"not (id >= {f.exclude[0]} and id < {f.exclude[1]})")
+        a, b = f.exclude
+        parts.append(f"not ({ranges_expr([(a, b)] if ids is None else id_runs(ids[a:b]))})")
     return " and ".join(f"({p})" for p in parts if p) or ""
