@@ -54,7 +54,7 @@ from sonicsearch.index.backends.milvus_params import (
     search_params,
     selection_expr,
 )
-from sonicsearch.index.layout import VECTORS
+from sonicsearch.index.codec import open_vectors, stored_dim
 
 __all__ = ["MilvusBackend", "collection_name", "collection_prefix", "connect", "disconnect",
            "drop_stale", "filter_expr", "index_params", "local_uri", "resolve_uri",
@@ -303,7 +303,7 @@ class MilvusBackend:
         entry = meta["backend"]
         n_rows = counts[0]
         backend = cls.open(local_uri(entry["uri"], root), entry["collection"],
-                           int(meta["dim"]), meta["index_type"], meta["index_params"])
+                           stored_dim(meta), meta["index_type"], meta["index_params"])
         if backend.ntotal != n_rows or n_rows != meta.get("counts", {}).get("vectors"):
             backend.close()
             raise IndexStoreError(f"index {root} is damaged: Milvus collection "
@@ -328,7 +328,7 @@ class MilvusBackend:
         backend = cls.create(local_uri(stored, root), name, plan.dim, plan.index_type,
                              plan.params)
         try:
-            vectors = np.load(gen / VECTORS, mmap_mode="r")
+            vectors = open_vectors(gen)
             fields = WindowFields.of_records(records)
             for a in range(0, len(vectors), ADD_ROWS):
                 b = min(a + ADD_ROWS, len(vectors))
