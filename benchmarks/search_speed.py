@@ -38,6 +38,7 @@ import _common as C  # noqa: E402
 
 from sonicsearch.eval import degrade  # noqa: E402
 from sonicsearch.eval.tracks import pick_tracks, read_tracks  # noqa: E402
+from sonicsearch.eval.window_index import QUIET_PEAK  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None):
@@ -61,6 +62,11 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     C.set_threads(args.threads)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():  # the GPU path (issue #25 item 4)
+            sys.exit("the GPU path has not run: no CUDA device here")
     from sonicsearch.audio import find_audio_files
     from sonicsearch.config import IndexConfig
     from sonicsearch.index import AudioIndex, load_embedder
@@ -72,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     fills = [int(x) for x in args.fill.split(",") if x]
     n_query = args.query_tracks or (len(files) if not fills else max(1, len(files) // 2))
     work = Path(tempfile.mkdtemp(prefix="sonicsearch-speed-"))
-    results: dict = {"benchmark": "search_speed", "machine": C.machine(), "model": args.model,
+    results: dict = {"benchmark": "search_speed", "mode": C.mode(args),
+                     "machine": C.machine(), "model": args.model,
                      "tracks": len(files), "query_tracks": n_query,
                      "clip_seconds": args.clip_seconds, "catalogues": []}
     try:
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
             with AudioIndex.open(work / "index", embedder=embedder) as index:
                 results["catalogues"].append({**facts, **measure(index, embedder, clips,
                                                                  args, "filled")})
+            C.write_results("search_speed", args.out, results, tables(results))  # so far
     finally:
         shutil.rmtree(work, ignore_errors=True)
     sections = tables(results)
@@ -123,8 +131,11 @@ def write_clips(embedder, files: list[str], args, work: Path) -> list[tuple[Path
         path = files[i % len(files)]
         wave, _ = load_audio(path, sr)
         n = int(args.clip_seconds * sr)
-        start = int(rng.integers(0, max(1, len(wave) - n)))
-        clean = wave[start : start + n]
+        for _ in range(20):  # a silent passage identifies nothing: another offset
+            start = int(rng.integers(0, max(1, len(wave) - n)))
+            clean = wave[start : start + n]
+            if float(np.abs(clean).max(initial=0.0)) >= QUIET_PEAK:
+                break
         for j, name in enumerate(args.degradations.split(",")):
             x = degrade.DEGRADATIONS[name](clean, sr, np.random.default_rng((args.seed, i, j)))
             out.append((work / f"query-{i:03d}-{name}.wav", str(Path(path).resolve()), name))

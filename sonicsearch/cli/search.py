@@ -58,7 +58,8 @@ def build_index_cmd(
         help="FAISS index; auto picks by size (default: the config's, auto).")] = None,
     vectors: Annotated[VectorFormat | None, typer.Option(
         help="Stored vectors: float32, pca-int8 (projected and 8-bit: 1/16 the bytes) or "
-             "auto (default: the config's, float32).")] = None,
+             "auto: pca-int8 from 10,000 windows (default: the config's, else the index's, "
+             "else auto).")] = None,
     device: DeviceOpt = None,
     rebuild: Annotated[bool, typer.Option(
         help="Start over (needed to switch models or windows).")] = False,

@@ -61,7 +61,7 @@ def build_index(
         window, hop: the window length and hop, seconds (None: the model's).
         index_type: auto | flat | hnsw | ivf | ivfpq (None: the config's).
         vectors: auto | float32 | pca-int8, the stored vectors (None: the config's if it
-            sets one, else what the index was built with, else float32; index/codec.py).
+            sets one, else what the index was built with, else auto; index/codec.py).
         device: auto | cpu | cuda (None: the config's).
         rebuild: start over (needed to switch models or windows).
         backend: faiss | milvus (None: the config's if it sets one, else the index's, else

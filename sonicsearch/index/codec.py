@@ -155,7 +155,8 @@ def choose_vectors(n_vectors: int, dim: int, previous: dict | None, asked: str,
     A compact index stays compact (the model's float32 vectors are gone); ``auto`` and
     ``pca-int8`` go compact from COMPACT_MIN_VECTORS windows (fewer fit a poor
     projection: float32 until a build reaches it); ``auto`` keeps a model of at most
-    ``compact_dim`` dimensions float32.
+    ``compact_dim`` dimensions float32, and an index built before the compact format
+    (whose float32 vectors a conversion would drop) too.
 
     Raises:
         ConfigError: an unknown format or a ``compact_dim`` outside 1..dim.
@@ -169,6 +170,9 @@ def choose_vectors(n_vectors: int, dim: int, previous: dict | None, asked: str,
         return COMPACT, stored_dim(previous), "compact: the index's projection, kept"
     if asked == FLOAT32:
         return FLOAT32, int(dim), "float32 as asked"
+    if asked == AUTO and previous is not None and "vectors" not in previous:
+        return FLOAT32, int(dim), ("auto: an index built before the compact format stays "
+                                   "float32 (ask for pca-int8 to convert it)")
     if asked == AUTO and int(compact_dim) >= int(dim):
         return FLOAT32, int(dim), f"auto: the model's {dim} dimensions <= compact_dim: float32"
     if not 1 <= int(compact_dim) <= int(dim):

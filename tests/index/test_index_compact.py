@@ -14,6 +14,7 @@ from sonicsearch.config import IndexConfig
 from sonicsearch.errors import ConfigError, IndexStoreError
 from sonicsearch.index import AudioIndex, build_index
 from sonicsearch.index import codec as C
+from sonicsearch.index import layout as L
 from sonicsearch.index.calibration import calibrate
 from sonicsearch.index.faiss_index import choose_index_type
 
@@ -60,6 +61,9 @@ def test_format_choice():
     assert C.choose_vectors(5, 512, compact, "auto", 128)[:2] == ("pca-int8", 96)
     with pytest.raises(IndexStoreError, match="--rebuild"):
         C.choose_vectors(5, 512, compact, "float32", 128)
+    before = {"dim": 512}  # an index.json from before the compact format
+    assert C.choose_vectors(10**6, 512, before, "auto", 128)[:2] == ("float32", 512)
+    assert C.choose_vectors(10**6, 512, before, "pca-int8", 128)[:2] == ("pca-int8", 128)
     with pytest.raises(ConfigError, match="compact_dim must be 1..512"):
         C.choose_vectors(10**6, 512, None, "pca-int8", 600)
     assert C.choose_vectors(10**6, 32, None, "auto", 128)[:2] == ("float32", 32)
@@ -121,9 +125,18 @@ def test_later_builds_keep_the_projection(corpus, small_min):
 def test_an_old_float32_index_loads_and_converts(corpus, small_min):
     root, files = corpus
     emb = FakeEmbedder(root / "model.pt", dim=DIM)
-    build_index([root / "audio"], emb, root / "idx")  # written the old way: float32
+    build_index([root / "audio"], emb, root / "idx", config=IndexConfig(vectors="float32"))
     old = gen_of(root / "idx")
+    meta = L.read_index_json(old)
+    del meta["vectors"]  # index.json as builds before the compact format wrote it
+    L.write_index_json(old, meta)
     assert (old / "vectors.npy").is_file() and not (old / C.CODES).exists()
+    write_sound(root / "audio" / "new.wav", 77, 6.0)
+    auto = IndexConfig(vectors="auto", compact_dim=COMPACT_DIM)
+    build_index([root / "audio"], emb, root / "idx", config=auto)
+    kept = L.read_index_json(gen_of(root / "idx"))["vectors"]
+    assert kept["format"] == "float32" and "stays float32" in kept["reason"]
+    assert not (gen_of(root / "idx") / C.CODES).exists()  # auto never converts it
     report = build_index([root / "audio"], emb, root / "idx", config=COMPACT)  # no new audio
     assert report.written and not report.added
     with AudioIndex.open(root / "idx", embedder=emb) as index:
