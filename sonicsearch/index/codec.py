@@ -149,8 +149,10 @@ def open_vectors(gen: Path) -> np.ndarray | CompactVectors:
 
 
 def choose_vectors(n_vectors: int, dim: int, previous: dict | None, asked: str,
-                   compact_dim: int) -> tuple[str, int, str]:
-    """The vector format of a new generation: ``(format, stored dim, reason)``.
+                   compact_dim: int) -> tuple[str, int, str, str]:
+    """The vector format of a new generation: ``(format, stored dim, reason, asked)``;
+    ``asked`` is what index.json records for later builds to keep (``asked`` itself, but
+    ``float32`` for an index from before the compact format that ``auto`` leaves float32).
 
     A compact index stays compact (the model's float32 vectors are gone); ``auto`` and
     ``pca-int8`` go compact from COMPACT_MIN_VECTORS windows (fewer fit a poor
@@ -167,22 +169,23 @@ def choose_vectors(n_vectors: int, dim: int, previous: dict | None, asked: str,
         if asked == FLOAT32:
             raise IndexStoreError("this index holds pca-int8 vectors, not the model's float32"
                                   " ones: pass --rebuild to embed everything again")
-        return COMPACT, stored_dim(previous), "compact: the index's projection, kept"
+        return COMPACT, stored_dim(previous), "compact: the index's projection, kept", asked
     if asked == FLOAT32:
-        return FLOAT32, int(dim), "float32 as asked"
+        return FLOAT32, int(dim), "float32 as asked", asked
     if asked == AUTO and previous is not None and "vectors" not in previous:
         return FLOAT32, int(dim), ("auto: an index built before the compact format stays "
-                                   "float32 (ask for pca-int8 to convert it)")
+                                   "float32 (ask for pca-int8 to convert it)"), FLOAT32
     if asked == AUTO and int(compact_dim) >= int(dim):
-        return FLOAT32, int(dim), f"auto: the model's {dim} dimensions <= compact_dim: float32"
+        why = f"auto: the model's {dim} dimensions <= compact_dim: float32"
+        return FLOAT32, int(dim), why, asked
     if not 1 <= int(compact_dim) <= int(dim):
         raise ConfigError(f"index.compact_dim must be 1..{dim} (the model's dimension); "
                           f"got {compact_dim}")
     if n_vectors < COMPACT_MIN_VECTORS:
         return FLOAT32, int(dim), (f"{asked}: {n_vectors} vectors < {COMPACT_MIN_VECTORS} "
-                                   "to fit a projection: float32")
+                                   "to fit a projection: float32"), asked
     return COMPACT, int(compact_dim), (f"{asked}: projected to {compact_dim} dimensions "
-                                       "fitted on the collection, 8-bit codes")
+                                       "fitted on the collection, 8-bit codes"), asked
 
 
 def compact_generation(gen: Path, dim: int) -> Projection:

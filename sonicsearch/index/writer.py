@@ -97,7 +97,8 @@ class GenerationPlan:
     config: IndexConfig
     same_vectors: bool = False
     same_index: bool = False
-    vectors: tuple[str, int, str] = (FLOAT32, 0, "")  # codec.choose_vectors: format, dim, why
+    # codec.choose_vectors: format, stored dim, why, and the format later builds keep
+    vectors: tuple[str, int, str, str] = (FLOAT32, 0, "", FLOAT32)
 
     @property
     def n_rows(self) -> int:
@@ -119,7 +120,7 @@ def write_generation(plan: GenerationPlan) -> None:
         spans = _write_arrays(plan)
     style = _write_style(plan, spans, linked)
     (gen / NEW_VECTORS).unlink(missing_ok=True)
-    fmt, dim, why = plan.vectors
+    fmt, dim, why, asked = plan.vectors
     if fmt == COMPACT and not (gen / CODES).is_file():  # the index goes compact now
         compact_generation(gen, dim)
         linked[:] = [name for name in linked if name != L.VECTORS]
@@ -134,7 +135,7 @@ def write_generation(plan: GenerationPlan) -> None:
     meta = _index_json(plan)
     meta["backend"] = backend
     meta["vectors"] = {"format": fmt, "dim": dim or int(emb.dim), "reason": why,
-                       "asked": plan.config.vectors}
+                       "asked": asked}
     if style is not None:  # (None only in tests that make an index of before style vectors)
         meta["style"] = style
     meta["sizes"] = L.file_sizes(gen)

@@ -55,7 +55,7 @@ def test_projection_keeps_inner_products_and_codes_are_8_bit():
 def test_format_choice():
     assert C.choose_vectors(10**6, 512, None, "float32", 128)[:2] == ("float32", 512)
     assert C.choose_vectors(10**6, 512, None, "auto", 128)[:2] == ("pca-int8", 128)
-    fmt, dim, why = C.choose_vectors(100, 512, None, "pca-int8", 128)
+    fmt, dim, why, _ = C.choose_vectors(100, 512, None, "pca-int8", 128)
     assert (fmt, dim) == ("float32", 512) and "to fit a projection" in why
     compact = {"dim": 512, "vectors": {"format": "pca-int8", "dim": 96}}
     assert C.choose_vectors(5, 512, compact, "auto", 128)[:2] == ("pca-int8", 96)
@@ -136,6 +136,9 @@ def test_an_old_float32_index_loads_and_converts(corpus, small_min):
     build_index([root / "audio"], emb, root / "idx", config=auto)
     kept = L.read_index_json(gen_of(root / "idx"))["vectors"]
     assert kept["format"] == "float32" and "stays float32" in kept["reason"]
+    assert kept["asked"] == "float32"  # so the next build without --vectors keeps it too
+    write_sound(root / "audio" / "new2.wav", 78, 6.0)
+    build_index([root / "audio"], emb, root / "idx", config=IndexConfig(vectors=kept["asked"]))
     assert not (gen_of(root / "idx") / C.CODES).exists()  # auto never converts it
     report = build_index([root / "audio"], emb, root / "idx", config=COMPACT)  # no new audio
     assert report.written and not report.added
