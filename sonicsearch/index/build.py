@@ -169,8 +169,10 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         n_vectors = sum(r.n_windows for r in records)
         vectors = choose_vectors(n_vectors, embedder.dim, prev.meta if prev else None,
                                  config.vectors, config.compact_dim)
+        # a Milvus collection keeps floats of its own (and milvus-lite has no IVF_PQ)
+        compact = vectors[0] == COMPACT and config.backend == "faiss"
         index_type, params, reason = choose_index_type(n_vectors, vectors[1], config,
-                                                       compact=vectors[0] == COMPACT)
+                                                       compact=compact)
         report.files, report.vectors = len(records), n_vectors
         report.index_type, report.reason = index_type, reason
         same_vectors = prev is not None and not new and not report.removed

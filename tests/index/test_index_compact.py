@@ -177,3 +177,19 @@ def test_duplicates_occurrences_calibration_and_style_on_compact(tmp_path, small
         assert not res.no_match and res[0]["path"] == str(files[4].resolve())
         style = index.query(sound(6, 6.0), sample_rate=SR, mode="style", k=1)
         assert style[0]["path"] == str(files[6].resolve())
+
+
+def test_a_compact_milvus_index_answers_like_the_compact_faiss_one(corpus, small_min, milvus):
+    root, files = corpus
+    emb = FakeEmbedder(root / "model.pt", dim=DIM)
+    build_index([root / "audio"], emb, root / "fa", config=COMPACT)
+    build_index([root / "audio"], emb, root / "mi",
+                config=milvus.config(vectors="pca-int8", compact_dim=COMPACT_DIM))
+    with (AudioIndex.open(root / "fa", embedder=emb) as fa,
+          AudioIndex.open(root / "mi", embedder=emb) as mi):
+        assert mi.info()["vector_format"] == "pca-int8" and mi.index.d == COMPACT_DIM
+        for seed in (0, 4, 7):
+            clip = sound(seed, 6.0)[SR : 5 * SR]
+            a, b = fa.query(clip, sample_rate=SR, k=3), mi.query(clip, sample_rate=SR, k=3)
+            assert [r["path"] for r in a] == [r["path"] for r in b]
+            assert b[0]["path"] == str(files[seed].resolve())
