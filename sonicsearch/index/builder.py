@@ -60,10 +60,8 @@ def build_index(
             options below override it.
         window, hop: the window length and hop, seconds (None: the model's).
         index_type: auto | flat | hnsw | ivf | ivfpq (None: the config's).
-        vectors: auto | float32 | pca-int8, the stored vectors (None: the config's if it
-            sets one, else what the index was built with, else auto; index/codec.py).
-        device: auto | cpu | cuda (None: the config's).
-        rebuild: start over (needed to switch models or windows).
+        vectors: auto | float32 | pca-int8 (None: the config's, else the index's, else auto).
+        device, rebuild: auto | cpu | cuda (None: the config's); start over (to switch models).
         backend: faiss | milvus (None: the config's if it sets one, else the index's, else
             faiss). uri: where a milvus backend keeps its vectors (None: the config's, else
             the index's, else DIR/milvus.db).

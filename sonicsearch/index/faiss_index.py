@@ -48,9 +48,8 @@ def choose_index_type(
     reason says so): an index that grows past the threshold gets the asked-for type on the
     next build, and a small one is searched exactly, which is then cheap.
 
-    Compact vectors (``compact``, index/codec.py: the candidates are re-scored from their
-    8-bit codes) are kept small: ``auto`` picks ``ivfpq`` instead of ``hnsw``, and PQ
-    codes take at most a quarter of the stored dimension in bytes.
+    Compact vectors (``compact``, index/codec.py) stay small: ``auto`` picks ``ivfpq``
+    over ``hnsw``, with PQ codes of at most a quarter of the dimension in bytes.
 
     Args:
         n_vectors: vectors to index.
@@ -75,11 +74,9 @@ def choose_index_type(
                 f"auto: {n} vectors <= exact_max_vectors {config.exact_max_vectors}: "
                 "exact search")
         if compact:
-            config = dataclasses.replace(config, pq_bytes=min(config.pq_bytes, dim // 4))
-            params = _params("ivfpq", n, dim, config)
-            return "ivfpq", params, (
-                f"auto: {n} vectors > exact_max_vectors {config.exact_max_vectors}, compact "
-                f"vectors: IVF-PQ at {params['pq_m']} bytes per vector")
+            params = _params("ivfpq", n, dim, _compact_pq(config, dim))
+            return "ivfpq", params, (f"auto: {n} vectors > exact_max_vectors, compact "
+                                     f"vectors: IVF-PQ at {params['pq_m']} bytes per vector")
         need = hnsw_bytes(n, dim, config.hnsw_m) / _GIB
         budget = config.memory_budget_gb
         if need <= budget:
@@ -97,9 +94,13 @@ def choose_index_type(
         return "flat", _params("flat", n, dim, config), (
             f"ivfpq needs >= {IVFPQ_MIN_VECTORS} vectors to train; {n} given: "
             "exact flat instead")
-    if kind == "ivfpq" and compact:
-        config = dataclasses.replace(config, pq_bytes=min(config.pq_bytes, dim // 4))
+    config = _compact_pq(config, dim) if compact else config
     return kind, _params(kind, n, dim, config), f"{kind} as asked"
+
+
+def _compact_pq(config: IndexConfig, dim: int) -> IndexConfig:
+    """PQ codes of at most a quarter of a compact vector's bytes (one byte per dimension)."""
+    return dataclasses.replace(config, pq_bytes=max(1, min(config.pq_bytes, dim // 4)))
 
 
 def check_index_type(kind: str) -> str:
