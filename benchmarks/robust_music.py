@@ -44,7 +44,7 @@ import _common as C  # noqa: E402
 
 from sonicsearch.embed.embedder import QUIET_DBFS  # noqa: E402
 from sonicsearch.eval import compound, degrade  # noqa: E402
-from sonicsearch.eval.systems import MfccSystem, ModelSystem  # noqa: E402, F401
+from sonicsearch.eval.systems import CompactSystem, MfccSystem, ModelSystem  # noqa: E402, F401
 from sonicsearch.eval.tracks import (  # noqa: E402, F401 - pick_tracks: the tests' too
     hours,
     noise_bank,
@@ -113,6 +113,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--write-unindexed", type=Path, default=None, metavar="CSV",
                    help="write the --data tracks this run does not index as path,label (a "
                         "fine-tuning set disjoint from the index) and stop")
+    p.add_argument("--compact-dims", default="",
+                   help="comma-separated dims: each model also in the index's compact "
+                        "format (pca-int8 at that dim), side by side, the same queries")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--vector-cache", type=Path, default=C.HERE / "cache" / "robust_music")
     args = p.parse_args(argv)
@@ -146,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     systems += [ModelSystem(spec, args.device, args.index_hop, args.query_hop,
                             None if args.keep_quiet else QUIET_DBFS, args.window)
                 for spec in args.model]
+    models = [s for s in systems if isinstance(s, ModelSystem)]
+    systems += [CompactSystem(m, int(d)) for m in models
+                for d in filter(None, args.compact_dims.split(","))]
     if not systems:
         sys.exit("no system to measure: drop --no-mfcc or give --model")
     C.log(f"{len(tracks)} tracks ({hours(tracks):.2f} h) in "

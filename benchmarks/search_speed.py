@@ -1,24 +1,31 @@
-"""Build throughput and query latency of the real pipeline (issue #4).
+"""Build throughput, bytes per window and query latency of the real pipeline, as the
+catalogue grows to about 10^4 tracks (issues #4 and #25).
 
-    python benchmarks/search_speed.py --model runs/r18/model.pt --audio DATA_FOLDER \
-        [--queries 30] [--clip-seconds 10] [--device cpu] [--out benchmarks/results]
+    python benchmarks/search_speed.py --model base --audio DATA_FOLDER_OR_CSV [--tracks 30]
+    python benchmarks/search_speed.py --model base --audio data/debian/eval.csv --tracks 30 \
+        --fill 1000000,2500000 --vectors pca-int8 --threads 1
 
-1. ``AudioIndex.build`` over every audio file under --audio into a fresh index
-   (decode + features + model + FAISS + metadata): audio hours per wall-clock hour.
-2. With the model and index loaded once, ``index.query`` of --queries clips cut from the
-   indexed files at seeded offsets (written as WAV files): p50 / p95 / mean latency per
-   query in milliseconds, and the share of it spent decoding and embedding (the rest is
-   FAISS search and roll-up).
+1. ``AudioIndex.build`` of the audio (every file of a folder, or ``--tracks`` picked from a
+   CSV) into a fresh float32 index: audio hours per wall-clock hour.
+2. Each ``--fill`` size: one more generation of that index holding its real files plus
+   synthetic tracks, ``N`` windows in all (:mod:`sonicsearch.eval.catalogue`: windows of
+   two real *filler* tracks blended; the queried tracks are never fillers), written by the
+   product's writer with the index type and vector format (``--vectors``) a build of that
+   size gets. Bytes per window: every file of the generation over its windows (the model
+   copy counted apart).
+3. At each size, with the model and index loaded once (the server's path): ``--queries``
+   excerpts of the queried tracks, clean and degraded, each timed in two parts (decode +
+   embed, then search + roll-up): p50 / p95, and R@1 of the source track; ``--exact`` also
+   ranks each query from an exact flat search over the same stored rows and reports how
+   often the top file agrees.
 
 Writes search_speed.json and search_speed.md in --out.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,81 +33,191 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from sonicsearch.eval import degrade  # noqa: E402
+from sonicsearch.eval.tracks import pick_tracks, read_tracks  # noqa: E402
+from sonicsearch.eval.window_index import QUIET_PEAK  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None):
+    p = C.base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="base", help="a model.pt, or base")
+    p.add_argument("--audio", required=True, type=Path, help="a folder, or a path,label CSV")
+    p.add_argument("--tracks", type=int, default=None, help="CSV: tracks picked (seeded)")
+    p.add_argument("--query-tracks", type=int, default=None,
+                   help="tracks queried (the first picked); the others are fillers "
+                        "(default: all without --fill, else half)")
+    p.add_argument("--queries", type=int, default=30, help="excerpts per degradation")
+    p.add_argument("--clip-seconds", type=float, default=10.0)
+    p.add_argument("--degradations", default="clean,noise_snr10")
+    p.add_argument("--fill", default="", help="comma-separated catalogue sizes, windows")
+    p.add_argument("--vectors", default="pca-int8", help="vector format of the filled index")
+    p.add_argument("--exact", action="store_true", help="also rank from an exact flat search")
+    p.add_argument("--device", default="cpu")
+    return p.parse_args(argv)
+
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, type=Path)
-    ap.add_argument("--audio", required=True, type=Path)
-    ap.add_argument("--queries", type=int, default=30)
-    ap.add_argument("--clip-seconds", type=float, default=10.0)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = ap.parse_args(argv)
+    args = parse_args(argv)
+    C.set_threads(args.threads)
+    if args.device.startswith("cuda"):
+        import torch
 
-    import torch
-
-    from sonicsearch.audio import find_audio_files, load_audio
+        if not torch.cuda.is_available():  # the GPU path (issue #25 item 4)
+            sys.exit("the GPU path has not run: no CUDA device here")
+    from sonicsearch.audio import find_audio_files
     from sonicsearch.config import IndexConfig
     from sonicsearch.index import AudioIndex, load_embedder
 
-    files = find_audio_files([args.audio])
+    if args.audio.suffix.lower() == ".csv":
+        files = [t["path"] for t in pick_tracks(read_tracks(args.audio), args.tracks, args.seed)]
+    else:
+        files = [str(p) for p in find_audio_files([args.audio])]
+    fills = [int(x) for x in args.fill.split(",") if x]
+    n_query = args.query_tracks or (len(files) if not fills else max(1, len(files) // 2))
     work = Path(tempfile.mkdtemp(prefix="sonicsearch-speed-"))
+    results: dict = {"benchmark": "search_speed", "mode": C.mode(args),
+                     "machine": C.machine(), "model": args.model,
+                     "tracks": len(files), "query_tracks": n_query,
+                     "clip_seconds": args.clip_seconds, "catalogues": []}
     try:
         embedder = load_embedder(args.model, args.device)
         t0 = time.perf_counter()
-        index = AudioIndex.build(files, embedder, work / "index",
-                                 config=IndexConfig(device=args.device), rebuild=True)
+        index = AudioIndex.build(files, embedder, work / "index", rebuild=True,
+                                 config=IndexConfig(device=args.device, vectors="float32"))
         build_s = time.perf_counter() - t0
-        report = index.build_report
-        audio_s = report.audio_seconds
-        rng = np.random.default_rng(0)
-        sr = embedder.feature_config.sample_rate
-        clips = []
-        for i in range(args.queries):
-            path = files[int(rng.integers(len(files)))]
-            wave, _ = load_audio(path, sr)
-            start = int(rng.integers(0, max(1, len(wave) - int(args.clip_seconds * sr))))
-            clips.append(work / f"query-{i:03d}.wav")
-            sf.write(clips[-1], wave[start : start + int(args.clip_seconds * sr)], sr)
-        index.query(clips[0], k=10)  # warm-up
-        total, embed = [], []
-        for clip in clips:  # what index.query(clip) does, timed in two parts
-            t = time.perf_counter()
-            emb = embedder.embed_file(clip)
-            t_embed = time.perf_counter() - t
-            index.query_vectors(emb.vectors, emb.spans, emb.probs, k=10)
-            total.append((time.perf_counter() - t) * 1000)
-            embed.append(t_embed * 1000)
+        report, base_gen = index.build_report, index.gen.name
+        results["build"] = {"files": report.files, "vectors": report.vectors,
+                            "audio_hours": report.audio_seconds / 3600, "seconds": build_s,
+                            "audio_hours_per_hour": report.audio_seconds / build_s}
+        C.log(f"built {report.files} files, {report.vectors} windows in {build_s:.0f}s")
+        clips = write_clips(embedder, files[:n_query], args, work)
+        results["catalogues"].append(measure(index, embedder, clips, args, "real"))
+        fillers = [index.store.by_path[str(Path(p).resolve())] for p in files[n_query:]]
         index.close()
+        for size in fills:
+            from sonicsearch.eval.catalogue import fill_index
+
+            t = time.perf_counter()
+            facts = fill_index(work / "index", base_gen, embedder, size, fillers,
+                               IndexConfig(device=args.device, vectors=args.vectors),
+                               args.seed)
+            facts["write_seconds"] = round(time.perf_counter() - t, 1)
+            C.log(f"filled to {facts['vectors']} windows in {facts['write_seconds']}s")
+            with AudioIndex.open(work / "index", embedder=embedder) as index:
+                results["catalogues"].append({**facts, **measure(index, embedder, clips,
+                                                                 args, "filled")})
+            C.write_results("search_speed", args.out, results, tables(results))  # so far
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    total_a, embed_a = np.array(total), np.array(embed)
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} torch threads, device {args.device}",
-        "torch": torch.__version__,
-        "arch": embedder.arch,
-        "files": report.files, "vectors": report.vectors, "index_type": report.index_type,
-        "audio_hours": audio_s / 3600, "build_seconds": build_s,
-        "audio_hours_per_hour": audio_s / build_s,
-        "query_clip_seconds": args.clip_seconds, "queries": args.queries,
-        "query_ms_p50": float(np.percentile(total_a, 50)),
-        "query_ms_p95": float(np.percentile(total_a, 95)),
-        "query_ms_mean": float(total_a.mean()),
-        "embed_share": float(embed_a.sum() / total_a.sum()),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search_speed.json").write_text(json.dumps(result, indent=2))
-    md = ("| files | vectors | index | audio h | build s | audio-h per wall-h | "
-          f"query p50 ms | p95 ms | embedding share |\n|---|---|---|---|---|---|---|---|---|\n"
-          f"| {result['files']} | {result['vectors']} | {result['index_type']} | "
-          f"{result['audio_hours']:.2f} | {build_s:.1f} | {result['audio_hours_per_hour']:.0f} | "
-          f"{result['query_ms_p50']:.0f} | {result['query_ms_p95']:.0f} | "
-          f"{result['embed_share']:.0%} |\n\n{result['machine']}; {args.clip_seconds:g} s "
-          f"query clips, k=10, model and index loaded once.\n")
-    (args.out / "search_speed.md").write_text(md)
-    print(md)
-    return result
+    sections = tables(results)
+    js, md = C.write_results("search_speed", args.out, results, sections)
+    print("\n\n".join(body for _, body in sections))
+    C.log(f"wrote {js} and {md}")
+    return results
+
+
+def write_clips(embedder, files: list[str], args, work: Path) -> list[tuple[Path, str, str]]:
+    """``(clip wav, source path, degradation)``: ``--queries`` seeded excerpts of the
+    queried files under each degradation."""
+    from sonicsearch.audio import load_audio
+
+    sr = embedder.feature_config.sample_rate
+    rng = np.random.default_rng(args.seed)
+    out = []
+    for i in range(args.queries):
+        path = files[i % len(files)]
+        wave, _ = load_audio(path, sr)
+        n = int(args.clip_seconds * sr)
+        for _ in range(20):  # a silent passage identifies nothing: another offset
+            start = int(rng.integers(0, max(1, len(wave) - n)))
+            clean = wave[start : start + n]
+            if float(np.abs(clean).max(initial=0.0)) >= QUIET_PEAK:
+                break
+        for j, name in enumerate(args.degradations.split(",")):
+            x = degrade.DEGRADATIONS[name](clean, sr, np.random.default_rng((args.seed, i, j)))
+            out.append((work / f"query-{i:03d}-{name}.wav", str(Path(path).resolve()), name))
+            sf.write(out[-1][0], np.asarray(x, np.float32), sr)
+    return out
+
+
+def measure(index, embedder, clips, args, kind: str) -> dict:
+    """Latency and R@1 of ``clips`` on an open index; bytes per window of its generation."""
+    index.query(clips[0][0], k=10)  # warm-up: the first search maps the files
+    exact = exact_search(index) if args.exact else None
+    total, search, hits, agree = [], [], {}, []
+    for clip, source, name in clips:  # what index.query(clip) does, timed in two parts
+        t = time.perf_counter()
+        emb = embedder.embed_file(clip)
+        t_embed = time.perf_counter()
+        res = index.query_vectors(emb.vectors, emb.spans, emb.probs, k=10)
+        end = time.perf_counter()
+        total.append((end - t) * 1000)
+        search.append((end - t_embed) * 1000)
+        top = res[0]["path"] if len(res) else None
+        hits.setdefault(name, []).append(top == source)
+        if exact is not None:
+            agree.append(exact(emb.vectors, emb.spans) == top)
+    sizes = {p.name: p.stat().st_size for p in index.gen.iterdir() if p.is_file()}
+    model = sizes.pop("model.pt", 0)
+    info = index.info()
+    out = {"kind": kind, "files": info["files"], "vectors": info["vectors"],
+           "index_type": info["index_type"], "vector_format": info["vector_format"],
+           "bytes_per_window": round(sum(sizes.values()) / info["vectors"], 1),
+           "bytes_by_file": {k: round(v / info["vectors"], 1) for k, v in sorted(sizes.items())},
+           "model_bytes": model, "queries": len(clips),
+           "query_ms_p50": round(float(np.percentile(total, 50)), 1),
+           "query_ms_p95": round(float(np.percentile(total, 95)), 1),
+           "search_ms_p50": round(float(np.percentile(search, 50)), 1),
+           "search_ms_p95": round(float(np.percentile(search, 95)), 1),
+           "r_at_1": {k: round(float(np.mean(v)), 4) for k, v in hits.items()},
+           "exact_top1_agreement": round(float(np.mean(agree)), 4) if agree else None}
+    C.log(f"{out['vectors']} windows: {out['bytes_per_window']} B/window, query p50/p95 "
+          f"{out['query_ms_p50']}/{out['query_ms_p95']} ms (search {out['search_ms_p50']}/"
+          f"{out['search_ms_p95']}), R@1 {out['r_at_1']}, exact agreement "
+          f"{out['exact_top1_agreement']}")
+    return out
+
+
+def exact_search(index):
+    """``rank(vectors, spans) -> top path``: the product's search and roll-up over an
+    exact flat index of the generation's stored rows (the reference for its own index)."""
+    from sonicsearch.index.backends.faiss_backend import FaissBackend
+    from sonicsearch.index.search import search
+
+    stored = index.store.vectors()
+    rows = np.concatenate([stored[a : a + (1 << 18)] for a in range(0, len(stored), 1 << 18)])
+    flat = FaissBackend.create(rows.shape[1], "flat", vectors=rows, device="cpu")
+    hop = index.meta["features"]["hop_seconds"]
+
+    def rank(vectors, spans):
+        hits = search(flat, index.store, index.stored_space(vectors), spans, 1, "vote", hop,
+                      exact=stored)
+        return index.store.records[hits[0].file].path if hits else None
+
+    return rank
+
+
+def tables(results: dict) -> list[tuple[str, str]]:
+    b = results["build"]
+    build = (f"{b['files']} files, {b['audio_hours']:.2f} h, {b['vectors']} windows: built "
+             f"in {b['seconds']:.0f} s ({b['audio_hours_per_hour']:.0f} audio-h per wall-h).")
+    head = ["catalogue", "files", "windows", "index", "vectors", "B/window (+ model)",
+            "query p50 / p95 ms", "search p50 / p95 ms", "R@1", "exact top-1 agreement"]
+    rows = [[c["kind"], c["files"], c["vectors"], c["index_type"], c["vector_format"],
+             f"{c['bytes_per_window']:.0f} (+{c['model_bytes'] / c['vectors']:.1f})",
+             f"{c['query_ms_p50']:.0f} / {c['query_ms_p95']:.0f}",
+             f"{c['search_ms_p50']:.1f} / {c['search_ms_p95']:.1f}",
+             ", ".join(f"{k} {v:.3f}" for k, v in c["r_at_1"].items()),
+             "-" if c["exact_top1_agreement"] is None else c["exact_top1_agreement"]]
+            for c in results["catalogues"]]
+    note = (f"{results['query_tracks']} of {results['tracks']} real tracks queried "
+            f"({results['clip_seconds']:g} s excerpts); the others are fillers. Query = "
+            "decode + embed + search + roll-up, model and index loaded once; search = the "
+            "part after embedding.")
+    return [("Build", build), ("Catalogue", C.markdown_table(head, rows) + "\n\n" + note)]
 
 
 if __name__ == "__main__":

@@ -126,6 +126,8 @@ class IndexConfig:
     pq_bytes: int = 64  # bytes per vector for ivfpq
     memory_budget_gb: float = 8.0  # auto: above this, approximate indexes compress with PQ
     backend: str = "faiss"  # faiss | milvus (see sonicsearch/index/backends)
+    vectors: str = "auto"  # auto | float32 | pca-int8 (stored vectors: index/codec.py)
+    compact_dim: int = 128  # pca-int8: dimensions kept
     uri: str = ""  # milvus: http://host:19530, or a milvus-lite file ("": DIR/milvus.db)
 
 

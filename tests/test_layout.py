@@ -52,6 +52,8 @@ def test_every_module_imports_alone():
     ("sonicsearch.audio", ("faiss", "torchvision")),
     # the model-to-index contract; the torch Embedder loads only when asked for
     ("sonicsearch.embed", ("faiss", "torchvision", "sonicsearch.embed.embedder")),
+    # torchvision without torch._dynamo (model/tv_import.py): the CLI's start-up
+    ("sonicsearch.model.backbones", ("torch._dynamo", "sympy")),
 ])
 def test_light_modules_do_not_pull_heavy_ones(module, heavy):
     proc = _fresh_import(f"import sys, {module}; print(' '.join(m for m in {heavy!r} "

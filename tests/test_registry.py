@@ -16,6 +16,7 @@ from sonicsearch.cli import app
 from sonicsearch.errors import ConfigError, ModelError, UnknownNameError
 from sonicsearch.index import AudioIndex, build_index, search
 from sonicsearch.index.backends import BACKEND_REGISTRY
+from sonicsearch.index.codec import VECTOR_FORMATS
 from sonicsearch.index.faiss_index import INDEX_TYPE_REGISTRY
 from sonicsearch.index.rollups import ROLLUP_REGISTRY, RollupSpec
 from sonicsearch.registry import Registry
@@ -116,6 +117,9 @@ def test_docs_list_the_registries():
     info = json.loads((DOCS / "schemas" / "info.schema.json").read_text(encoding="utf-8"))
     built_types = [n for n, params in INDEX_TYPE_REGISTRY.items() if params is not None]
     assert info["properties"]["index_type"]["enum"] == built_types  # "auto" is never stored
+    stored = [n for n in VECTOR_FORMATS.names() if n != "auto"]
+    assert info["properties"]["vector_format"]["enum"] == stored
+    assert f"[--vectors {'|'.join(VECTOR_FORMATS.names())}]" in cli
 
 
 def test_server_schema_and_page_list_the_rollups():

@@ -26,6 +26,7 @@ from sonicsearch.errors import AudioError, ConfigError, DataError, OptionError
 from sonicsearch.index import AudioIndex, builder
 from sonicsearch.index import duplicates as dup
 from sonicsearch.index.backends.base import BACKEND_REGISTRY
+from sonicsearch.index.codec import VECTOR_FORMATS
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
@@ -55,6 +56,10 @@ def build_index_cmd(
         help="Hop between window starts (default: the model's).")] = None,
     index_type: Annotated[IndexType | None, typer.Option(
         help="FAISS index; auto picks by size (default: the config's, auto).")] = None,
+    vectors: Annotated[VectorFormat | None, typer.Option(
+        help="Stored vectors: float32, pca-int8 (projected and 8-bit: 1/16 the bytes) or "
+             "auto: pca-int8 from 10,000 windows (default: the config's, else the index's, "
+             "else auto).")] = None,
     device: DeviceOpt = None,
     rebuild: Annotated[bool, typer.Option(
         help="Start over (needed to switch models or windows).")] = False,
@@ -103,6 +108,7 @@ def build_index_cmd(
             report = builder.build_index(
                 audio, model=model, index=index, config=config, window=window, hop=hop,
                 index_type=index_type.value if index_type else None,
+                vectors=vectors.value if vectors else None,
                 device=device.value if device else None, rebuild=rebuild,
                 backend=backend.value if backend else None, uri=uri, ray=ray,
                 ray_address=ray_address, ray_workers=ray_workers, progress=progress)
@@ -114,6 +120,7 @@ def build_index_cmd(
 
 
 Backend = BACKEND_REGISTRY.enum("Backend")
+VectorFormat = VECTOR_FORMATS.enum("VectorFormat")
 
 
 def check_min_score(value: str | None) -> str | None:
@@ -349,7 +356,8 @@ def info(
     labels = ", ".join(model["labels"]) if model["labels"] else "(none: label-free model)"
     typer.echo(
         f"index       {index}\nfiles       {facts['files']}\nvectors     {facts['vectors']}\n"
-        f"dim         {facts['dim']}\ntype        {facts['index_type']}\n"
+        f"dim         {facts['dim']} (stored: {facts['vector_format']}, "
+        f"{facts['stored_dim']}-d)\ntype        {facts['index_type']}\n"
         f"model       {model['arch']} sha256 {model['sha256'][:16]}\nlabels      {labels}\n"
         f"created     {facts['created']}\nstyle       {_style_line(facts['style'])}"
         + ("\ncheck       ok: every file matches its checksum"

@@ -12,6 +12,7 @@ from them); ``query(wave, sr)`` gives a clip's searchable vectors and spans.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from sonicsearch.audio import load_audio
 from sonicsearch.embed.embedder import QUIET_DBFS, Embedder
 from sonicsearch.eval.baseline import mfcc_window_stats, unit_rows
+from sonicsearch.index.codec import Projection
 
 MFCC_SAMPLE_RATE = 22050
 
@@ -85,6 +87,7 @@ class ModelSystem:
         self.name = name or Path(path).stem
         fc = self.embedder.feature_config
         self.hop, self.labels = fc.hop_seconds, self.embedder.labels
+        self._queries: dict = {}
         quiet = "all" if quiet_dbfs is None else f"q{quiet_dbfs:g}"
         self.key = f"model-{self.embedder.model_sha256}-hop{fc.hop_seconds:g}-{quiet}"
         if fc.window_seconds != native:  # the model's own window reuses the plain key
@@ -104,5 +107,40 @@ class ModelSystem:
         return raw
 
     def query(self, wave: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-        out = self.query_embedder.embed_waveform(wave, sr)
-        return out.vectors, out.spans
+        """The clip's vectors and spans, remembered per clip (a :class:`CompactSystem`
+        of this system asks for the same clips again)."""
+        key = (hashlib.sha1(np.ascontiguousarray(wave).tobytes()).hexdigest(), sr)
+        if key not in self._queries:
+            out = self.query_embedder.embed_waveform(wave, sr)
+            self._queries[key] = (out.vectors, out.spans)
+        return self._queries[key]
+
+
+class CompactSystem:
+    """Another system's vectors in the index's compact format (``pca-int8``,
+    :mod:`sonicsearch.index.codec`): the projection is fitted on the index's vectors, the
+    index holds their decoded 8-bit codes, queries are projected (not quantised).
+
+    Args:
+        inner: the system whose vectors are compacted (its cache is shared).
+        dim: dimensions kept.
+    """
+
+    def __init__(self, inner, dim: int):
+        self.inner, self.dim = inner, int(dim)
+        self.name = f"{inner.name}+pca{self.dim}-int8"
+        self.key, self.hop, self.labels = inner.key, inner.hop, inner.labels
+        self.about = {"of": inner.name, "vectors": "pca-int8", "dim": self.dim}
+        self.projection: Projection | None = None
+
+    def index_track(self, path: str):
+        return self.inner.index_track(path)
+
+    def fit(self, raw: np.ndarray) -> np.ndarray:
+        vectors = self.inner.fit(raw)
+        self.projection = Projection.fit(vectors, self.dim)
+        return self.projection.decode(self.projection.encode(vectors))
+
+    def query(self, wave: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        vectors, spans = self.inner.query(wave, sr)
+        return self.projection.project(vectors), spans

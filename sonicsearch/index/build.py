@@ -27,6 +27,7 @@ from sonicsearch.config import IndexConfig
 from sonicsearch.errors import AudioError, DataError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import after_commit, check_backend, same_backend
+from sonicsearch.index.codec import COMPACT, choose_vectors, vector_format
 from sonicsearch.index.faiss_index import check_index_type, choose_index_type, resolve_gpu
 from sonicsearch.index.store import Store
 from sonicsearch.index.style import WINDOW_MEAN
@@ -166,10 +167,16 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
                             f"{len(found)} files were skipped ({_reasons(report)})")
         records, sources = _assemble(kept, new)
         n_vectors = sum(r.n_windows for r in records)
-        index_type, params, reason = choose_index_type(n_vectors, embedder.dim, config)
+        vectors = choose_vectors(n_vectors, embedder.dim, prev.meta if prev else None,
+                                 config.vectors, config.compact_dim)
+        # a Milvus collection keeps floats of its own (and milvus-lite has no IVF_PQ)
+        compact = vectors[0] == COMPACT and config.backend == "faiss"
+        index_type, params, reason = choose_index_type(n_vectors, vectors[1], config,
+                                                       compact=compact)
         report.files, report.vectors = len(records), n_vectors
         report.index_type, report.reason = index_type, reason
         same_vectors = prev is not None and not new and not report.removed
+        same_vectors = same_vectors and vector_format(prev.meta) == vectors[0]
         same_index = (same_vectors and prev.meta["index_type"] == index_type
                       and _build_params(prev.meta["index_params"]) == _build_params(params)
                       and same_backend(prev.meta, config.backend, config.uri, layout.root))
@@ -182,7 +189,7 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         gen = gen or layout.new_generation()
         write_generation(GenerationPlan(
             gen, prev, records, sources, embedder, index_type, params, reason, config,
-            same_vectors=same_vectors, same_index=same_index))
+            same_vectors=same_vectors, same_index=same_index, vectors=vectors))
         layout.commit(gen)
     except BaseException:
         if gen is not None:

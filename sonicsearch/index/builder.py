@@ -23,6 +23,7 @@ from sonicsearch.index import api
 from sonicsearch.index import layout as L
 from sonicsearch.index.api import DEFAULT_INDEX_DIR, AudioIndex
 from sonicsearch.index.backends import backend_of, check_backend, inherited_uri
+from sonicsearch.index.codec import VECTOR_FORMATS
 from sonicsearch.index.types import BuildReport, Embedder
 from sonicsearch.model import base
 from sonicsearch.scale.ray_embed import RayEmbedder
@@ -39,6 +40,7 @@ def build_index(
     window: float | None = None,
     hop: float | None = None,
     index_type: str | None = None,
+    vectors: str | None = None,
     device: str | None = None,
     rebuild: bool = False,
     backend: str | None = None,
@@ -58,8 +60,8 @@ def build_index(
             options below override it.
         window, hop: the window length and hop, seconds (None: the model's).
         index_type: auto | flat | hnsw | ivf | ivfpq (None: the config's).
-        device: auto | cpu | cuda (None: the config's).
-        rebuild: start over (needed to switch models or windows).
+        vectors: auto | float32 | pca-int8 (None: the config's, else the index's, else auto).
+        device, rebuild: auto | cpu | cuda (None: the config's); start over (to switch models).
         backend: faiss | milvus (None: the config's if it sets one, else the index's, else
             faiss). uri: where a milvus backend keeps its vectors (None: the config's, else
             the index's, else DIR/milvus.db).
@@ -77,7 +79,7 @@ def build_index(
     """
     audio, index = [Path(p) for p in audio], Path(index)
     check_inputs(audio)  # before the model loads
-    cfg = resolve_index_config(index, config, index_type, device, backend, uri)
+    cfg = resolve_index_config(index, config, index_type, device, backend, uri, vectors)
     model, features = _model_of(index, model)
     embedder = api.load_embedder(model, cfg.device, features, batch_size=cfg.batch_size)
     _check_windowing(embedder, window, hop)
@@ -107,9 +109,9 @@ def check_inputs(inputs: Sequence[Path]) -> None:
 
 def resolve_index_config(index: Path, config: str | Path | None, index_type: str | None,
                          device: str | None, backend: str | None,
-                         uri: str | None) -> IndexConfig:
+                         uri: str | None, vectors: str | None = None) -> IndexConfig:
     """The IndexConfig a build uses: the config file's section, the options over it, and
-    the existing index's backend and uri where neither sets them.
+    the existing index's backend, uri and asked vector format where neither sets them.
 
     Raises:
         ConfigError: a bad config file, or a backend / uri that does not fit.
@@ -117,7 +119,11 @@ def resolve_index_config(index: Path, config: str | Path | None, index_type: str
     cfg, keys = load_index_config(config)
     cfg.index_type = index_type or cfg.index_type
     cfg.device = device or cfg.device
-    old = _live_backend(index)
+    meta = _live_meta(index)
+    old = backend_of(meta)
+    asked = meta.get("vectors", {}).get("asked")
+    cfg.vectors = VECTOR_FORMATS.check(
+        vectors or (cfg.vectors if "vectors" in keys or asked is None else asked))
     cfg.backend = backend or (cfg.backend if "backend" in keys else old["name"])
     if uri is not None:
         cfg.uri = uri
@@ -167,14 +173,14 @@ def _index_model(index: Path) -> tuple[Path, dict | None]:
     return gen / L.MODEL, meta.get("features")
 
 
-def _live_backend(index: Path) -> dict[str, Any]:
-    """The backend entry of the live generation's index.json; the default when there is no
-    index yet or it is too damaged to say (``rebuild`` with a model then starts over)."""
+def _live_meta(index: Path) -> dict[str, Any]:
+    """The live generation's index.json; empty when there is no index yet or it is too
+    damaged to say (``rebuild`` with a model then starts over)."""
     try:
         gen = L.IndexLayout(index).current()
-        return backend_of(L.read_index_json(gen) if gen is not None else {})
+        return L.read_index_json(gen) if gen is not None else {}
     except IndexStoreError:
-        return backend_of({})
+        return {}
 
 
 def _ray_embedder(embedder: Embedder, device: str, address: str | None,

@@ -8,6 +8,7 @@ speeds up IVF training, adding and searching of flat and IVF indexes. HNSW stays
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from functools import cache
@@ -36,7 +37,7 @@ _GIB = float(1 << 30)
 
 
 def choose_index_type(
-    n_vectors: int, dim: int, config: IndexConfig
+    n_vectors: int, dim: int, config: IndexConfig, compact: bool = False
 ) -> tuple[str, dict[str, Any], str]:
     """Pick the FAISS index type and its parameters for a collection.
 
@@ -47,10 +48,14 @@ def choose_index_type(
     reason says so): an index that grows past the threshold gets the asked-for type on the
     next build, and a small one is searched exactly, which is then cheap.
 
+    Compact vectors (``compact``, index/codec.py) stay small: ``auto`` picks ``ivfpq``
+    over ``hnsw``, with PQ codes of at most a quarter of the dimension in bytes.
+
     Args:
         n_vectors: vectors to index.
         dim: their dimension.
         config: index settings.
+        compact: the vectors are stored in the compact format.
 
     Returns:
         ``(index_type, params, reason)``; params hold the FAISS factory string and the build
@@ -68,6 +73,10 @@ def choose_index_type(
             return "flat", _params("flat", n, dim, config), (
                 f"auto: {n} vectors <= exact_max_vectors {config.exact_max_vectors}: "
                 "exact search")
+        if compact:
+            params = _params("ivfpq", n, dim, _compact_pq(config, dim))
+            return "ivfpq", params, (f"auto: {n} vectors > exact_max_vectors, compact "
+                                     f"vectors: IVF-PQ at {params['pq_m']} bytes per vector")
         need = hnsw_bytes(n, dim, config.hnsw_m) / _GIB
         budget = config.memory_budget_gb
         if need <= budget:
@@ -85,7 +94,13 @@ def choose_index_type(
         return "flat", _params("flat", n, dim, config), (
             f"ivfpq needs >= {IVFPQ_MIN_VECTORS} vectors to train; {n} given: "
             "exact flat instead")
+    config = _compact_pq(config, dim) if compact else config
     return kind, _params(kind, n, dim, config), f"{kind} as asked"
+
+
+def _compact_pq(config: IndexConfig, dim: int) -> IndexConfig:
+    """PQ codes of at most a quarter of a compact vector's bytes (one byte per dimension)."""
+    return dataclasses.replace(config, pq_bytes=max(1, min(config.pq_bytes, dim // 4)))
 
 
 def check_index_type(kind: str) -> str:

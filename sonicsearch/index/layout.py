@@ -7,7 +7,8 @@
     DIR/gen-NNNNNN/         one complete, self-contained index:
         index.faiss         the FAISS index (CPU form); id i = row i of the tables below
         meta.sqlite         files and windows tables (see store.py)
-        vectors.npy         float32 (n, dim): the raw window vectors, row i = id i
+        vectors.npy         float32 (n, dim): the raw window vectors, row i = id i (or,
+                            compact: vectors-q8.npy and projection.npz, index/codec.py)
         probs.npy           float32 (n, labels): head probabilities (label models only)
         model.pt            the model the vectors came from (a copy)
         index.json          facts: format, model, features, dim, type, counts, times, the

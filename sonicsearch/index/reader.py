@@ -17,6 +17,7 @@ from sonicsearch.embed.types import pool_style
 from sonicsearch.errors import ConfigError, IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import IndexBackend, backend_files, open_backend
+from sonicsearch.index.codec import stored_dim, vector_format
 from sonicsearch.index.filters import filtered_hits
 from sonicsearch.index.occurrences import MIN_SCORE as OCCURRENCE_MIN_SCORE
 from sonicsearch.index.occurrences import occurrence_search
@@ -146,6 +147,7 @@ class IndexReader:
         return {
             "files": len(self.store.records), "vectors": self.ntotal,
             "dim": int(self.meta["dim"]),
+            "vector_format": vector_format(self.meta), "stored_dim": stored_dim(self.meta),
             "index_type": self.meta["index_type"],
             "model": {"arch": m["arch"], "sha256": m["sha256"], "labels": list(m["labels"])},
             "created": self.meta["created"], "updated": self.meta["updated"],
@@ -223,10 +225,7 @@ class IndexReader:
                               "number before the search (AudioIndex.run does)")
         if request.mode == "style":
             return self._style_search(request)
-        vectors = np.atleast_2d(np.asarray(request.vectors, dtype=np.float32))
-        if vectors.shape[1] != self.meta["dim"]:
-            raise IndexStoreError(f"query vectors have dimension {vectors.shape[1]}; index "
-                                  f"{self.root} holds dimension {self.meta['dim']}")
+        vectors = self.stored_space(request.vectors)
         hop = self.meta["features"]["hop_seconds"]
         spans = self._query_spans(vectors, request.spans)
         exclude_id = self._exclude_id(request)
@@ -263,6 +262,23 @@ class IndexReader:
                                       f"{threshold:.3f} or more")
         result.extra["occurrences"] = True
         return result
+
+    def stored_space(self, vectors: np.ndarray) -> np.ndarray:
+        """Query vectors in the space of the stored rows: the model's vectors as they are,
+        or projected for a compact index (index/codec.py); vectors already of the stored
+        dimension (the index's own rows, as calibration queries them) pass unchanged.
+
+        Raises:
+            IndexStoreError: vectors of neither dimension.
+        """
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        projection = getattr(self._exact, "projection", None)
+        if vectors.shape[1] == self.meta["dim"]:
+            return vectors if projection is None else projection.project(vectors)
+        if projection is not None and vectors.shape[1] == projection.dim:
+            return vectors
+        raise IndexStoreError(f"query vectors have dimension {vectors.shape[1]}; index "
+                              f"{self.root} holds dimension {self.meta['dim']}")
 
     def _query_spans(self, vectors: np.ndarray, spans: np.ndarray | None) -> np.ndarray:
         """The query windows' ``(n, 2)`` spans: as given, else the index's windowing."""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sonicsearch.index.codec import CODES, CompactVectors, open_vectors
 from sonicsearch.index.layout import META_DB, PROBS, VECTORS, damaged, fsync_file
 from sonicsearch.index.types import FileRecord
 
@@ -173,9 +174,14 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise damaged(self.gen, META_DB, f"is unreadable ({exc})") from None
 
-    def vectors(self) -> np.ndarray:
-        """The raw vectors, memory-mapped read-only."""
-        return self._load(VECTORS)
+    def vectors(self) -> np.ndarray | CompactVectors:
+        """The stored vectors, read-only: the raw float32 memory map, or a compact
+        generation's codes decoded on access (index/codec.py); row i = id i."""
+        array = open_vectors(self.gen)
+        if len(array) != self.n_rows:
+            name = VECTORS if isinstance(array, np.ndarray) else CODES
+            raise damaged(self.gen, name, f"has shape {array.shape} for {self.n_rows} windows")
+        return array
 
     def probs(self) -> np.ndarray | None:
         """The window probabilities, memory-mapped, or None for a label-free model."""

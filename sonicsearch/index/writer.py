@@ -4,7 +4,9 @@ index/backends), the model and index.json, each fsynced. The caller commits it
 
 Rows of files kept from the previous generation are copied from its ``vectors.npy`` (a
 memory map); rows embedded by this build come from a raw float32 file that the build
-streamed into the new generation while embedding.
+streamed into the new generation while embedding. A compact generation (index/codec.py)
+copies a compact previous generation's codes and encodes new rows with its projection; the
+first compact generation is written as float32, then fitted and encoded.
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ import numpy as np
 
 from sonicsearch._version import __version__
 from sonicsearch.config import IndexConfig
-from sonicsearch.embed.types import EmbedderProtocol, StyleVectors
+from sonicsearch.embed.types import EmbedderProtocol, StyleVectors, pool_style
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import layout as L
 from sonicsearch.index.backends import GenerationSpec, write_backend
+from sonicsearch.index.codec import (
+    CODES,
+    COMPACT,
+    FLOAT32,
+    PROJECTION,
+    VECTOR_FILES,
+    compact_generation,
+    vector_format,
+)
 from sonicsearch.index.store import Store, write_meta
 from sonicsearch.index.style import (
     STYLE_FILES,
@@ -86,6 +97,8 @@ class GenerationPlan:
     config: IndexConfig
     same_vectors: bool = False
     same_index: bool = False
+    # codec.choose_vectors: format, stored dim, why, and the format later builds keep
+    vectors: tuple[str, int, str, str] = (FLOAT32, 0, "", FLOAT32)
 
     @property
     def n_rows(self) -> int:
@@ -98,17 +111,21 @@ def write_generation(plan: GenerationPlan) -> None:
     gen, prev = plan.gen, plan.prev
     linked: list[str] = []
     if plan.same_vectors:  # only metadata or the index type changed: reuse the arrays
-        for name in (L.VECTORS, L.PROBS):
+        for name in (*VECTOR_FILES, L.PROBS):
             if (prev.gen / name).is_file():
                 L.link_or_copy(prev.gen / name, gen / name)
                 linked.append(name)
         spans = prev.store.all_spans()
     else:
         spans = _write_arrays(plan)
-    (gen / NEW_VECTORS).unlink(missing_ok=True)
     style = _write_style(plan, spans, linked)
+    (gen / NEW_VECTORS).unlink(missing_ok=True)
+    fmt, dim, why, asked = plan.vectors
+    if fmt == COMPACT and not (gen / CODES).is_file():  # the index goes compact now
+        compact_generation(gen, dim)
+        linked[:] = [name for name in linked if name != L.VECTORS]
     write_meta(gen, plan.records, spans)
-    spec = GenerationSpec(int(plan.embedder.dim), plan.index_type, plan.params,
+    spec = GenerationSpec(dim or int(plan.embedder.dim), plan.index_type, plan.params,
                           plan.same_index, plan.config.device, plan.config.uri or None)
     backend, reused = write_backend(plan.config.backend, gen,
                                     (prev.gen, prev.meta) if prev else None, plan.records, spec)
@@ -117,6 +134,8 @@ def write_generation(plan: GenerationPlan) -> None:
     L.install_model(gen, Path(emb.model_path), emb.model_sha256, prev.gen if prev else None)
     meta = _index_json(plan)
     meta["backend"] = backend
+    meta["vectors"] = {"format": fmt, "dim": dim or int(emb.dim), "reason": why,
+                       "asked": asked}
     if style is not None:  # (None only in tests that make an index of before style vectors)
         meta["style"] = style
     meta["sizes"] = L.file_sizes(gen)
@@ -127,16 +146,20 @@ def write_generation(plan: GenerationPlan) -> None:
 
 
 def _write_arrays(plan: GenerationPlan) -> np.ndarray:
-    """vectors.npy and probs.npy from kept and new rows; returns the spans of every row."""
+    """vectors.npy (vectors-q8.npy after a compact generation) and probs.npy from kept and
+    new rows; returns the spans of every row."""
     gen, prev, n = plan.gen, plan.prev, plan.n_rows
     dim, n_labels = plan.embedder.dim, len(plan.embedder.labels)
     old_vec = prev.store.vectors() if prev else None
+    name, dtype, width, encode = L.VECTORS, np.float32, dim, None
+    if prev is not None and vector_format(prev.meta) == COMPACT:  # codes in, codes out
+        name, dtype, width, encode = CODES, np.int8, old_vec.shape[1], old_vec.projection.encode
+        old_vec = old_vec.codes
+        L.link_or_copy(prev.gen / PROJECTION, gen / PROJECTION)
     old_probs = prev.store.probs() if prev else None
     old_spans = prev.store.all_spans() if prev else None
-    raw_path = gen / NEW_VECTORS
-    raw = (np.memmap(raw_path, dtype=np.float32, mode="r").reshape(-1, dim)
-           if raw_path.is_file() and raw_path.stat().st_size else None)
-    vec = np.lib.format.open_memmap(gen / L.VECTORS, "w+", np.float32, (n, dim))
+    raw = _raw_rows(plan)
+    vec = np.lib.format.open_memmap(gen / name, "w+", dtype, (n, width))
     probs = np.zeros((n, n_labels), np.float32) if _has_probs(plan) else None
     spans = np.zeros((n, 2), np.float64)
     for rec, src in zip(plan.records, plan.sources):
@@ -147,13 +170,14 @@ def _write_arrays(plan: GenerationPlan) -> np.ndarray:
             if probs is not None:
                 probs[a:b] = old_probs[old]
         else:
-            vec[a:b] = raw[src.offset : src.offset + rec.n_windows]
+            rows = raw[src.offset : src.offset + rec.n_windows]
+            vec[a:b] = rows if encode is None else encode(rows)
             spans[a:b] = src.spans
             if probs is not None:
                 probs[a:b] = src.probs
     vec.flush()
     del vec, raw
-    L.fsync_file(gen / L.VECTORS)
+    L.fsync_file(gen / name)
     if probs is not None:
         _save_npy(gen / L.PROBS, probs)
     return spans
@@ -178,20 +202,33 @@ def _write_style(plan: GenerationPlan, spans: np.ndarray, linked: list[str]) -> 
         linked += STYLE_FILES
         return dict(prev.meta["style"])
     old_id = {r.first_row: i for i, r in enumerate(prev.store.records)} if prev else {}
-    vectors = np.load(gen / L.VECTORS, mmap_mode="r")
+    raw = _raw_rows(plan)  # the model's vectors of new rows (kept rows: none in a compact
+    vectors = (np.load(gen / L.VECTORS, mmap_mode="r")  # generation, whose style is kept)
+               if (gen / L.VECTORS).is_file() else None)
     per_file: list[StyleVectors] = []
     for rec, src in zip(plan.records, plan.sources):
         if isinstance(src, NewRows) and src.style is not None:
             per_file.append(src.style)
         elif isinstance(src, OldRows) and old is not None:
             per_file.append(old.of(old_id[src.first_row]))
-        elif kind != WINDOW_MEAN:
+        elif kind != WINDOW_MEAN or (vectors is None and isinstance(src, OldRows)):
             raise IndexStoreError(f"{rec.path} has no style vectors of this model's style "
                                   "head: pass --rebuild to embed everything again")
+        elif isinstance(src, NewRows):
+            per_file.append(pool_style(raw[src.offset : src.offset + rec.n_windows],
+                                       src.spans))
         else:
             per_file.append(pool_record(rec, vectors, spans))
-    del vectors
+    del vectors, raw
     return write_style(gen, per_file, kind)
+
+
+def _raw_rows(plan: GenerationPlan) -> np.ndarray | None:
+    """This build's raw float32 rows (a memory map), or None when it embedded nothing."""
+    path = plan.gen / NEW_VECTORS
+    if not path.is_file() or not path.stat().st_size:
+        return None
+    return np.memmap(path, dtype=np.float32, mode="r").reshape(-1, plan.embedder.dim)
 
 
 def _has_probs(plan: GenerationPlan) -> bool:

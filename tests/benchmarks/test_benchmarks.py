@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from bench_scripts import load_benchmark
+from bench_scripts import load_benchmark, tiny_checkpoint
 
 
 def _run(name: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
@@ -103,6 +103,26 @@ def test_throughput_tiny(tmp_path):
         assert r["end_to_end"]["windows"] > 0
     assert res["decode"]["audio_s_per_s"] > 0
     assert "time outside the model" in md
+
+
+def test_search_speed_tiny_grows_a_compact_catalogue(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    t = np.arange(8000 * 12) / 8000
+    for i in range(4):  # distinct chirps, 12 s each
+        sf.write(audio / f"t{i}.wav", 0.4 * np.sin(2 * np.pi * (200 + 150 * i) * t * (1 + t / 12)),
+                 8000)
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    res, md = _run("search_speed", tmp_path, "--model", str(model), "--audio", str(audio),
+                   "--fill", "10500", "--queries", "2", "--clip-seconds", "4", "--exact",
+                   "--degradations", "clean")
+    real, filled = res["catalogues"]
+    assert (real["vector_format"], filled["vector_format"]) == ("float32", "pca-int8")
+    assert filled["vectors"] >= 10500 and filled["files"] > real["files"] == 4
+    assert filled["bytes_by_file"]["vectors-q8.npy"] == pytest.approx(128, abs=1)
+    assert real["bytes_by_file"]["vectors.npy"] == pytest.approx(2048, abs=5)  # + npy header
+    assert 0 <= filled["exact_top1_agreement"] <= 1 and filled["query_ms_p95"] > 0
+    assert "B/window" in md
 
 
 def test_backends_tiny(tmp_path):

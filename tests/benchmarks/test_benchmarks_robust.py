@@ -45,8 +45,11 @@ def test_robust_music_tiny_with_a_checkpoint(tmp_path):
     res = mod.main(["--tiny", "--threads", "1", "--cache", str(tmp_path / "cache"),
                     "--out", str(tmp_path / "out"), "--vector-cache", str(tmp_path / "vc"),
                     "--no-mfcc", "--model", f"rand={model}", "--degradations",
-                    "clean,realnoise_snr10,reverb_room,speed_1.03"])
+                    "clean,realnoise_snr10,reverb_room,speed_1.03", "--compact-dims", "16"])
     sysres = res["systems"]["rand"]
+    compact = res["systems"]["rand+pca16-int8"]  # the same queries, the index compacted
+    assert compact["about"] == {"of": "rand", "vectors": "pca-int8", "dim": 16}
+    assert set(compact["identification"]) == set(sysres["identification"])
     assert sysres["about"]["sample_rate"] == 8000
     assert set(sysres["identification"]) >= {"clean", "realnoise_snr10", "reverb_room",
                                              "speed_1.03", "all"}

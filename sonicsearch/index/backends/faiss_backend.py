@@ -26,6 +26,7 @@ from sonicsearch.index.backends.base import (
     Selection,
     WindowFields,
 )
+from sonicsearch.index.codec import open_vectors, stored_dim
 from sonicsearch.index.faiss_index import (
     GPU_MAX_K,
     build_faiss_index,
@@ -203,7 +204,7 @@ class FaissBackend:
         n_rows, n_files = counts
         stored = meta.get("counts", {})
         if not (index.ntotal == n_rows == stored.get("vectors")
-                and index.d == meta.get("dim") and n_files == stored.get("files")):
+                and index.d == stored_dim(meta) and n_files == stored.get("files")):
             raise L.damaged(gen, L.INDEX_FILE, f"disagrees with {L.META_DB} and {L.INFO} on "
                             "the number of vectors")
         kind, params = meta["index_type"], meta["index_params"]
@@ -227,7 +228,7 @@ class FaissBackend:
         if plan.same_index and prev is not None:
             L.link_or_copy(prev[0] / L.INDEX_FILE, gen / L.INDEX_FILE)
             return {"name": cls.name}, [L.INDEX_FILE]
-        vectors = np.load(gen / L.VECTORS, mmap_mode="r")
+        vectors = open_vectors(gen)
         index = build_faiss_index(vectors, plan.index_type, plan.params, device=plan.device)
         try:
             faiss.write_index(index, str(gen / L.INDEX_FILE))

@@ -82,7 +82,8 @@ from sonicsearch.index.backends.milvus_params import (
     search_params,
     selection_expr,
 )
-from sonicsearch.index.layout import VECTORS, damaged, link_or_copy
+from sonicsearch.index.codec import open_vectors, stored_dim
+from sonicsearch.index.layout import damaged, link_or_copy
 
 __all__ = ["MilvusBackend", "collection_name", "collection_prefix", "connect", "disconnect",
            "drop_stale", "filter_expr", "index_params", "local_uri", "resolve_uri",
@@ -283,7 +284,7 @@ class MilvusBackend:
         entry = meta["backend"]
         n_rows = counts[0]
         backend = cls.open(local_uri(entry["uri"], root), entry["collection"],
-                           int(meta["dim"]), meta["index_type"], meta["index_params"])
+                           stored_dim(meta), meta["index_type"], meta["index_params"])
         backend.view = View.of(entry)
         if backend.view is not None:
             backend.idmap = IdMap.load(gen)
@@ -382,7 +383,7 @@ def _fill(backend: MilvusBackend, gen: Path, records, rows: np.ndarray | None,
     if update is not None:  # never a row the live generation or the one before it sees
         backend.delete_where(f"born > {update.orphans_above}")
         backend.delete_where(ranges_expr(update.purge))
-    vectors = np.load(gen / VECTORS, mmap_mode="r")
+    vectors = open_vectors(gen)
     rows = np.arange(len(vectors)) if rows is None else rows
     ids = np.arange(len(vectors)) if ids is None else ids
     fields = WindowFields.of_records(records)

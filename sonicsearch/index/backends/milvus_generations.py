@@ -40,6 +40,7 @@ import numpy as np
 
 from sonicsearch.index.backends.base import GenerationSpec
 from sonicsearch.index.backends.milvus_params import id_runs, ranges_expr
+from sonicsearch.index.codec import same_space, stored_dim
 from sonicsearch.index.layout import fsync_file
 from sonicsearch.index.store import Store
 from sonicsearch.index.types import FileRecord
@@ -149,7 +150,8 @@ def plan_update(gen: Path, prev: tuple[Path, dict[str, Any]] | None,
                 ) -> Update | None:
     """The in-place update of the previous generation's collection that gives ``records``;
     None when a new collection is to be filled instead."""
-    if prev is None or not _updatable(prev[1], spec, stored):
+    if (prev is None or not _updatable(prev[1], spec, stored)
+            or not same_space(prev[0], gen)):  # a new projection: every row changes
         return None
     old_map = IdMap.load(prev[0])
     if old_map is None:
@@ -190,7 +192,7 @@ def _updatable(meta: dict[str, Any], spec: GenerationSpec, stored: str) -> bool:
     """Whether the previous generation's collection can take this build's rows."""
     entry = meta["backend"]
     return (entry.get("name") == "milvus" and "generation" in entry
-            and entry.get("uri") == stored and int(meta["dim"]) == spec.dim
+            and entry.get("uri") == stored and stored_dim(meta) == spec.dim
             and meta["index_type"] == spec.index_type
             and _build_params(meta["index_params"]) == _build_params(spec.params))
 
