@@ -193,3 +193,19 @@ def test_a_compact_milvus_index_answers_like_the_compact_faiss_one(corpus, small
             a, b = fa.query(clip, sample_rate=SR, k=3), mi.query(clip, sample_rate=SR, k=3)
             assert [r["path"] for r in a] == [r["path"] for r in b]
             assert b[0]["path"] == str(files[seed].resolve())
+
+
+def test_same_space_says_when_a_backend_s_rows_can_serve_the_next_generation(tmp_path):
+    """Milvus updates a collection in place only between generations of one vector space."""
+    from sonicsearch.index.codec import CODES, PROJECTION, same_space
+
+    a, b, c = (tmp_path / n for n in "abc")
+    for g in (a, b, c):
+        g.mkdir()
+    assert same_space(a, b)  # both float32
+    for g, seed in ((a, 0), (b, 0), (c, 1)):
+        (g / CODES).write_bytes(b"codes")
+        (g / PROJECTION).write_bytes(bytes([seed]) * 8)
+    assert same_space(a, b) and not same_space(a, c)  # a new projection: new rows
+    (b / CODES).unlink()
+    assert not same_space(a, b)  # float32 against compact
