@@ -21,7 +21,12 @@ from sonicsearch.errors import AudioError, IndexStoreError
 from sonicsearch.index import duplicates as dup
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
-from sonicsearch.index.calibration import check_calibration_file, resolve_min_score
+from sonicsearch.index.calibration import (
+    check_calibration_file,
+    confidence_model,
+    resolve_min_score,
+)
+from sonicsearch.index.confidence import accept_confident, add_confidence, applies
 from sonicsearch.index.duplicates import Duplicates, find_duplicates
 from sonicsearch.index.filters import Filters
 from sonicsearch.index.reader import DEFAULT_INDEX_DIR, IndexReader
@@ -112,20 +117,32 @@ class AudioIndex(IndexReader):
             (clip,) = request.clips
             emb = self.embedder.embed_file(clip)
             return self.run(_with(request, emb, str(clip), _self(request, clip)))
-        return self.search(self._resolved(request))
+        return self._confident(request)
 
     def run_clips(self, request: QueryRequest
                   ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
         """Answer ``request`` for each of its clips, decoding ahead; bad clips yield their
         AudioError in order."""
-        threshold = None
         for path, emb in self.embedder.embed_files(request.clips):
             if isinstance(emb, AudioError):
                 yield path, emb
                 continue
-            if threshold is None:
-                threshold = self._resolved(request)
-            yield path, self.search(_with(threshold, emb, str(path), _self(request, path)))
+            yield path, self._confident(_with(request, emb, str(path), _self(request, path)))
+
+    def _confident(self, request: QueryRequest) -> QueryResult:
+        """The search of a request with vectors, each file result with its confidence;
+        ``min_score="auto"`` keeps the confident ones (the calibrated threshold where the
+        index is too small for a confidence model)."""
+        if not applies(request):
+            return self.search(self._resolved(request))
+        model = confidence_model(self, request.rollup)
+        if request.min_score == "auto" and model is not None:
+            plain = request.replace(min_score=None, thresholded=True)
+            return accept_confident(self, plain, self.search(plain), model)
+        request = self._resolved(request)
+        result = self.search(request)
+        add_confidence(self, request, result, model)
+        return result
 
     def _resolved(self, request: QueryRequest) -> QueryRequest:
         """``request`` with its min_score a number or None (``"auto"`` resolved)."""

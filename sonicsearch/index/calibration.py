@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 
 from sonicsearch.errors import IndexStoreError
+from sonicsearch.index.confidence_fit import fit_confidence
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import QueryRequest
 from sonicsearch.index.rollups import ROLLUP_REGISTRY
@@ -41,8 +42,9 @@ if TYPE_CHECKING:
     from sonicsearch.index.reader import IndexReader
 
 CALIBRATION = "calibration.json"
-# 2: vote scores above a background; 3: variants left out, counted, and a self_sha256
-CALIBRATION_VERSION = 3
+# 2: vote scores above a background; 3: variants left out, counted, and a self_sha256;
+# 4: the confidence model (index/confidence_fit.py)
+CALIBRATION_VERSION = 4
 TARGET_FALSE_ACCEPT = 0.01  # share of clips not in the collection that still get a match
 CALIBRATION_SAMPLES = 300  # excerpts searched per generation
 EXCERPT_SECONDS = 5.0  # length of a calibration excerpt (a typical "by ear" clip)
@@ -151,6 +153,7 @@ def calibrate(index: IndexReader, target: float = TARGET_FALSE_ACCEPT,
         return out
     with _one_faiss_thread():
         out.update(_measure(index, target, samples, seconds, seed))
+        out["confidence"] = fit_confidence(index, ROLLUP_REGISTRY.names(), seed=seed)
     return out
 
 
@@ -222,15 +225,15 @@ class _Variants:
 
 
 def contains_excerpt(index: IndexReader, excerpt: np.ndarray, spans: np.ndarray, file: int,
-                     hop: float) -> bool:
+                     hop: float, cosine: float = COPY_COSINE) -> bool:
     """Whether indexed file ``file`` holds the audio of ``excerpt`` (window vectors with
     their ``spans``, seconds): at least COPY_SHARE of its windows match one of the file's
-    windows at cosine >= COPY_COSINE, all at the same time offset (one hop of tolerance)."""
+    windows at ``cosine`` or more, all at the same time offset (one hop of tolerance)."""
     rec = index.store.records[file]
     rows = np.arange(rec.first_row, rec.first_row + rec.n_windows)
-    sims = excerpt @ np.asarray(index.store.vectors()[rows]).T  # (excerpt, file windows)
+    sims = excerpt @ np.asarray(index._exact[rows]).T  # (excerpt, file windows)
     best = sims.argmax(axis=1)
-    near = sims[np.arange(len(excerpt)), best] >= COPY_COSINE
+    near = sims[np.arange(len(excerpt)), best] >= cosine
     if near.sum() < max(1, COPY_SHARE * len(excerpt)):
         return False
     starts = index.store.spans(rows)[:, 0]
@@ -262,6 +265,12 @@ def _save(path: Path, data: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError:  # a read-only index, or the generation was just deleted: memory only
         tmp.unlink(missing_ok=True)
+
+
+def confidence_model(index: IndexReader, rollup: str) -> dict[str, Any] | None:
+    """The confidence model of ``rollup`` (:mod:`sonicsearch.index.confidence`), or None
+    when the index is too small to fit one."""
+    return calibration(index).get("confidence", {}).get("models", {}).get(rollup)
 
 
 def resolve_min_score(index: IndexReader, min_score: float | str | None, rollup: str,
