@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> dict:
     from sonicsearch.index.api import AudioIndex, load_embedder
-    from sonicsearch.index.calibration import calibration, resolve_min_score
+    from sonicsearch.index.calibration import calibration, confidence_model, resolve_min_score
     from sonicsearch.index.confidence import ACCEPT_CONFIDENCE
 
     args = parse_args(argv)
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"windows) in {t.seconds:.0f}s; {len(outside)} outside tracks")
             with C.Timer() as t:
                 cal = calibration(index)
+                confidence_model(index, args.rollup)  # fitted now, not in the queries
             seconds["calibration"] = round(t.seconds, 1)
             threshold = resolve_min_score(index, "auto", args.rollup, False)
             if threshold is None:
@@ -347,7 +348,8 @@ def tables(results: dict) -> list[tuple[str, str]]:
              _with_ci(v["false_accept_raw"], v["false_accept_raw_ci95"]),
              f"{_num(v['median_best_indexed'])} / {_num(v['median_best_outside'])}"]
             for g, v in s.items()]
-    sec, fit = results["seconds"], cal.get("confidence", {})
+    sec = results["seconds"]
+    fit = cal.get("confidence", {}).get("fits", {}).get(results["rollup"], {})
     about = (f"{len(c['tracks'])} tracks indexed ({c['hours']:.2f} h, {c['windows']} windows; "
              f"model `{results['model']['spec']}` {results['model']['arch']}), "
              f"{len(c['outside'])} other tracks of the same CSV as outsiders; "

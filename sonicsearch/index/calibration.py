@@ -63,23 +63,49 @@ COPY_SHARE = 0.5  # ... for at least this share of the excerpt's windows, at one
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def calibration(index: IndexReader) -> dict[str, Any]:
+def calibration(index: IndexReader, confidence_for: str | None = None,
+                thresholds: bool = True) -> dict[str, Any]:
     """The no-match calibration of the index's generation: loaded from ``calibration.json``
-    or computed (and saved there when the folder is writable), once per open index."""
+    or computed (and saved there when the folder is writable), once per open index.
+
+    Args:
+        confidence_for: a roll-up whose confidence model (``confidence.fits``) is wanted:
+            fitted now when the calibration has none for it yet.
+        thresholds: measure the score thresholds when the calibration has none yet (a
+            query that only needs a confidence model leaves them for later).
+    """
     cached = _cache.get(index)
-    if cached is not None and cached[0] == index.gen:  # not from before a refresh
-        return cached[1]
+    data = cached[1] if cached is not None and cached[0] == index.gen else None  # not
+    # from before a refresh
     path = Path(index.gen) / CALIBRATION
-    data = _load(path)
-    if data is not None and (data.get("version") != CALIBRATION_VERSION
-                             or data.get("model_sha256") != index.meta["model"]["sha256"]
-                             or data.get("vectors") != index.ntotal):
-        data = None
     if data is None:
-        data = calibrate(index)
+        data = _load(path)
+        if data is not None and (data.get("version") != CALIBRATION_VERSION
+                                 or data.get("model_sha256") != index.meta["model"]["sha256"]
+                                 or data.get("vectors") != index.ntotal):
+            data = None
+        data = data if data is not None else _header(index)
+        _cache[index] = (index.gen, data)
+    changed = False
+    if thresholds and "thresholds" not in data:
+        data.update(calibrate(index))
+        changed = True
+    fits = data.get("confidence", {}).get("fits", {})
+    if confidence_for is not None and confidence_for not in fits:
+        with _one_faiss_thread():
+            fit = fit_confidence(index, (confidence_for,), min_files=MIN_FILES)
+        data.setdefault("confidence", {k: v for k, v in fit.items() if k != "fits"})
+        data["confidence"].setdefault("fits", {}).update(fit["fits"])
+        changed = True
+    if changed:
         _save(path, data)
-    _cache[index] = (index.gen, data)
     return data
+
+
+def _header(index: IndexReader) -> dict[str, Any]:
+    """What a calibration is valid for: its version, generation, model and vectors."""
+    return {"version": CALIBRATION_VERSION, "generation": Path(index.gen).name,
+            "model_sha256": index.meta["model"]["sha256"], "vectors": index.ntotal}
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -142,9 +168,7 @@ def calibrate(index: IndexReader, target: float = TARGET_FALSE_ACCEPT,
     """
     records = index.store.records
     out: dict[str, Any] = {
-        "version": CALIBRATION_VERSION, "generation": Path(index.gen).name,
-        "model_sha256": index.meta["model"]["sha256"], "vectors": index.ntotal,
-        "target_false_accept": target, "excerpt_seconds": seconds, "samples": 0,
+        **_header(index), "target_false_accept": target, "excerpt_seconds": seconds, "samples": 0,
         "variant_samples": 0, "variant_files": 0, "copy_cosine": COPY_COSINE,
         "thresholds": {}, "median": {}}
     distinct = len({r.sha256 for r in records})
@@ -153,7 +177,6 @@ def calibrate(index: IndexReader, target: float = TARGET_FALSE_ACCEPT,
         return out
     with _one_faiss_thread():
         out.update(_measure(index, target, samples, seconds, seed))
-        out["confidence"] = fit_confidence(index, ROLLUP_REGISTRY.names(), seed=seed)
     return out
 
 
@@ -268,9 +291,10 @@ def _save(path: Path, data: dict[str, Any]) -> None:
 
 
 def confidence_model(index: IndexReader, rollup: str) -> dict[str, Any] | None:
-    """The confidence model of ``rollup`` (:mod:`sonicsearch.index.confidence`), or None
-    when the index is too small to fit one."""
-    return calibration(index).get("confidence", {}).get("models", {}).get(rollup)
+    """The confidence model of ``rollup`` (:mod:`sonicsearch.index.confidence`), fitted on
+    first use; None when the index is too small to fit one."""
+    cal = calibration(index, confidence_for=rollup, thresholds=False)
+    return cal["confidence"]["fits"][rollup].get("model")
 
 
 def resolve_min_score(index: IndexReader, min_score: float | str | None, rollup: str,

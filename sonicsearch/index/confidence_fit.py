@@ -36,16 +36,25 @@ L2 = 1.0  # ridge on the standardised features' weights
 
 
 def fit_confidence(index: IndexReader, rollups: tuple[str, ...], samples: int = FIT_SAMPLES,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, min_files: int = 3) -> dict[str, Any]:
     """Fit one logistic model per roll-up on excerpts of the index's own files.
 
     Returns:
-        ``models`` (roll-up -> ``mean``, ``scale``, ``coef``, ``intercept``; empty when a
-        class has fewer than MIN_CLASS samples) and the facts of the fit: ``positives``,
-        ``negatives``, ``missed`` (positives whose source was not in the first DEPTH
-        results), ``stored`` (excerpts taken from stored vectors: audio unreadable).
+        ``features``, ``degradations``, ``accept`` and ``fits``: per roll-up, ``model``
+        (``mean``, ``scale``, ``coef``, ``intercept``; None when a class has fewer than
+        MIN_CLASS samples or the index fewer than ``min_files`` distinct files, with a
+        ``reason``) and the facts of the fit: ``excerpts``, ``positives``, ``negatives``,
+        ``missed`` (positives whose source was not in the first DEPTH results), ``stored``
+        (excerpts taken from stored vectors: the audio was unreadable).
     """
     records = index.store.records
+    out: dict[str, Any] = {"features": list(FEATURES), "degradations": list(FIT_DEGRADATIONS),
+                           "accept": ACCEPT_CONFIDENCE, "fits": {}}
+    distinct = len({r.sha256 for r in records})
+    if distinct < min_files:
+        why = f"{distinct} distinct files; a confidence model needs at least {min_files}"
+        out["fits"] = {r: {"model": None, "reason": why} for r in rollups}
+        return out
     rng = np.random.default_rng(seed)
     n = min(samples, FIT_PER_FILE * len(records))
     order = np.concatenate([rng.permutation(len(records))
@@ -66,13 +75,13 @@ def fit_confidence(index: IndexReader, rollups: tuple[str, ...], samples: int = 
                 rows[rollup][0].append(pos)
             if neg is not None:
                 rows[rollup][1].append(neg)
-    out: dict[str, Any] = {"features": list(FEATURES), "degradations": list(FIT_DEGRADATIONS),
-                           "accept": ACCEPT_CONFIDENCE, **facts, "models": {},
-                           "positives": len(rows[rollups[0]][0]) if rollups else 0,
-                           "negatives": len(rows[rollups[0]][1]) if rollups else 0}
     for rollup, (pos, neg) in rows.items():
+        fit = {**facts, "positives": len(pos), "negatives": len(neg), "model": None}
         if min(len(pos), len(neg)) >= MIN_CLASS:
-            out["models"][rollup] = _logistic(np.array(pos), np.array(neg))
+            fit["model"] = _logistic(np.array(pos), np.array(neg))
+        else:
+            fit["reason"] = f"fewer than {MIN_CLASS} positives or negatives"
+        out["fits"][rollup] = fit
     return out
 
 

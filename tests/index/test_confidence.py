@@ -32,10 +32,14 @@ def test_three_files_do_not_collapse(tmp_path):
     emb = FakeEmbedder(tmp_path / "model.pt")
     build_index([tmp_path / "audio"], emb, tmp_path / "idx")
     with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
-        cal = F.calibration(index)
-        fit = cal["confidence"]
-        assert set(fit["models"]) == {"vote", "max", "mean-top"}
-        assert fit["positives"] >= C.DEPTH and fit["negatives"] >= C.DEPTH
+        assert C.ACCEPT_CONFIDENCE == 0.5
+        res = index.query(_excerpt(0), sample_rate=SR, k=1)  # fits vote's model only
+        cal = json.loads((index.gen / F.CALIBRATION).read_text())
+        assert "thresholds" not in cal and list(cal["confidence"]["fits"]) == ["vote"]
+        fit = cal["confidence"]["fits"]["vote"]
+        assert fit["model"] and fit["positives"] >= C.DEPTH and fit["negatives"] >= C.DEPTH
+        assert fit["stored"] == 0  # the files were read and degraded
+        assert set(F.calibration(index)["thresholds"]) == {"vote", "max", "mean-top"}
         for seed in range(3):  # clean and noisy excerpts of each file are accepted, first
             for clip in (_excerpt(seed), _noisy(_excerpt(seed), 10.0, seed)):
                 res = index.query(clip, sample_rate=SR, min_score="auto", k=3)
@@ -100,11 +104,12 @@ def test_an_older_calibration_gains_the_model_and_a_small_index_has_none(tmp_pat
         cal = F.calibration(index)
         path = index.gen / F.CALIBRATION
         old = {k: v for k, v in cal.items() if k != "confidence"}
+        assert "confidence" not in old and "thresholds" in old
         path.write_text(json.dumps(dict(old, version=3)))
         F._cache.pop(index, None)  # as a new process would read it
         res = index.query(_excerpt(1), sample_rate=SR, k=2)
         assert res[0]["confidence"] is not None
-        assert json.loads(path.read_text())["confidence"]["models"]
+        assert json.loads(path.read_text())["confidence"]["fits"]["vote"]["model"]
     one = tmp_path / "one"
     make_corpus(one / "audio", 2, seconds=6.0)
     build_index([one / "audio"], emb, one / "idx")
