@@ -26,7 +26,7 @@ from sonicsearch.index.calibration import (
     confidence_model,
     resolve_min_score,
 )
-from sonicsearch.index.confidence import accept_confident, add_confidence, applies
+from sonicsearch.index.confidence import accept_confident, applies, search_with_confidence
 from sonicsearch.index.duplicates import Duplicates, find_duplicates
 from sonicsearch.index.filters import Filters
 from sonicsearch.index.reader import DEFAULT_INDEX_DIR, IndexReader
@@ -138,11 +138,8 @@ class AudioIndex(IndexReader):
         model = confidence_model(self, request.rollup)
         if request.min_score == "auto" and model is not None:
             plain = request.replace(min_score=None, thresholded=True)
-            return accept_confident(self, plain, self.search(plain), model)
-        request = self._resolved(request)
-        result = self.search(request)
-        add_confidence(self, request, result, model)
-        return result
+            return accept_confident(search_with_confidence(self, plain, model))
+        return search_with_confidence(self, self._resolved(request), model)
 
     def _resolved(self, request: QueryRequest) -> QueryRequest:
         """``request`` with its min_score a number or None (``"auto"`` resolved)."""

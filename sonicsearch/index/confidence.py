@@ -13,16 +13,18 @@ The features of a result (:func:`result_features`, names in :data:`FEATURES`):
 - ``log_windows``: the log of the number of query windows (the query's length: a long clip
   of an outsider collects more chance votes than a short one).
 
-A logistic model on them is fitted on the index itself (:func:`fit_confidence`), one per
-roll-up, and kept in ``calibration.json`` beside the no-match threshold
+A logistic model on them is fitted on the index itself
+(:func:`sonicsearch.index.confidence_fit.fit_confidence`), per roll-up on its first query,
+and kept in ``calibration.json`` beside the no-match threshold
 (:mod:`sonicsearch.index.calibration`). Positives: excerpts of indexed files, decoded from
-their paths, degraded with one of :data:`FIT_DEGRADATIONS` (the project's own,
-:mod:`sonicsearch.eval.degrade`), embedded with the index's model and searched; the
-source's result gives the features. Negatives: the same excerpts searched with the source
-left out; the best result that is neither a copy nor a variant holding the excerpt gives
-them. Positives and negatives are equally many, so the confidence is a probability under
-even odds that a clip is in the collection. A file that cannot be read gives its stored
-window vectors instead (clean, so kinder than a real capture).
+their paths, degraded with the project's own degradations in turn
+(:data:`~sonicsearch.index.confidence_fit.FIT_DEGRADATIONS`), embedded with the index's
+model and searched; the source's result gives the features. Negatives: the same excerpts
+searched with the source left out; the best result that is neither a copy nor a variant
+holding the excerpt gives them. Positives and negatives are about equally many (one each
+per excerpt), so the confidence is a probability under even odds that a clip is in the
+collection. A file that cannot be read gives its stored window vectors instead (clean, so
+kinder than a real capture).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ if TYPE_CHECKING:
 
 FEATURES = ("score", "margin", "log_windows")
 DEPTH = 8  # results a query looks through for the margins, whatever k is
-# ``--min-score auto`` accepts a result at this confidence or more (measured on the
-# evaluation pool: benchmarks/no_match.py, README "Knowing when there is no match")
+# ``--min-score auto`` keeps a result at this confidence or more: even odds, set before
+# measuring (benchmarks/no_match.py on the evaluation pool, README "Knowing when there is
+# no match": 6.2 % false rejects and 2.1 % false accepts over the single degradations;
+# 0.7 gave 11.2 % and 0 of 384)
 ACCEPT_CONFIDENCE = 0.5
 # Two files are the same audio when at least half of one's matched windows meet the other's
 # at this cosine, all at one time offset (a cut at an offset that is not a multiple of the
@@ -137,11 +141,28 @@ def add_confidence(index: IndexReader, request: QueryRequest, result: QueryResul
         r["confidence"] = by_path[r["path"]]
 
 
-def accept_confident(index: IndexReader, request: QueryRequest, result: QueryResult,
-                     model: dict[str, Any]) -> QueryResult:
-    """``min_score="auto"`` with a confidence model: the results of an unthresholded
-    ``request`` whose confidence is ACCEPT_CONFIDENCE or more, ranked again from 1."""
-    add_confidence(index, request, result, model)
+def search_with_confidence(index: IndexReader, request: QueryRequest,
+                           model: dict[str, Any] | None) -> QueryResult:
+    """``index.search(request)`` with each result's confidence. An unfiltered,
+    unthresholded request is searched DEPTH deep and cut to its ``k`` (the results for
+    ``k`` are the first ``k`` for any larger ``k``), so its margins need no second search."""
+    plain = (request.filters is None or not request.filters.active) and request.min_score is None
+    k = request.k
+    if model is None or not plain or k is None or k >= DEPTH:
+        result = index.search(request)
+        add_confidence(index, request, result, model)
+        return result
+    deeper = request.replace(k=DEPTH)
+    result = index.search(deeper)
+    add_confidence(index, deeper, result, model)
+    return QueryResult(result[:k], result.query, result.duration, result.predicted_label,
+                       result.extra, mode=result.mode)
+
+
+def accept_confident(result: QueryResult) -> QueryResult:
+    """``min_score="auto"`` with a confidence model: the results (of an unthresholded
+    request, with their confidence) whose confidence is ACCEPT_CONFIDENCE or more, ranked
+    again from 1."""
     kept = [r for r in result if r["confidence"] >= ACCEPT_CONFIDENCE]
     for rank, r in enumerate(kept, 1):
         r["rank"] = rank
