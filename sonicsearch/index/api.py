@@ -1,9 +1,10 @@
 """AudioIndex: open a built index, describe it, and query it by example.
 
 :class:`AudioIndex` is the :class:`IndexReader` (index/reader.py) plus what sits above the
-index: the embedding of clips, and ``min_score="auto"``, whose threshold the no-match
-calibration (index/calibration.py, a client of the reader) measures. Every query is one
-:class:`QueryRequest`; :meth:`AudioIndex.run` resolves its threshold before the search.
+index: the embedding of clips, each result's calibrated confidence (index/confidence.py),
+and ``min_score="auto"``, decided by it or by the threshold the no-match calibration
+(index/calibration.py, a client of the reader) measures. Every query is one
+:class:`QueryRequest`; :meth:`AudioIndex.run` answers it.
 """
 
 from __future__ import annotations
@@ -102,7 +103,10 @@ class AudioIndex(IndexReader):
     def run(self, request: QueryRequest) -> QueryResult:
         """Answer one request: its waveform, its single clip, or its vectors.
 
-        ``min_score="auto"`` is resolved first, from the index's no-match calibration.
+        File results of a recording request get their ``confidence``
+        (:mod:`sonicsearch.index.confidence`); ``min_score="auto"`` keeps those of
+        ``ACCEPT_CONFIDENCE`` or more (on an index too small for a confidence model: the
+        calibrated score threshold, resolved before the search).
 
         Raises:
             AudioError: the clip is unusable. IndexStoreError: another model, or vectors

@@ -12,6 +12,10 @@ It is computed once per generation and kept beside ``index.json`` as ``calibrati
 (in memory only when the folder is read-only), with its own checksum (``self_sha256``,
 :func:`sonicsearch.utils.fileio.self_hashed_json`); a file that fails it is measured again.
 
+The same file holds each roll-up's confidence model (:func:`confidence_model`,
+:mod:`sonicsearch.index.confidence_fit`), fitted on that roll-up's first query; a query that
+only needs the model does not measure the thresholds, and the reverse.
+
 Calibration is a client of the index: it searches through
 :meth:`sonicsearch.index.reader.IndexReader.search`, and the index never calls it;
 :func:`resolve_min_score` turns ``"auto"`` into a number before a query's search.
