@@ -32,6 +32,9 @@ FIT_SECONDS = (3.0, 5.0, 8.0, 12.0)  # excerpt lengths, taking turns
 FIT_DEGRADATIONS = ("clean", "noise_snr10", "pink_snr10", "telephone", "reverb_room",
                     "mp3_low", "gain_-12db", "speed_0.97", "phone_room")
 MIN_CLASS = 6  # fewest positives and negatives a fit needs
+# the fit stops drawing excerpts once their query windows add up to this many (a dense
+# hop makes every excerpt long in windows; 96 excerpts at a 0.5 s hop are about 1,300)
+FIT_WINDOWS = 4000
 L2 = 1.0  # ridge on the standardised features' weights
 
 
@@ -60,13 +63,16 @@ def fit_confidence(index: IndexReader, rollups: tuple[str, ...], samples: int = 
     order = np.concatenate([rng.permutation(len(records))
                             for _ in range(-(-n // len(records)))])[:n]
     rows: dict[str, tuple[list, list]] = {r: ([], []) for r in rollups}
-    facts = {"excerpts": 0, "missed": 0, "stored": 0}
+    facts = {"excerpts": 0, "windows": 0, "missed": 0, "stored": 0}
     for i, f in enumerate(order.tolist()):
+        if facts["windows"] >= FIT_WINDOWS:
+            break
         query = _excerpt(index, f, FIT_SECONDS[i % len(FIT_SECONDS)],
                          FIT_DEGRADATIONS[i % len(FIT_DEGRADATIONS)], rng, facts)
         if query is None:
             continue
         facts["excerpts"] += 1
+        facts["windows"] += len(query[0])
         for rollup in rollups:
             pos, neg = _pair(index, f, query, rollup)
             if pos is None:
