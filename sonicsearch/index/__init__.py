@@ -13,6 +13,8 @@ and query by example with window-to-file roll-up.
     request.py      QueryRequest: one query, as the CLI, the server and the API build it
     reader.py       IndexReader: an opened generation; search(QueryRequest)
     calibration.py  the no-match threshold of min_score="auto" (a client of IndexReader)
+    confidence.py   each file result's calibrated confidence; "auto" keeps the confident
+    confidence_fit.py  its logistic model, fitted on degraded excerpts of the index itself
     api.py          AudioIndex: IndexReader + embedding + "auto" resolved before the search
     builder.py      builder.build_index: build-index's options one to one
 """

@@ -1,9 +1,10 @@
 """AudioIndex: open a built index, describe it, and query it by example.
 
 :class:`AudioIndex` is the :class:`IndexReader` (index/reader.py) plus what sits above the
-index: the embedding of clips, and ``min_score="auto"``, whose threshold the no-match
-calibration (index/calibration.py, a client of the reader) measures. Every query is one
-:class:`QueryRequest`; :meth:`AudioIndex.run` resolves its threshold before the search.
+index: the embedding of clips, each result's calibrated confidence (index/confidence.py),
+and ``min_score="auto"``, decided by it or by the threshold the no-match calibration
+(index/calibration.py, a client of the reader) measures. Every query is one
+:class:`QueryRequest`; :meth:`AudioIndex.run` answers it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from sonicsearch.index import browse
 from sonicsearch.index import duplicates as dup
 from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
-from sonicsearch.index.calibration import check_calibration_file, resolve_min_score
+from sonicsearch.index.calibration import (
+    check_calibration_file,
+    confidence_model,
+    resolve_min_score,
+)
+from sonicsearch.index.confidence import accept_confident, applies, search_with_confidence
 from sonicsearch.index.duplicates import Duplicates, find_duplicates
 from sonicsearch.index.filters import Filters
 from sonicsearch.index.reader import DEFAULT_INDEX_DIR, IndexReader
@@ -98,7 +104,10 @@ class AudioIndex(IndexReader):
     def run(self, request: QueryRequest) -> QueryResult:
         """Answer one request: its waveform, its single clip, or its vectors.
 
-        ``min_score="auto"`` is resolved first, from the index's no-match calibration.
+        File results of a recording request get their ``confidence``
+        (:mod:`sonicsearch.index.confidence`); ``min_score="auto"`` keeps those of
+        ``ACCEPT_CONFIDENCE`` or more (on an index too small for a confidence model: the
+        calibrated score threshold, resolved before the search).
 
         Raises:
             AudioError: the clip is unusable. IndexStoreError: another model, or vectors
@@ -113,20 +122,29 @@ class AudioIndex(IndexReader):
             (clip,) = request.clips
             emb = self.embedder.embed_file(clip)
             return self.run(_with(request, emb, str(clip), _self(request, clip)))
-        return self.search(self._resolved(request))
+        return self._confident(request)
 
     def run_clips(self, request: QueryRequest
                   ) -> Iterator[tuple[Path, QueryResult | AudioError]]:
         """Answer ``request`` for each of its clips, decoding ahead; bad clips yield their
         AudioError in order."""
-        threshold = None
         for path, emb in self.embedder.embed_files(request.clips):
             if isinstance(emb, AudioError):
                 yield path, emb
                 continue
-            if threshold is None:
-                threshold = self._resolved(request)
-            yield path, self.search(_with(threshold, emb, str(path), _self(request, path)))
+            yield path, self._confident(_with(request, emb, str(path), _self(request, path)))
+
+    def _confident(self, request: QueryRequest) -> QueryResult:
+        """The search of a request with vectors, each file result with its confidence;
+        ``min_score="auto"`` keeps the confident ones (the calibrated threshold where the
+        index is too small for a confidence model)."""
+        if not applies(request):
+            return self.search(self._resolved(request))
+        model = confidence_model(self, request.rollup)
+        if request.min_score == "auto" and model is not None:
+            plain = request.replace(min_score=None, thresholded=True)
+            return accept_confident(search_with_confidence(self, plain, model))
+        return search_with_confidence(self, self._resolved(request), model)
 
     def _resolved(self, request: QueryRequest) -> QueryRequest:
         """``request`` with its min_score a number or None (``"auto"`` resolved)."""

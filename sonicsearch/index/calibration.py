@@ -13,6 +13,10 @@ changed: calibration_carry.py) and kept beside ``index.json`` as ``calibration.j
 (in memory only when the folder is read-only), with its own checksum (``self_sha256``,
 :func:`sonicsearch.utils.fileio.self_hashed_json`); a file that fails it is measured again.
 
+The same file holds each roll-up's confidence model (:func:`confidence_model`,
+:mod:`sonicsearch.index.confidence_fit`), fitted on that roll-up's first query; a query that
+only needs the model does not measure the thresholds, and the reverse.
+
 Calibration is a client of the index: it searches through
 :meth:`sonicsearch.index.reader.IndexReader.search`, and the index never calls it;
 :func:`resolve_min_score` turns ``"auto"`` into a number before a query's search.
@@ -33,6 +37,7 @@ import numpy as np
 
 from sonicsearch.errors import IndexStoreError
 from sonicsearch.index.calibration_carry import carried
+from sonicsearch.index.confidence_fit import fit_confidence
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import QueryRequest
 from sonicsearch.index.rollups import ROLLUP_REGISTRY
@@ -43,8 +48,9 @@ if TYPE_CHECKING:
     from sonicsearch.index.reader import IndexReader
 
 CALIBRATION = "calibration.json"
-# 2: vote scores above a background; 3: variants left out, counted, and a self_sha256
-CALIBRATION_VERSION = 3
+# 2: vote scores above a background; 3: variants left out, counted, and a self_sha256;
+# 4: the confidence model (index/confidence_fit.py)
+CALIBRATION_VERSION = 4
 TARGET_FALSE_ACCEPT = 0.01  # share of clips not in the collection that still get a match
 CALIBRATION_SAMPLES = 300  # excerpts searched per generation
 EXCERPT_SECONDS = 5.0  # length of a calibration excerpt (a typical "by ear" clip)
@@ -63,26 +69,55 @@ COPY_SHARE = 0.5  # ... for at least this share of the excerpt's windows, at one
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def calibration(index: IndexReader) -> dict[str, Any]:
+def calibration(index: IndexReader, confidence_for: str | None = None,
+                thresholds: bool = True) -> dict[str, Any]:
     """The no-match calibration of the index's generation: loaded from ``calibration.json``
-    or computed (and saved there when the folder is writable), once per open index."""
+    or computed (and saved there when the folder is writable), once per open index.
+
+    Args:
+        confidence_for: a roll-up whose confidence model (``confidence.fits``) is wanted:
+            fitted now when the calibration has none for it yet.
+        thresholds: measure the score thresholds when the calibration has none yet (a
+            query that only needs a confidence model leaves them for later).
+    """
     cached = _cache.get(index)
-    if cached is not None and cached[0] == index.gen:  # not from before a refresh
-        return cached[1]
+    data = cached[1] if cached is not None and cached[0] == index.gen else None  # not
+    # from before a refresh
     path = Path(index.gen) / CALIBRATION
-    data = _load(path)
+    changed = False
+    if data is None:
+        data = _load(path)
 
-    def valid(data: dict[str, Any]) -> bool:
-        return (data.get("version") == CALIBRATION_VERSION
-                and data.get("model_sha256") == index.meta["model"]["sha256"])
+        def valid(data: dict[str, Any]) -> bool:
+            return (data.get("version") == CALIBRATION_VERSION
+                    and data.get("model_sha256") == index.meta["model"]["sha256"])
 
-    if data is not None and (not valid(data) or data.get("vectors") != index.ntotal):
-        data = None
-    if data is None:  # an update that changed few windows keeps the last one measured
-        data = carried(index, CALIBRATION, _load, valid) or calibrate(index)
+        if data is not None and (not valid(data) or data.get("vectors") != index.ntotal):
+            data = None
+        if data is None:  # an update that changed few windows keeps the last one measured
+            data = carried(index, CALIBRATION, _load, valid)
+            changed = data is not None
+        data = data if data is not None else _header(index)
+        _cache[index] = (index.gen, data)
+    if thresholds and "thresholds" not in data:
+        data.update(calibrate(index))
+        changed = True
+    fits = data.get("confidence", {}).get("fits", {})
+    if confidence_for is not None and confidence_for not in fits:
+        with _one_faiss_thread():
+            fit = fit_confidence(index, (confidence_for,), min_files=MIN_FILES)
+        data.setdefault("confidence", {k: v for k, v in fit.items() if k != "fits"})
+        data["confidence"].setdefault("fits", {}).update(fit["fits"])
+        changed = True
+    if changed:
         _save(path, data)
-    _cache[index] = (index.gen, data)
     return data
+
+
+def _header(index: IndexReader) -> dict[str, Any]:
+    """What a calibration is valid for: its version, generation, model and vectors."""
+    return {"version": CALIBRATION_VERSION, "generation": Path(index.gen).name,
+            "model_sha256": index.meta["model"]["sha256"], "vectors": index.ntotal}
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -145,9 +180,7 @@ def calibrate(index: IndexReader, target: float = TARGET_FALSE_ACCEPT,
     """
     records = index.store.records
     out: dict[str, Any] = {
-        "version": CALIBRATION_VERSION, "generation": Path(index.gen).name,
-        "model_sha256": index.meta["model"]["sha256"], "vectors": index.ntotal,
-        "target_false_accept": target, "excerpt_seconds": seconds, "samples": 0,
+        **_header(index), "target_false_accept": target, "excerpt_seconds": seconds, "samples": 0,
         "variant_samples": 0, "variant_files": 0, "copy_cosine": COPY_COSINE,
         "thresholds": {}, "median": {}}
     distinct = len({r.sha256 for r in records})
@@ -227,15 +260,15 @@ class _Variants:
 
 
 def contains_excerpt(index: IndexReader, excerpt: np.ndarray, spans: np.ndarray, file: int,
-                     hop: float) -> bool:
+                     hop: float, cosine: float = COPY_COSINE) -> bool:
     """Whether indexed file ``file`` holds the audio of ``excerpt`` (window vectors with
     their ``spans``, seconds): at least COPY_SHARE of its windows match one of the file's
-    windows at cosine >= COPY_COSINE, all at the same time offset (one hop of tolerance)."""
+    windows at ``cosine`` or more, all at the same time offset (one hop of tolerance)."""
     rec = index.store.records[file]
     rows = np.arange(rec.first_row, rec.first_row + rec.n_windows)
-    sims = excerpt @ np.asarray(index.store.vectors()[rows]).T  # (excerpt, file windows)
+    sims = excerpt @ np.asarray(index._exact[rows]).T  # (excerpt, file windows)
     best = sims.argmax(axis=1)
-    near = sims[np.arange(len(excerpt)), best] >= COPY_COSINE
+    near = sims[np.arange(len(excerpt)), best] >= cosine
     if near.sum() < max(1, COPY_SHARE * len(excerpt)):
         return False
     starts = index.store.spans(rows)[:, 0]
@@ -267,6 +300,13 @@ def _save(path: Path, data: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError:  # a read-only index, or the generation was just deleted: memory only
         tmp.unlink(missing_ok=True)
+
+
+def confidence_model(index: IndexReader, rollup: str) -> dict[str, Any] | None:
+    """The confidence model of ``rollup`` (:mod:`sonicsearch.index.confidence`), fitted on
+    first use; None when the index is too small to fit one."""
+    cal = calibration(index, confidence_for=rollup, thresholds=False)
+    return cal["confidence"]["fits"][rollup].get("model")
 
 
 def resolve_min_score(index: IndexReader, min_score: float | str | None, rollup: str,

@@ -28,7 +28,8 @@ from sonicsearch._version import __version__
 from sonicsearch.audio import load_audio
 from sonicsearch.errors import AudioError, ConfigError
 from sonicsearch.index import AudioIndex, duplicates
-from sonicsearch.index.calibration import calibration
+from sonicsearch.index.calibration import calibration, confidence_model
+from sonicsearch.index.confidence import ACCEPT_CONFIDENCE
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
@@ -86,8 +87,8 @@ class QueryParams(BaseModel):
     min_duration: float | None = Field(None, ge=0, description="Keep files this long, s.")
     max_duration: float | None = Field(None, ge=0, description="Keep files this short, s.")
     max_per_folder: int | None = Field(None, ge=1, description="Results per folder (album).")
-    min_score: str | None = Field(None, description="A finite number, or 'auto' (the index's "
-                                  "no-match threshold at 1% false accepts).")
+    min_score: str | None = Field(None, description="A finite number, or 'auto' (keep results "
+                                  "whose calibrated confidence is 0.5 or more).")
     view: bool = Field(False, description="Add a 'view' key for the web page (file ids, "
                        "the query's spectrogram); without it the JSON is the CLI's.")
 
@@ -337,6 +338,8 @@ def _info(live: LiveIndex, settings: ServeSettings) -> dict:
                                                    if r.label}),
             no_match={"thresholds": cal.get("thresholds", {}),
                       "target_false_accept": cal.get("target_false_accept"),
+                      "min_confidence": (ACCEPT_CONFIDENCE if confidence_model(
+                          idx, ROLLUP_DEFAULT) is not None else None),
                       "reason": cal.get("reason")},
             limits={"max_upload_mb": settings.max_upload_mb,
                     "max_seconds": settings.max_seconds},

@@ -18,7 +18,8 @@ from sonicsearch.errors import IndexStoreError
 from sonicsearch.index import AudioIndex
 from sonicsearch.index import api as index_api
 from sonicsearch.index import layout as L
-from sonicsearch.index.calibration import calibration
+from sonicsearch.index.calibration import calibration, confidence_model
+from sonicsearch.index.rollups import ROLLUP_DEFAULT
 from sonicsearch.index.types import Embedder
 
 log = logging.getLogger("sonicsearch.serve")
@@ -66,6 +67,7 @@ class LiveIndex:
             idx.use_embedder(_reload(idx))
         self._embedder = idx.embedder
         calibration(idx)  # computed (or read) now, not on the first query
+        confidence_model(idx, ROLLUP_DEFAULT)  # the default roll-up's, likewise
         return idx
 
     def refresh(self) -> bool:

@@ -16,11 +16,13 @@ def test_no_match_tiny(tmp_path):
     bench = load_benchmark("no_match")
     out = tmp_path / "out" / "nm.json"
     res = bench.main(["--tiny", "--threads", "1", "--out", str(out),
-                      "--cache", str(tmp_path / "cache"), "--conditions", "clean,telephone"])
+                      "--cache", str(tmp_path / "cache"),
+                      "--conditions", "clean,telephone,phone_room"])
     written = json.loads(out.read_text())
     assert written["benchmark"] == "no_match" and written["mode"] == "tiny"
     md = out.with_suffix(".md").read_text()
-    assert "| clean |" in md and "false accept" in md and "Auto threshold" in md
+    assert "| clean |" in md and "false accept" in md and "Raw threshold" in md
+    assert "| phone_room |" in md and "Other confidence levels" in md
     # the threshold is the calibration's, for the roll-up used
     assert res["threshold"] == res["calibration"]["thresholds"]["vote"]
     assert res["calibration"]["samples"] > 0
@@ -28,24 +30,32 @@ def test_no_match_tiny(tmp_path):
         t["path"] for t in res["corpus"]["outside"])
     n_in, n_out = len(res["corpus"]["tracks"]), len(res["corpus"]["outside"])
     assert (n_in, n_out) == (4, 2)
-    assert len(res["queries"]) == (n_in + n_out) * 2
+    assert len(res["queries"]) == (n_in + n_out) * 3
     s = res["summary"]
-    assert list(s) == ["clean", "telephone", "degraded", "all"]
+    assert list(s) == ["clean", "telephone", "phone_room", "single", "all"]
+    per = {"all": 3, "single": 2}
     for group, v in s.items():
-        assert v["indexed"] == n_in * (2 if group == "all" else 1)
-        assert v["outside"] == n_out * (2 if group == "all" else 1)
-        assert v["false_reject"] == pytest.approx(v["rejected"] + v["wrong_first"], abs=1e-3)
-        lo, hi = v["false_accept_ci95"]
-        assert 0.0 <= lo <= v["false_accept"] <= hi <= 1.0
+        assert v["indexed"] == n_in * per.get(group, 1)
+        assert v["outside"] == n_out * per.get(group, 1)
+        for tag in ("", "_raw"):
+            assert v[f"false_reject{tag}"] == pytest.approx(
+                v[f"rejected{tag}"] + v[f"wrong_first{tag}"], abs=1e-3)
+            lo, hi = v[f"false_accept{tag}_ci95"]
+            assert 0.0 <= lo <= v[f"false_accept{tag}"] <= hi <= 1.0
     for q in res["queries"]:
         assert "error" not in q  # the generated tracks are never silent
-        # accepted means a first result, and it scores at least the threshold
+        # accepted (auto) means a first result of confidence >= the level; raw: the best
+        # score reaches the calibrated threshold
         assert q["accepted"] == (q["first"] is not None)
-        assert q["accepted"] == (q["best_score"] >= res["threshold"])
+        assert q["accepted"] == (q["first_confidence"] >= res["accept_confidence"])
+        assert q["accepted_raw"] == (q["best_score"] >= res["threshold"])
         if q["set"] == "indexed" and q["first_is_source"]:
             assert q["source_rank"] == 1
     accepted = sum(q["accepted"] for q in res["queries"] if q["set"] == "outside")
-    assert s["all"]["false_accept"] == pytest.approx(accepted / (2 * n_out), abs=1e-3)
+    assert s["all"]["false_accept"] == pytest.approx(accepted / (3 * n_out), abs=1e-3)
+    level = res["levels"][f"{res['accept_confidence']:g}"]["single"]  # the sweep agrees
+    assert level["false_accept"] == s["single"]["false_accept"]
+    assert level["false_reject"] == s["single"]["false_reject"]
 
 
 def test_pick_outside_skips_copies_of_members(tmp_path):

@@ -99,13 +99,14 @@ def test_auto_threshold_rejects_strangers_and_keeps_excerpts(built):
         res = index.query(sound(seed, 5.0), sample_rate=SR, min_score="auto")
         rejected += res.no_match
         if res.no_match:
-            assert "below the threshold" in res.extra["reason"]
+            assert "no result has a confidence of 0.5" in res.extra["reason"]
     assert rejected >= 18  # target: 1 % false accepts
     for seed in (1, 6, 9):  # excerpts of indexed files still match, first
         clip = sound(seed, 6.0)[int(1.5 * SR) : int(5.0 * SR)]
         res = index.query(clip, sample_rate=SR, min_score="auto", k=3)
         assert not res.no_match and res[0]["path"] == str(files[seed].resolve())
-        assert all(r["score"] >= res.extra["min_score"] for r in res)
+        assert res.extra["min_score"] is None  # the confidence decides, not a score
+        assert all(r["confidence"] >= res.extra["min_confidence"] for r in res)
 
 
 def test_a_calibration_of_an_older_version_is_measured_again(built):
@@ -116,9 +117,9 @@ def test_a_calibration_of_an_older_version_is_measured_again(built):
     path.write_text(json.dumps(old))
     F._cache.pop(index, None)  # as a new process would read it
     again = F.calibration(index)
-    assert again["version"] == F.CALIBRATION_VERSION == 3
+    assert again["version"] == F.CALIBRATION_VERSION == 4
     assert again["thresholds"] == cal["thresholds"]  # measured, not the stale 0.99
-    assert json.loads(path.read_text())["version"] == 3
+    assert json.loads(path.read_text())["version"] == 4
 
 
 def test_calibration_needs_a_few_files(tmp_path):

@@ -17,7 +17,7 @@ from sonicsearch.cli import main
 from sonicsearch.errors import DataError, IndexStoreError
 from sonicsearch.index import AudioIndex, build_index
 from sonicsearch.index import layout as L
-from sonicsearch.index.calibration import CALIBRATION
+from sonicsearch.index.calibration import CALIBRATION, calibration
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -43,7 +43,8 @@ def built(tmp_path):
     emb = FakeEmbedder(tmp_path / "model.pt")
     build_index([tmp_path / "audio"], emb, tmp_path / "idx")
     with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
-        index.query(sound(3, 3.0), sample_rate=SR, min_score="auto")  # calibration.json
+        index.query(sound(3, 3.0), sample_rate=SR, min_score="auto")  # calibration.json:
+        calibration(index)  # the confidence model, then the thresholds
         gen = index.gen
     return tmp_path / "idx", emb, gen
 
@@ -115,7 +116,9 @@ def test_a_damaged_calibration_is_measured_again_on_use(built):
     path.write_text(forged)
     with AudioIndex.open(root, embedder=emb) as index:
         res = index.query(sound(3, 3.0), sample_rate=SR, min_score="auto")
-        assert res.extra["min_score"] == data["thresholds"]["vote"]  # not the forged 0.01
+        assert res.extra["min_confidence"] == 0.5  # decided by the confidence model
+        cal = calibration(index)  # the thresholds are measured again too
+        assert cal["thresholds"] == data["thresholds"]  # not the forged 0.01
     assert json.loads(path.read_text())["thresholds"] == data["thresholds"]
 
 

@@ -60,7 +60,8 @@ def test_result_json_shape(built):
     assert res["predicted_label"] == hits.predicted_label and res["results"] == hits
     assert [r["rank"] for r in res["results"]] == [1, 2, 3, 4]
     for r in res["results"]:
-        assert list(r) == ["rank", "path", "score", "start", "end", "label"]
+        assert list(r) == ["rank", "path", "score", "start", "end", "label", "confidence"]
+        assert 0.0 <= r["confidence"] <= 1.0
         assert isinstance(r["score"], float) and r["label"] in emb.labels
     scores = [r["score"] for r in res["results"]]
     assert scores == sorted(scores, reverse=True)

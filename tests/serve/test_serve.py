@@ -144,9 +144,11 @@ def test_no_match_for_a_clip_not_in_the_collection(server, corpus):
     _, files, _, clip, stranger = corpus
     res = post_clip(server, stranger, min_score="auto").json()
     assert res["results"] == [] and res["no_match"] is True
-    assert "below the threshold" in res["reason"] and res["min_score"] > 0
+    assert "no result has a confidence of 0.5" in res["reason"] and res["min_score"] is None
+    assert res["min_confidence"] == 0.5
     res = post_clip(server, clip, min_score="auto").json()
     assert res["no_match"] is False and res["results"][0]["path"] == str(files[3].resolve())
+    assert res["results"][0]["confidence"] >= 0.5
     assert post_clip(server, clip, min_score="high").status_code == 422
 
 

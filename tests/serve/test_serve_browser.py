@@ -202,7 +202,7 @@ def test_a_clip_not_in_the_collection_shows_no_match(site, browser):
     url, _, stranger, _ = site
     upload(browser, url, stranger)
     box = browser.find_elements(By.CSS_SELECTOR, ".nomatch")
-    assert box and "No match" in box[0].text and "below the threshold" in box[0].text
+    assert box and "No match" in box[0].text and "confidence" in box[0].text
     assert not browser.find_elements(By.CSS_SELECTOR, "article.result")
 
 

@@ -165,6 +165,11 @@ function show(res, sourceId = null) {
   res.results.forEach((r, i) => list.append(resultCard(r, res.view.ids[i], top, res)));
 }
 
+function confidenceText(p) {
+  const pct = 100 * p;
+  return `${pct >= 99.5 || pct < 0.5 ? pct.toFixed(1) : pct.toFixed(0)} % sure`;
+}
+
 function resultCard(r, id, top, res) {
   const card = el("article", "card result");
   const root = info && info.root ? info.root.replace(/\/$/, "") + "/" : "";
@@ -176,6 +181,9 @@ function resultCard(r, id, top, res) {
     <div class="title" title="${esc(r.path)}"><span class="file">${esc(shown.slice(slash + 1))}</span>
       <span class="folder">${esc(shown.slice(0, slash + 1))}</span></div>
     <div class="meta"><span class="score">${r.score.toFixed(3)}</span>
+      ${r.confidence != null ? `<span class="confidence${r.confidence >= 0.5 ? " sure" : ""}"
+        title="calibrated probability that the clip comes from this file">${
+        confidenceText(r.confidence)}</span>` : ""}
       <span class="bar"><i style="width:${pct}%"></i></span>
       ${r.label ? `<span class="chip${same}">${esc(r.label)}</span>` : ""}
       <span class="muted">match ${clock(r.start)}–${clock(r.end)}</span>
