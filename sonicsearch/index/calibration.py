@@ -302,6 +302,17 @@ def _save(path: Path, data: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def confidence_fitted(index: IndexReader, rollup: str) -> bool:
+    """Whether ``rollup``'s confidence model is already there (in memory or in a current
+    ``calibration.json``), so that :func:`confidence_model` will not fit it now."""
+    cached = _cache.get(index)
+    data = (cached[1] if cached is not None and cached[0] == index.gen
+            else _load(Path(index.gen) / CALIBRATION))
+    return (data is not None and data.get("version") == CALIBRATION_VERSION
+            and data.get("model_sha256") == index.meta["model"]["sha256"]
+            and rollup in data.get("confidence", {}).get("fits", {}))
+
+
 def confidence_model(index: IndexReader, rollup: str) -> dict[str, Any] | None:
     """The confidence model of ``rollup`` (:mod:`sonicsearch.index.confidence`), fitted on
     first use; None when the index is too small to fit one."""

@@ -172,6 +172,18 @@ def test_query_table_names_predictions_and_spans(indexed, monkeypatch, capsys):
     assert match == span  # the query file itself: each window matches its own span
 
 
+def test_the_first_recording_query_says_it_measures_the_confidence_once(indexed, monkeypatch,
+                                                                        capsys):
+    root, files = indexed
+    args = ("query", files[1], "--index", root / "idx", "--k", "2")
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 0 and "match confidence is measured once, now" in err
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 0 and "measured once" not in err  # kept in calibration.json
+    code, _, err = cli(monkeypatch, capsys, *args[:-2], "--mode", "style")
+    assert code == 0 and "measured once" not in err  # style results get no confidence
+
+
 def test_non_utf8_names_print_in_tables_and_round_trip_in_json(tmp_path, monkeypatch, capsys,
                                                                fake_model):
     import json
