@@ -26,7 +26,12 @@ from sonicsearch.audio import AUDIO_EXTENSIONS, find_audio_files
 from sonicsearch.config import IndexConfig
 from sonicsearch.errors import AudioError, DataError, IndexStoreError
 from sonicsearch.index import layout as L
-from sonicsearch.index.backends import after_commit, check_backend, same_backend
+from sonicsearch.index.backends import (
+    BACKEND_REGISTRY,
+    after_commit,
+    check_backend,
+    same_backend,
+)
 from sonicsearch.index.codec import COMPACT, choose_vectors, vector_format
 from sonicsearch.index.faiss_index import check_index_type, choose_index_type, resolve_gpu
 from sonicsearch.index.store import Store
@@ -169,8 +174,8 @@ def _build(inputs, embedder, layout, config, prev, report, progress, t0) -> Buil
         n_vectors = sum(r.n_windows for r in records)
         vectors = choose_vectors(n_vectors, embedder.dim, prev.meta if prev else None,
                                  config.vectors, config.compact_dim)
-        # a Milvus collection keeps floats of its own (and milvus-lite has no IVF_PQ)
-        compact = vectors[0] == COMPACT and config.backend == "faiss"
+        compact = (vectors[0] == COMPACT  # a backend that searches the compact rows
+                   and getattr(BACKEND_REGISTRY.get(config.backend), "compact_index", False))
         index_type, params, reason = choose_index_type(n_vectors, vectors[1], config,
                                                        compact=compact)
         report.files, report.vectors = len(records), n_vectors

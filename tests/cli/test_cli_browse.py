@@ -28,7 +28,12 @@ def indexed(tmp_path_factory):
 
 def test_similar_finds_the_same_recording_elsewhere_and_more_like_it(indexed, monkeypatch,
                                                                      capsys):
+    from sonicsearch.index import api
+
     root, files, copy = indexed
+    # a recording result's confidence is fitted on excerpts the index's model embeds
+    monkeypatch.setattr(api, "load_embedder",
+                        lambda path, device="auto", features=None, **kw: FakeEmbedder(path))
     code, out, err = cli(monkeypatch, capsys, "similar", files[2], "--index", root / "idx",
                          "--mode", "recording", "--k", "3", "--json")
     assert code == 0, err

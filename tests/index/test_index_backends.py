@@ -375,13 +375,13 @@ def test_refresh_of_a_milvus_index_closes_the_old_connection(tmp_path, milvus):
     assert os.path.exists(db) == (milvus.kind == "lite")
     with AudioIndex.open(idx, embedder=emb) as index:
         first = index.index
-        assert M._LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)
+        assert M.LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)
         write_sound(audio / "new.wav", 99)
         build_index([audio], emb, idx, milvus.config())  # a new generation, in place
         assert index.refresh() and index.gen.name == "gen-000002"
         assert first.client is None and index.index is not first  # the old one let go
-        assert M._LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)  # not 1/refresh
+        assert M.LITE_USERS.get(db) == (1 if milvus.kind == "lite" else None)  # not 1/refresh
         assert len(index.query(sound(99)[: 2 * SR], k=3, sample_rate=SR)) == 3
         assert index.index.collection.endswith("_gen_000001")  # the same, updated
         assert index.index.view.generation == 2 and index.ntotal == 35
-    assert db not in M._LITE_USERS  # closing the index released the file
+    assert db not in M.LITE_USERS  # closing the index released the file

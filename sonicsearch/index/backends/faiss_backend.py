@@ -42,6 +42,7 @@ class FaissBackend:
     """A FAISS index of one generation; ``path`` is where :meth:`commit` writes it."""
 
     name = "faiss"
+    compact_index = True  # searches pca-int8 vectors with its own IVF-PQ (index/codec.py)
     FILES = (L.INDEX_FILE,)  # what a generation holds for this backend
 
     def __init__(self, index: faiss.Index, index_type: str = "flat",

@@ -53,14 +53,14 @@ from sonicsearch.index.backends.base import (
     WindowFields,
 )
 from sonicsearch.index.backends.milvus_client import (
-    _LITE_USERS,  # noqa: F401 - the tests count milvus-lite users here
     DEFAULT_LITE_FILE,  # noqa: F401
-    _first_line,
+    LITE_USERS,  # noqa: F401 - the tests count milvus-lite users here
     collection_name,
     collection_prefix,
     connect,
     disconnect,
     drop_stale,
+    first_line,
     is_server,
     local_uri,
     resolve_uri,
@@ -101,6 +101,7 @@ class MilvusBackend:
     """One Milvus collection: a generation's view of it (born, hidden ids), or all of it."""
 
     name = "milvus"
+    compact_index = False  # a collection keeps floats of its own; milvus-lite has no IVF_PQ
     FILES: tuple[str, ...] = ()  # the vectors live in Milvus, not in the generation folder
     max_k = MAX_TOPK
     on_gpu = False
@@ -145,7 +146,7 @@ class MilvusBackend:
         except Exception as exc:
             disconnect(client, uri)
             raise IndexStoreError(f"cannot create Milvus collection {collection} at {uri} "
-                                  f"({_first_line(exc)})") from None
+                                  f"({first_line(exc)})") from None
         backend = cls(client, collection, dim, index_type, params, uri)
         backend.born = 0
         return backend
@@ -336,7 +337,7 @@ class MilvusBackend:
             raise
         except Exception as exc:  # pymilvus / grpc errors
             raise IndexStoreError(f"cannot fill Milvus collection {backend.collection} "
-                                  f"({_first_line(exc)})") from None
+                                  f"({first_line(exc)})") from None
         finally:
             backend.close()
         return entry, []

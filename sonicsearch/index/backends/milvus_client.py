@@ -15,7 +15,7 @@ from pathlib import Path
 from sonicsearch.errors import ConfigError, IndexStoreError
 
 TOKEN_ENV = "SONICSEARCH_MILVUS_TOKEN"
-_LITE_USERS: dict[str, int] = {}  # open clients per milvus-lite file in this process
+LITE_USERS: dict[str, int] = {}  # open clients per milvus-lite file in this process
 DEFAULT_LITE_FILE = "milvus.db"  # milvus-lite file inside the index directory by default
 
 
@@ -58,10 +58,10 @@ def connect(uri: str):
     except Exception as exc:  # pymilvus raises its own types, or grpc / OS errors
         hint = ("another process may have it open (milvus-lite allows one); close it or use a "
                 "Milvus server" if not is_server(uri) else "is the server running?")
-        raise IndexStoreError(f"cannot open Milvus at {uri} ({_first_line(exc)}); {hint}") \
+        raise IndexStoreError(f"cannot open Milvus at {uri} ({first_line(exc)}); {hint}") \
             from None
     if not is_server(uri):
-        _LITE_USERS[os.path.abspath(uri)] = _LITE_USERS.get(os.path.abspath(uri), 0) + 1
+        LITE_USERS[os.path.abspath(uri)] = LITE_USERS.get(os.path.abspath(uri), 0) + 1
     return client
 
 
@@ -72,15 +72,15 @@ def disconnect(client, uri: str) -> None:
     if is_server(uri):
         return
     path = os.path.abspath(uri)
-    _LITE_USERS[path] = _LITE_USERS.get(path, 1) - 1
-    if _LITE_USERS[path] <= 0:
-        del _LITE_USERS[path]
+    LITE_USERS[path] = LITE_USERS.get(path, 1) - 1
+    if LITE_USERS[path] <= 0:
+        del LITE_USERS[path]
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(path)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
     return str(text).splitlines()[0][:160]
 
