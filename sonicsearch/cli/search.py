@@ -26,9 +26,7 @@ from sonicsearch.errors import AudioError, ConfigError, DataError, OptionError
 from sonicsearch.index import AudioIndex, builder
 from sonicsearch.index import duplicates as dup
 from sonicsearch.index.backends.base import BACKEND_REGISTRY
-from sonicsearch.index.calibration import confidence_fitted
 from sonicsearch.index.codec import VECTOR_FORMATS
-from sonicsearch.index.confidence import applies
 from sonicsearch.index.filters import parse_min_score
 from sonicsearch.index.request import MODE_DEFAULT, MODE_REGISTRY, QueryRequest
 from sonicsearch.index.rollups import ROLLUP_DEFAULT, ROLLUP_REGISTRY
@@ -214,9 +212,9 @@ def query(
                           nprobe=cfg.ivf_nprobe if "ivf_nprobe" in keys else None,
                           ef_search=cfg.hnsw_ef_search if "hnsw_ef_search" in keys else None)
     skipped = list(errors)
-    if applies(request) and not confidence_fitted(idx, request.rollup):
-        log("this index's match confidence is measured once, now (degraded excerpts of "
-            "its own files; kept in calibration.json): the first query takes longer")
+    idx.announce_fit = lambda: log(
+        "this index's match confidence is measured once, now (degraded excerpts of its own "
+        "files; kept in calibration.json): this query takes longer")
     try:
         for path, result in idx.run_clips(request.replace(clips=tuple(paths))):
             if isinstance(result, AudioError):

@@ -25,6 +25,7 @@ from sonicsearch.index import layout as L
 from sonicsearch.index.build import build_index
 from sonicsearch.index.calibration import (
     check_calibration_file,
+    confidence_fitted,
     confidence_model,
     resolve_min_score,
 )
@@ -47,7 +48,12 @@ class AudioIndex(IndexReader):
     lock that builds respect) and keeps answering until :meth:`close`; :meth:`refresh`
     switches to the newest one a build committed since. Refresh between queries, not while
     another thread queries the same object.
+
+    ``announce_fit``, when set, is called just before a query fits a roll-up's confidence
+    model (once per generation; the CLI says on stderr that this query takes longer).
     """
+
+    announce_fit: Callable[[], None] | None = None
 
     @classmethod
     def build(
@@ -140,6 +146,8 @@ class AudioIndex(IndexReader):
         index is too small for a confidence model)."""
         if not applies(request):
             return self.search(self._resolved(request))
+        if self.announce_fit is not None and not confidence_fitted(self, request.rollup):
+            self.announce_fit()
         model = confidence_model(self, request.rollup)
         if request.min_score == "auto" and model is not None:
             plain = request.replace(min_score=None, thresholded=True)
