@@ -10,7 +10,7 @@ import typer
 
 from sonicsearch.cli import app
 from sonicsearch.cli.common import DEFAULT_INDEX, IndexOpt, JsonOpt, echo_json
-from sonicsearch.cli.search import Mode, check_min_score, print_result
+from sonicsearch.cli.search import Mode, check_min_score, check_style_min_score, print_result
 from sonicsearch.index import AudioIndex, QueryRequest
 from sonicsearch.index.browse import file_id
 from sonicsearch.utils.reporting import display_path
@@ -47,10 +47,7 @@ def similar(
     indexed, use 'sonicsearch query'.
     """
     mode_name = getattr(mode, "value", mode)
-    if mode_name == "style" and min_score == "auto":
-        raise typer.BadParameter("'auto' is recording mode's calibrated no-match threshold; "
-                                 "in style mode give a cosine (e.g. 0.8)",
-                                 param_hint="'--min-score'")
+    check_style_min_score(mode_name, min_score)
     request = QueryRequest.from_options(
         labels=label, path_prefix=path_prefix, max_per_folder=max_per_folder,
         min_score=min_score, k=k, segments=segments, mode=mode_name)

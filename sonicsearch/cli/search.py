@@ -123,6 +123,14 @@ Backend = BACKEND_REGISTRY.enum("Backend")
 VectorFormat = VECTOR_FORMATS.enum("VectorFormat")
 
 
+def check_style_min_score(mode_name: str, min_score: str | None) -> None:
+    """'auto' is recording mode's: in style mode, a usage error (exit 2)."""
+    if mode_name == "style" and min_score == "auto":
+        raise typer.BadParameter("'auto' is recording mode's calibrated no-match threshold; "
+                                 "in style mode give a cosine (e.g. 0.8)",
+                                 param_hint="'--min-score'")
+
+
 def check_min_score(value: str | None) -> str | None:
     """--min-score is a finite number or 'auto': a usage error otherwise, before loading."""
     try:
@@ -191,10 +199,7 @@ def query(
     if mode_name == "style" and rollup is not None:
         raise typer.BadParameter("a roll-up scores window matches: it applies to --mode "
                                  "recording only", param_hint="'--rollup'")
-    if mode_name == "style" and min_score == "auto":
-        raise typer.BadParameter("'auto' is recording mode's calibrated no-match threshold; "
-                                 "in style mode give a cosine (e.g. 0.8)",
-                                 param_hint="'--min-score'")
+    check_style_min_score(mode_name, min_score)
     request = QueryRequest.from_options(
         labels=label, path_prefix=path_prefix, min_duration=min_duration,
         max_duration=max_duration, max_per_folder=max_per_folder, min_score=min_score,

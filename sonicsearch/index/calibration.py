@@ -87,15 +87,10 @@ def calibration(index: IndexReader, confidence_for: str | None = None,
     changed = False
     if data is None:
         data = _load(path)
-
-        def valid(data: dict[str, Any]) -> bool:
-            return (data.get("version") == CALIBRATION_VERSION
-                    and data.get("model_sha256") == index.meta["model"]["sha256"])
-
-        if data is not None and (not valid(data) or data.get("vectors") != index.ntotal):
+        if data is not None and not _current(data, index, vectors=True):
             data = None
         if data is None:  # an update that changed few windows keeps the last one measured
-            data = carried(index, CALIBRATION, _load, valid)
+            data = carried(index, CALIBRATION, _load, lambda d: _current(d, index))
             changed = data is not None
         data = data if data is not None else _header(index)
         _cache[index] = (index.gen, data)
@@ -308,9 +303,16 @@ def confidence_fitted(index: IndexReader, rollup: str) -> bool:
     cached = _cache.get(index)
     data = (cached[1] if cached is not None and cached[0] == index.gen
             else _load(Path(index.gen) / CALIBRATION))
-    return (data is not None and data.get("version") == CALIBRATION_VERSION
-            and data.get("model_sha256") == index.meta["model"]["sha256"]
+    return (data is not None and _current(data, index, vectors=True)
             and rollup in data.get("confidence", {}).get("fits", {}))
+
+
+def _current(data: dict[str, Any], index: IndexReader, vectors: bool = False) -> bool:
+    """Whether a saved calibration was measured with this version and the index's model
+    (``vectors``: and on as many vectors as the index holds)."""
+    return (data.get("version") == CALIBRATION_VERSION
+            and data.get("model_sha256") == index.meta["model"]["sha256"]
+            and (not vectors or data.get("vectors") == index.ntotal))
 
 
 def confidence_model(index: IndexReader, rollup: str) -> dict[str, Any] | None:
