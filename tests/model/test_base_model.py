@@ -91,7 +91,7 @@ def test_a_new_index_is_built_with_the_base_model(tmp_path):
     assert res.exit_code == 0, res.output
     import json
 
-    assert json.loads(res.output)["results"][0]["path"].endswith("t1.wav")
+    assert json.loads(res.stdout)["results"][0]["path"].endswith("t1.wav")
 
 
 def test_train_weights_base_without_a_config_takes_the_fine_tuning_rates(tmp_path,
