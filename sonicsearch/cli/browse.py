@@ -10,7 +10,8 @@ import typer
 
 from sonicsearch.cli import app
 from sonicsearch.cli.common import DEFAULT_INDEX, IndexOpt, JsonOpt, echo_json
-from sonicsearch.cli.search import Mode, check_min_score, check_style_min_score, print_result
+from sonicsearch.cli.search import Mode, check_min_score, check_style_min_score
+from sonicsearch.cli.tables import print_result
 from sonicsearch.index import AudioIndex, QueryRequest
 from sonicsearch.index.browse import file_id
 from sonicsearch.utils.reporting import display_path

@@ -21,6 +21,7 @@ from sonicsearch.cli.common import (
     echo_json,
     report_skipped,
 )
+from sonicsearch.cli.tables import clock, print_result
 from sonicsearch.config import load_index_config
 from sonicsearch.errors import AudioError, ConfigError, DataError, OptionError
 from sonicsearch.index import AudioIndex, builder
@@ -75,6 +76,9 @@ def build_index_cmd(
         help="A Ray cluster to join with --ray: auto, or ray://host:10001.")] = None,
     ray_workers: Annotated[int | None, typer.Option(
         min=1, help="Ray embedding actors (default: one per CPU, or per GPU).")] = None,
+    calibrate: Annotated[bool, typer.Option(
+        help="Measure the new generation's match confidence and no-match threshold now "
+             "(degraded excerpts of its own files), not on its first query.")] = True,
 ) -> None:
     """Embed audio and build (or update, incrementally) a self-contained index.
 
@@ -117,6 +121,38 @@ def build_index_cmd(
                 from None
     report_skipped(report.skipped)
     log(f"{'wrote' if report.written else 'unchanged:'} {index}: {report.summary()}")
+    if calibrate:
+        measure_confidence(index, runtime_device(device, config))
+
+
+def runtime_device(device, config: Path | None) -> str:
+    """--device, else the config's ``device``, else auto (what queries run the model on)."""
+    if device:
+        return device.value
+    cfg, keys = load_index_config(config)
+    return cfg.device if "device" in keys else "auto"
+
+
+def measure_confidence(index: Path, device: str) -> None:
+    """The index's no-match calibration and default roll-up's confidence model, measured
+    now when the generation has none yet (what a first query or `serve` would do)."""
+    import time
+
+    from sonicsearch.index.calibration import calibration, confidence_fitted
+
+    with AudioIndex.open(index, device=device) as idx:
+        if confidence_fitted(idx, ROLLUP_DEFAULT, thresholds=True):
+            return
+        log("measuring match confidence (degraded excerpts of the index's own files; "
+            "once per generation, kept in calibration.json)")
+        t0 = time.monotonic()
+        cal = calibration(idx, confidence_for=ROLLUP_DEFAULT)
+    fit = cal["confidence"]["fits"][ROLLUP_DEFAULT]
+    what = (f"fitted on {fit['excerpts']} excerpts" if fit.get("model") is not None
+            else f"none: {fit.get('reason')}")
+    how = (f"carried over from {cal['carried']['from']}" if "carried" in cal
+           else f"measured in {time.monotonic() - t0:.0f}s")
+    log(f"match confidence {how}: {what}")
 
 
 Backend = BACKEND_REGISTRY.enum("Backend")
@@ -207,7 +243,7 @@ def query(
         segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
         exclude_self=exclude_self, mode=mode_name)
     cfg, keys = load_index_config(config)
-    dev = device.value if device else (cfg.device if "device" in keys else "auto")
+    dev = runtime_device(device, config)
     errors: list[tuple[str, str]] = []
     paths = find_audio_files(clips, errors)
     if not paths and not errors:
@@ -250,34 +286,6 @@ def _check_occurrences(occurrences: bool, mode: str, segments: bool, rollup) -> 
                                      param_hint="'--occurrences'")
 
 
-def print_result(result, segments: bool) -> None:
-    """A table: rank, score, the matching span (with the query's span in segments mode),
-    the model's predicted label for the match, and its path."""
-    head = f"{display_path(result.query)}  ({result.duration:.1f}s"
-    if result.predicted_label:
-        head += f", predicted: {result.predicted_label}"
-    typer.echo(head + ")")
-    labelled = result.predicted_label is not None or any(r.get("label") for r in result)
-    header = (["rank", "score", "match"] + (["query"] if segments else [])
-              + (["predicted"] if labelled else []))  # a label-free model predicts nothing
-    rows = []
-    for r in result:
-        row = [str(r["rank"]), f"{r['score']:.3f}", f"{_clock(r['start'])}-{_clock(r['end'])}"]
-        if segments:
-            row.append(f"{_clock(r['query_start'])}-{_clock(r['query_end'])}")
-        rows.append((row + ([r.get("label") or "-"] if labelled else []),
-                     display_path(r["path"])))
-    widths = [max(len(h), *(len(row[i]) for row, _ in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    typer.echo("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  path")
-    for row, path in rows:
-        typer.echo("  " + "  ".join(c.rjust(w) if i < 2 else c.ljust(w)
-                                    for i, (c, w) in enumerate(zip(row, widths))) + f"  {path}")
-    if not rows:
-        typer.echo(f"  ({result.get('reason') or 'no results'})")
-    typer.echo("")
-
-
 @app.command()
 def duplicates(
     index: IndexOpt = DEFAULT_INDEX,
@@ -317,11 +325,11 @@ def _print_duplicates(out: dict) -> None:
         typer.echo(f"group {g['group']}  confidence {g['confidence']:.3f}  "
                    f"{len(g['files'])} files")
         for f in g["files"]:
-            typer.echo(f"  {display_path(f['path'])}  ({_clock(f['duration'])})")
+            typer.echo(f"  {display_path(f['path'])}  ({clock(f['duration'])})")
         for m in g["matches"]:
-            typer.echo(f"    {display_path(Path(m['a']).name)} {_clock(m['a_start'])}-"
-                       f"{_clock(m['a_end'])} = {display_path(Path(m['b']).name)} "
-                       f"{_clock(m['b_start'])}-{_clock(m['b_end'])}  "
+            typer.echo(f"    {display_path(Path(m['a']).name)} {clock(m['a_start'])}-"
+                       f"{clock(m['a_end'])} = {display_path(Path(m['b']).name)} "
+                       f"{clock(m['b_start'])}-{clock(m['b_end'])}  "
                        f"{m['confidence']:.3f}")
         typer.echo("")
     if not out["groups"]:
@@ -334,12 +342,6 @@ def _style_line(style: dict | None) -> str:
                 "the window vectors; build-index stores them")
     what = "the model's style head" if style["kind"] == "head" else "window-vector means"
     return f"{style['files']} files, {style['segments']} segments, {style['dim']}-d ({what})"
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(max(0.0, seconds), 60)
-    h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
 
 
 @app.command()

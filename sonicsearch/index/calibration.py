@@ -297,14 +297,16 @@ def _save(path: Path, data: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def confidence_fitted(index: IndexReader, rollup: str) -> bool:
-    """Whether ``rollup``'s confidence model is already there (in memory or in a current
-    ``calibration.json``), so that :func:`confidence_model` will not fit it now."""
+def confidence_fitted(index: IndexReader, rollup: str, thresholds: bool = False) -> bool:
+    """Whether ``rollup``'s confidence model (and with ``thresholds``, the score
+    thresholds) is already there (in memory or in a current ``calibration.json``), so that
+    :func:`confidence_model` (:func:`calibration`) will not measure it now."""
     cached = _cache.get(index)
     data = (cached[1] if cached is not None and cached[0] == index.gen
             else _load(Path(index.gen) / CALIBRATION))
     return (data is not None and _current(data, index, vectors=True)
-            and rollup in data.get("confidence", {}).get("fits", {}))
+            and rollup in data.get("confidence", {}).get("fits", {})
+            and (not thresholds or "thresholds" in data))
 
 
 def _current(data: dict[str, Any], index: IndexReader, vectors: bool = False) -> bool:

@@ -125,7 +125,7 @@ def test_build_index_and_query_take_the_runtime_device(tmp_path, monkeypatch, ca
     code, _, err = cli(monkeypatch, capsys, "build-index", tmp_path / "audio", "--model",
                        fake_model, "--index", tmp_path / "idx", "--config", cfg)
     assert code == 0, err
-    assert seen == [device]
+    assert seen == [device, device]  # the build, then its confidence measurement
     opened = []
     real_open = AudioIndex.open.__func__
     monkeypatch.setattr(AudioIndex, "open", classmethod(
@@ -162,20 +162,41 @@ def test_query_table_names_predictions_and_spans(indexed, monkeypatch, capsys):
     assert code == 0
     head, columns, first = out.splitlines()[:3]
     assert ", predicted: " in head
-    assert columns.split() == ["rank", "score", "match", "predicted", "path"]
-    assert first.split()[2] == "0:00.0-0:04.0" and first.endswith(str(files[2].resolve()))
+    assert columns.split() == ["rank", "score", "sure", "match", "predicted", "path"]
+    assert first.split()[2].endswith("%")  # the match confidence, as the page shows it
+    assert first.split()[3] == "0:00.0-0:04.0" and first.endswith(str(files[2].resolve()))
     code, out, _ = cli(monkeypatch, capsys, "query", files[2], "--index", root / "idx",
                        "--k", "2", "--segments")
     columns, first = out.splitlines()[1:3]
     assert columns.split() == ["rank", "score", "match", "query", "predicted", "path"]
-    match, span = first.split()[2:4]
+    match, span = first.split()[2:4]  # segments are spans: no file confidence
     assert match == span  # the query file itself: each window matches its own span
 
 
-def test_the_first_recording_query_says_it_measures_the_confidence_once(indexed, monkeypatch,
-                                                                        capsys):
-    root, files = indexed
-    args = ("query", files[1], "--index", root / "idx", "--k", "2")
+def test_build_index_measures_the_confidence_so_queries_need_not(indexed, monkeypatch, capsys):
+    import json
+
+    root, files = indexed  # built by the CLI: measured at the end of the build
+    cal = json.loads((root / "idx" / "gen-000001" / "calibration.json").read_text())
+    assert "vote" in cal["confidence"]["fits"] and "thresholds" in cal
+    code, out, err = cli(monkeypatch, capsys, "query", files[1], "--index", root / "idx",
+                         "--k", "2", "--json")
+    assert code == 0 and "measured once" not in err
+    assert json.loads(out)["results"][0]["confidence"] is not None
+    code, _, err = cli(monkeypatch, capsys, "build-index", root / "audio", "--index",
+                       root / "idx")  # unchanged and measured: nothing to measure
+    assert code == 0 and "match confidence" not in err
+
+
+def test_the_first_recording_query_says_it_measures_the_confidence_once(tmp_path, monkeypatch,
+                                                                        capsys, fake_model):
+    from fake_embedder import make_corpus
+
+    files = make_corpus(tmp_path / "audio", 5)
+    code, _, err = cli(monkeypatch, capsys, "build-index", tmp_path / "audio", "--model",
+                       fake_model, "--index", tmp_path / "idx", "--no-calibrate")
+    assert code == 0 and "match confidence" not in err
+    args = ("query", files[1], "--index", tmp_path / "idx", "--k", "2")
     code, _, err = cli(monkeypatch, capsys, *args)
     assert code == 0 and "match confidence is measured once, now" in err
     code, _, err = cli(monkeypatch, capsys, *args)
