@@ -16,8 +16,9 @@ an indexed file does not count as "not in the index": it is skipped). Every exce
 queried clean and under every single degradation of the README's table (white and
 recorded noise at 10 dB SNR, a telephone line, two rooms, -12 / +6 dB, MP3 and Vorbis at
 low bit rates, 3 % slower / faster) and through a phone in a room
-(``degrade.phone_room``: room, recorded background at 10 dB, telephone band with a
-low-bit-rate codec at 8 kHz, -10 dB) with ``min_score="auto"``; the recorded noise is
+(``compound.phone_in_room``: a loudspeaker, a room of RT60 0.4-0.9 s, recorded background
+at 7-13 dB, 300-3400 Hz at 8 kHz, automatic gain, a GSM or 6-12 kbit/s Opus speech codec,
+-6..-14 dB) with ``min_score="auto"``; the recorded noise is
 effects and ambience of the *training* pool (``--noise``). Reported per condition, for the
 confidence and for the raw threshold:
 
@@ -398,7 +399,7 @@ def _conditions(text: str) -> list[str]:
 def degradations(names: list[str], bank: list[np.ndarray] | None) -> dict:
     """``name -> f(x, sr, rng)``; ``realnoise_snr10`` and ``phone_room`` mix a recording of
     ``bank`` (None: pink noise instead)."""
-    from sonicsearch.eval import degrade
+    from sonicsearch.eval import compound, degrade
 
     def noise(rng):
         return bank[int(rng.integers(len(bank)))] if bank else None
@@ -409,7 +410,7 @@ def degradations(names: list[str], bank: list[np.ndarray] | None) -> dict:
         return degrade.mix_noise(x, noise(rng), SNR_DB, rng)
 
     special = {"realnoise_snr10": realnoise,
-               "phone_room": lambda x, sr, rng: degrade.phone_room(x, sr, rng, noise(rng))}
+               "phone_room": lambda x, sr, rng: compound.phone_in_room(x, sr, rng, noise(rng))}
     return {n: special.get(n) or degrade.DEGRADATIONS[n] for n in names}
 
 

@@ -313,23 +313,6 @@ def reencode(x: np.ndarray, sr: int, format: str = "mp3", quality: float = 0.2) 
     return _fit(y, x.size)
 
 
-def phone_room(x: np.ndarray, sr: int, rng: np.random.Generator,
-               noise: np.ndarray | None = None) -> np.ndarray:
-    """A phone held up in a room: the room (:func:`room_ir`, RT60 0.7 s), a background at
-    10 dB SNR (``noise``, a recording at ``sr``; pink noise without one), the telephone band
-    through 8 kHz and a low-bit-rate codec there (MP3 at its lowest quality, standing in for
-    a speech codec), 10 dB quieter: fixed strengths, the phone of ``benchmarks/no_match.py``
-    and of the confidence fit (index/confidence_fit.py). The registered ``phone_room`` of
-    :data:`DEGRADATIONS` is :func:`sonicsearch.eval.compound.phone_in_room`: a loudspeaker,
-    drawn strengths, automatic gain and a real speech codec (GSM or Opus)."""
-    y = room_reverb(x, sr, BENCHMARK_ROOM_RT60, rng)
-    y = (mix_noise(y, noise, 10.0, rng) if noise is not None
-         else add_noise(y, sr, 10.0, rng, color="pink"))
-    y = _resample(_bandpass(y, sr, *TELEPHONE_BAND), sr, TELEPHONE_RATE)
-    y = _resample(reencode(y, TELEPHONE_RATE, "mp3", quality=0.0), TELEPHONE_RATE, sr)
-    return gain(_fit(y, x.size), -10.0)
-
-
 register_benchmark("clean", lambda x, sr, rng: _mono(x).copy())
 register_benchmark("noise_snr20", lambda x, sr, rng: add_noise(x, sr, 20.0, rng))
 register_benchmark("noise_snr10", lambda x, sr, rng: add_noise(x, sr, 10.0, rng))

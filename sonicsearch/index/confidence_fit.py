@@ -114,8 +114,7 @@ def _excerpt(index: IndexReader, f: int, seconds: float, degradation: str,
             raise AudioError(rec.path, "not readable")
         sr = embedder.feature_config.sample_rate
         wave, _ = load_audio(rec.path, sr, offset, seconds)
-        wave = (degrade.phone_room(wave, sr, rng) if degradation == "phone_room"
-                else degrade.apply(degradation, wave, sr, rng))
+        wave = degrade.apply(degradation, wave, sr, rng)  # phone_room: eval/compound.py
         emb = embedder.embed_waveform(wave, sr)
         return emb.vectors, emb.spans, stored, spans[inside]
     except AudioError:
