@@ -115,44 +115,13 @@ def build_index_cmd(
                 vectors=vectors.value if vectors else None,
                 device=device.value if device else None, rebuild=rebuild,
                 backend=backend.value if backend else None, uri=uri, ray=ray,
-                ray_address=ray_address, ray_workers=ray_workers, progress=progress)
+                ray_address=ray_address, ray_workers=ray_workers, calibrate=calibrate,
+                progress=progress)
         except OptionError as exc:  # --window / --hop do not suit the model: exit 2
             raise typer.BadParameter(str(exc), ctx=ctx, param_hint=f"'{exc.option}'") \
                 from None
     report_skipped(report.skipped)
     log(f"{'wrote' if report.written else 'unchanged:'} {index}: {report.summary()}")
-    if calibrate:
-        measure_confidence(index, runtime_device(device, config))
-
-
-def runtime_device(device, config: Path | None) -> str:
-    """--device, else the config's ``device``, else auto (what queries run the model on)."""
-    if device:
-        return device.value
-    cfg, keys = load_index_config(config)
-    return cfg.device if "device" in keys else "auto"
-
-
-def measure_confidence(index: Path, device: str) -> None:
-    """The index's no-match calibration and default roll-up's confidence model, measured
-    now when the generation has none yet (what a first query or `serve` would do)."""
-    import time
-
-    from sonicsearch.index.calibration import calibration, confidence_fitted
-
-    with AudioIndex.open(index, device=device) as idx:
-        if confidence_fitted(idx, ROLLUP_DEFAULT, thresholds=True):
-            return
-        log("measuring match confidence (degraded excerpts of the index's own files; "
-            "once per generation, kept in calibration.json)")
-        t0 = time.monotonic()
-        cal = calibration(idx, confidence_for=ROLLUP_DEFAULT)
-    fit = cal["confidence"]["fits"][ROLLUP_DEFAULT]
-    what = (f"fitted on {fit['excerpts']} excerpts" if fit.get("model") is not None
-            else f"none: {fit.get('reason')}")
-    how = (f"carried over from {cal['carried']['from']}" if "carried" in cal
-           else f"measured in {time.monotonic() - t0:.0f}s")
-    log(f"match confidence {how}: {what}")
 
 
 Backend = BACKEND_REGISTRY.enum("Backend")
@@ -243,7 +212,7 @@ def query(
         segments=segments, rollup=rollup.value if rollup else ROLLUP_DEFAULT,
         exclude_self=exclude_self, mode=mode_name)
     cfg, keys = load_index_config(config)
-    dev = runtime_device(device, config)
+    dev = device.value if device else (cfg.device if "device" in keys else "auto")
     errors: list[tuple[str, str]] = []
     paths = find_audio_files(clips, errors)
     if not paths and not errors:

@@ -11,6 +11,7 @@ Python code that holds a loaded Embedder and an IndexConfig can call that direct
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def build_index(
     ray: bool = False,
     ray_address: str | None = None,
     ray_workers: int | None = None,
+    calibrate: bool = True,
     progress: Callable[[int, int, str, int, float], None] | None = None,
 ) -> BuildReport:
     """Embed audio and build (or update, incrementally) a self-contained index.
@@ -56,26 +58,23 @@ def build_index(
         audio: audio files and/or folders (recursive).
         model: a model.pt, or "base"; None: the index's own model, or base for a new index.
         index: the index directory.
-        config: a YAML config file; every key of its ``index:`` section applies, and the
-            options below override it.
+        config: a YAML config file (its ``index:`` section; the options below override it).
         window, hop: the window length and hop, seconds (None: the model's).
         index_type: auto | flat | hnsw | ivf | ivfpq (None: the config's).
         vectors: auto | float32 | pca-int8 (None: the config's, else the index's, else auto).
         device, rebuild: auto | cpu | cuda (None: the config's); start over (to switch models).
-        backend: faiss | milvus (None: the config's if it sets one, else the index's, else
-            faiss). uri: where a milvus backend keeps its vectors (None: the config's, else
-            the index's, else DIR/milvus.db).
+        backend, uri: faiss | milvus, and where milvus keeps its vectors (None: the
+            config's, else the index's, else faiss and DIR/milvus.db).
         ray, ray_address, ray_workers: embed on Ray Data (a local Ray unless an address).
+        calibrate: measure the match confidence and no-match thresholds now, not later.
         progress: called as ``progress(done, total, path, windows, audio_seconds)``.
 
     Returns:
         The BuildReport (``written`` is False when nothing changed).
 
     Raises:
-        AudioError: an input that does not exist. DataError: no audio under the inputs.
-        OptionError: ``window`` or ``hop`` does not suit the model (``.option`` names it).
-        ConfigError, IndexStoreError, ModelError: as the config, the index and the model
-            loading raise them.
+        AudioError: a missing input. DataError: no audio. OptionError: ``window`` or ``hop``
+            does not suit the model. ConfigError, IndexStoreError, ModelError.
     """
     audio, index = [Path(p) for p in audio], Path(index)
     check_inputs(audio)  # before the model loads
@@ -83,15 +82,43 @@ def build_index(
     model, features = _model_of(index, model)
     embedder = api.load_embedder(model, cfg.device, features, batch_size=cfg.batch_size)
     _check_windowing(embedder, window, hop)
-    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
-        f"on {getattr(embedder, 'device', cfg.device)}")
-    if ray or ray_address:
-        embedder = _ray_embedder(embedder, cfg.device, ray_address, ray_workers)
-    idx = AudioIndex.build(audio, embedder, index, config=cfg, rebuild=rebuild,
+    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, on "
+        f"{getattr(embedder, 'device', cfg.device)}")
+    remote = (_ray_embedder(embedder, cfg.device, ray_address, ray_workers)
+              if ray or ray_address else None)
+    idx = AudioIndex.build(audio, remote or embedder, index, config=cfg, rebuild=rebuild,
                            progress=progress, device=cfg.device, window_seconds=window,
                            hop_seconds=hop)
-    idx.close()
+    with idx:
+        if calibrate:
+            measure_confidence(None if remote else idx, index, embedder, cfg.device)
     return idx.build_report
+
+
+def measure_confidence(idx: AudioIndex | None, index: Path, embedder: Embedder,
+                       device: str) -> None:
+    """The index's no-match calibration and default roll-up's confidence model, measured
+    now when its generation has none yet (what a first query or ``serve`` would do), on
+    ``idx`` (None: ``index`` opened with ``embedder``, as after a Ray build, whose actors
+    embedded)."""
+    if idx is None:
+        with AudioIndex.open(index, embedder=embedder, device=device) as mine:
+            return measure_confidence(mine, index, embedder, device)
+    from sonicsearch.index.calibration import calibration, confidence_fitted
+    from sonicsearch.index.rollups import ROLLUP_DEFAULT
+
+    if confidence_fitted(idx, ROLLUP_DEFAULT, thresholds=True):
+        return
+    log("measuring match confidence (degraded excerpts of the index's own files; once per "
+        "generation, kept in calibration.json)")
+    t0 = time.monotonic()
+    cal = calibration(idx, confidence_for=ROLLUP_DEFAULT)
+    fit = cal["confidence"]["fits"][ROLLUP_DEFAULT]
+    what = (f"fitted on {fit['excerpts']} excerpts" if fit.get("model") is not None
+            else f"none: {fit.get('reason')}")
+    how = (f"carried over from {cal['carried']['from']}" if "carried" in cal
+           else f"measured in {time.monotonic() - t0:.0f}s")
+    log(f"match confidence {how}: {what}")
 
 
 def check_inputs(inputs: Sequence[Path]) -> None:

@@ -88,7 +88,7 @@ class QueryParams(BaseModel):
     max_duration: float | None = Field(None, ge=0, description="Keep files this short, s.")
     max_per_folder: int | None = Field(None, ge=1, description="Results per folder (album).")
     min_score: str | None = Field(None, description="A finite number, or 'auto' (keep results "
-                                  "whose calibrated confidence is 0.5 or more).")
+                                  f"whose calibrated confidence is {ACCEPT_CONFIDENCE:g} or more).")
     view: bool = Field(False, description="Add a 'view' key for the web page (file ids, "
                        "the query's spectrogram); without it the JSON is the CLI's.")
 

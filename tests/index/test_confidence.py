@@ -32,7 +32,7 @@ def test_three_files_do_not_collapse(tmp_path):
     emb = FakeEmbedder(tmp_path / "model.pt")
     build_index([tmp_path / "audio"], emb, tmp_path / "idx")
     with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
-        assert C.ACCEPT_CONFIDENCE == 0.5
+        assert C.ACCEPT_CONFIDENCE == 0.7
         res = index.query(_excerpt(0), sample_rate=SR, k=1)  # fits vote's model only
         cal = json.loads((index.gen / F.CALIBRATION).read_text())
         assert "thresholds" not in cal and list(cal["confidence"]["fits"]) == ["vote"]
@@ -49,7 +49,7 @@ def test_three_files_do_not_collapse(tmp_path):
         strangers = [index.query(sound(s, 5.0), sample_rate=SR, min_score="auto")
                      for s in range(500, 520)]
         assert sum(r.no_match for r in strangers) >= 18
-        assert all("confidence of 0.5" in r.extra["reason"] for r in strangers if r.no_match)
+        assert all("confidence of 0.7" in r.extra["reason"] for r in strangers if r.no_match)
 
 
 def test_variants_keep_their_confidence(tmp_path):

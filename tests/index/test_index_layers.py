@@ -83,7 +83,7 @@ def test_calibration_is_a_client_of_the_reader(index_dir, monkeypatch):
     with AudioIndex.open(path, embedder=emb, device="cpu") as index:  # "auto" as before
         monkeypatch.undo()
         res = index.query(sound(3, 2.0), sample_rate=SR, min_score="auto")
-        assert res.extra["min_confidence"] == 0.5 and res.extra["min_score"] is None
+        assert res.extra["min_confidence"] == 0.7 and res.extra["min_score"] is None
         assert calibration(index)["confidence"]["fits"]["vote"]["stored"] == 0
 
 

@@ -22,6 +22,7 @@ from serve_fixtures import ThreadServer, serve_app
 
 from sonicsearch.errors import ConfigError
 from sonicsearch.index import AudioIndex, build_index
+from sonicsearch.index.confidence import ACCEPT_CONFIDENCE
 from sonicsearch.serve import ServeSettings, create_app
 from sonicsearch.serve.media import file_id
 
@@ -144,11 +145,12 @@ def test_no_match_for_a_clip_not_in_the_collection(server, corpus):
     _, files, _, clip, stranger = corpus
     res = post_clip(server, stranger, min_score="auto").json()
     assert res["results"] == [] and res["no_match"] is True
-    assert "no result has a confidence of 0.5" in res["reason"] and res["min_score"] is None
-    assert res["min_confidence"] == 0.5
+    assert f"no result has a confidence of {ACCEPT_CONFIDENCE:g}" in res["reason"]
+    assert res["min_score"] is None
+    assert res["min_confidence"] == ACCEPT_CONFIDENCE
     res = post_clip(server, clip, min_score="auto").json()
     assert res["no_match"] is False and res["results"][0]["path"] == str(files[3].resolve())
-    assert res["results"][0]["confidence"] >= 0.5
+    assert res["results"][0]["confidence"] >= ACCEPT_CONFIDENCE
     assert post_clip(server, clip, min_score="high").status_code == 422
 
 

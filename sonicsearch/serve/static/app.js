@@ -165,6 +165,11 @@ function show(res, sourceId = null) {
   res.results.forEach((r, i) => list.append(resultCard(r, res.view.ids[i], top, res)));
 }
 
+// the confidence --min-score auto accepts (the index's, from /info; its default before)
+function sureAt() {
+  return (info && info.no_match && info.no_match.min_confidence) || 0.7;
+}
+
 function confidenceText(p) {
   const pct = 100 * p;
   return `${pct >= 99.5 || pct < 0.5 ? pct.toFixed(1) : pct.toFixed(0)} % sure`;
@@ -181,7 +186,7 @@ function resultCard(r, id, top, res) {
     <div class="title" title="${esc(r.path)}"><span class="file">${esc(shown.slice(slash + 1))}</span>
       <span class="folder">${esc(shown.slice(0, slash + 1))}</span></div>
     <div class="meta"><span class="score">${r.score.toFixed(3)}</span>
-      ${r.confidence != null ? `<span class="confidence${r.confidence >= 0.5 ? " sure" : ""}"
+      ${r.confidence != null ? `<span class="confidence${r.confidence >= sureAt() ? " sure" : ""}"
         title="calibrated probability that the clip comes from this file">${
         confidenceText(r.confidence)}</span>` : ""}
       <span class="bar"><i style="width:${pct}%"></i></span>
