@@ -67,8 +67,9 @@ def build_index(
             faiss). uri: where a milvus backend keeps its vectors (None: the config's, else
             the index's, else DIR/milvus.db).
         ray, ray_address, ray_workers: embed on Ray Data (a local Ray unless an address).
-        fast: embed on the int8 CPU path, about 2-3x the windows per second (None: the
-            config's ``fast``); its vectors stay comparable with float queries.
+        fast: embed on the int8 CPU path (None: the config's ``fast`` when it sets one,
+            else the index's last build's path, else float32); its vectors stay
+            comparable with float queries.
         progress: called as ``progress(done, total, path, windows, audio_seconds)``.
 
     Returns:
@@ -82,9 +83,8 @@ def build_index(
     """
     audio, index = [Path(p) for p in audio], Path(index)
     check_inputs(audio)  # before the model loads
-    cfg = resolve_index_config(index, config, index_type, device, backend, uri, vectors)
+    cfg = resolve_index_config(index, config, index_type, device, backend, uri, vectors, fast)
     model, features = _model_of(index, model)
-    cfg.fast = cfg.fast if fast is None else fast
     embedder = api.load_embedder(model, cfg.device, features, batch_size=cfg.batch_size,
                                  fast=cfg.fast)
     _check_windowing(embedder, window, hop)
@@ -115,9 +115,11 @@ def check_inputs(inputs: Sequence[Path]) -> None:
 
 def resolve_index_config(index: Path, config: str | Path | None, index_type: str | None,
                          device: str | None, backend: str | None,
-                         uri: str | None, vectors: str | None = None) -> IndexConfig:
+                         uri: str | None, vectors: str | None = None,
+                         fast: bool | None = None) -> IndexConfig:
     """The IndexConfig a build uses: the config file's section, the options over it, and
-    the existing index's backend, uri and asked vector format where neither sets them.
+    the existing index's backend, uri, asked vector format and embedding path (int8 or
+    float32) where neither sets them.
 
     Raises:
         ConfigError: a bad config file, or a backend / uri that does not fit.
@@ -131,6 +133,8 @@ def resolve_index_config(index: Path, config: str | Path | None, index_type: str
     cfg.vectors = VECTOR_FORMATS.check(
         vectors or (cfg.vectors if "vectors" in keys or asked is None else asked))
     cfg.backend = backend or (cfg.backend if "backend" in keys else old["name"])
+    if fast is not None or "fast" not in keys:
+        cfg.fast = fast if fast is not None else meta.get("embedding") == "int8"
     if uri is not None:
         cfg.uri = uri
     elif not cfg.uri:  # keep the index's place (a Milvus uri), if the backend stays

@@ -111,6 +111,7 @@ def test_build_index_fast_records_int8_and_float_queries_find_its_files(tmp_path
     from typer.testing import CliRunner
 
     from sonicsearch.cli import app
+    from sonicsearch.index import builder
     from sonicsearch.index import layout as L
 
     folder = tmp_path / "music"
@@ -124,6 +125,12 @@ def test_build_index_fast_records_int8_and_float_queries_find_its_files(tmp_path
     assert res.exit_code == 0, res.output
     assert "int8 (--fast)" in res.output
     assert L.read_index_json(L.IndexLayout(idx).current())["embedding"] == "int8"
+    # a later build keeps the index's path unless told (--no-fast, or the config's fast)
+    assert builder.resolve_index_config(idx, None, None, None, None, None).fast
+    assert not builder.resolve_index_config(idx, None, None, None, None, None, fast=False).fast
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("index:\n  fast: false\n")
+    assert not builder.resolve_index_config(idx, yaml, None, None, None, None).fast
     res = runner.invoke(app, ["query", str(folder / "t1.wav"), "--index", str(idx), "--k", "1",
                               "--json"])
     assert res.exit_code == 0, res.output
