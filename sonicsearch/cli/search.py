@@ -76,8 +76,9 @@ def build_index_cmd(
     ray_workers: Annotated[int | None, typer.Option(
         min=1, help="Ray embedding actors (default: one per CPU, or per GPU).")] = None,
     fast: Annotated[bool | None, typer.Option(
-        "--fast/--no-fast", help="Embed on the int8 CPU path: 2-3x the windows per second, "
-        "vectors within 0.998 cosine of float32 (default: the config's, off).")] = None,
+        "--fast/--no-fast", help="Embed on the int8 CPU path: about 1.5x the windows per "
+        "second, vectors within 0.998 cosine of float32 (default: the config's, else the "
+        "index's, else off).")] = None,
 ) -> None:
     """Embed audio and build (or update, incrementally) a self-contained index.
 

@@ -52,7 +52,8 @@ from sonicsearch.utils.runtime import prepare_torch, resolve_device
 
 _END = object()
 WAVEFORM_BLOCK_WINDOWS = 256  # windows cut from an in-memory waveform at a time
-INT8_BATCH = 64  # windows per pass on the int8 path (faster than 32: benchmarks/embed_speed.py)
+INT8_BATCH = 64  # windows per pass on the int8 path (as fast as 32 on one thread, faster on
+# two in a first measurement; benchmarks/embed_speed.py --levers)
 QUIET_DBFS = -60.0  # windows with an RMS below this are left out (unless all of a file's are)
 
 
