@@ -67,9 +67,7 @@ def build_index(
             faiss). uri: where a milvus backend keeps its vectors (None: the config's, else
             the index's, else DIR/milvus.db).
         ray, ray_address, ray_workers: embed on Ray Data (a local Ray unless an address).
-        fast: embed on the int8 CPU path (None: the config's ``fast`` when it sets one,
-            else the index's last build's path, else float32); its vectors stay
-            comparable with float queries.
+        fast: embed on the int8 CPU path (None: the config's, else the index's, else off).
         progress: called as ``progress(done, total, path, windows, audio_seconds)``.
 
     Returns:
@@ -84,13 +82,7 @@ def build_index(
     audio, index = [Path(p) for p in audio], Path(index)
     check_inputs(audio)  # before the model loads
     cfg = resolve_index_config(index, config, index_type, device, backend, uri, vectors, fast)
-    model, features = _model_of(index, model)
-    embedder = api.load_embedder(model, cfg.device, features, batch_size=cfg.batch_size,
-                                 fast=cfg.fast)
-    _check_windowing(embedder, window, hop)
-    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, "
-        f"on {getattr(embedder, 'device', cfg.device)}"
-        f"{', int8 (--fast)' if cfg.fast else ''}")
+    embedder = _load_embedder(index, model, cfg, window, hop)
     if ray or ray_address:
         embedder = _ray_embedder(embedder, cfg.device, ray_address, ray_workers, cfg.fast)
     idx = AudioIndex.build(audio, embedder, index, config=cfg, rebuild=rebuild,
@@ -98,6 +90,18 @@ def build_index(
                            hop_seconds=hop)
     idx.close()
     return idx.build_report
+
+
+def _load_embedder(index: Path, model: str | Path | None, cfg: IndexConfig,
+                   window: float | None, hop: float | None) -> Embedder:
+    """The model a build embeds with (on the int8 path when ``cfg.fast``), its windowing
+    checked, and a log line saying which."""
+    model, features = _model_of(index, model)
+    embedder = api.load_embedder(model, cfg.device, features, cfg.batch_size, cfg.fast)
+    _check_windowing(embedder, window, hop)
+    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, on "
+        f"{getattr(embedder, 'device', cfg.device)}{', int8 (--fast)' if cfg.fast else ''}")
+    return embedder
 
 
 def check_inputs(inputs: Sequence[Path]) -> None:
