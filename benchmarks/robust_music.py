@@ -81,8 +81,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--noise", type=Path, default=None,
                    help="training-pool CSV whose effects/ambience give the recorded noise "
                         "(default: CACHE/debian/train.csv)")
-    p.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH",
-                   help="a checkpoint to compare (repeatable)")
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH[:int8]",
+                   help="a checkpoint to compare (repeatable); ':int8' indexes on the "
+                        "build-index --fast path, queries float32")
     p.add_argument("--no-mfcc", action="store_true", help="leave the MFCC system out")
     p.add_argument("--only-label", default=None,
                    help="keep the --data rows of this label (e.g. music of the training pool)")

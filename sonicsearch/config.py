@@ -129,6 +129,7 @@ class IndexConfig:
     vectors: str = "auto"  # auto | float32 | pca-int8 (stored vectors: index/codec.py)
     compact_dim: int = 128  # pca-int8: dimensions kept
     uri: str = ""  # milvus: http://host:19530, or a milvus-lite file ("": DIR/milvus.db)
+    fast: bool = False  # embed on the int8 CPU path (build-index --fast; model/int8.py)
 
 
 @dataclass

@@ -52,6 +52,8 @@ from sonicsearch.utils.runtime import prepare_torch, resolve_device
 
 _END = object()
 WAVEFORM_BLOCK_WINDOWS = 256  # windows cut from an in-memory waveform at a time
+INT8_BATCH = 64  # windows per pass on the int8 path (as fast as 32 on one thread, faster on
+# two in a first measurement; benchmarks/embed_speed.py --levers)
 QUIET_DBFS = -60.0  # windows with an RMS below this are left out (unless all of a file's are)
 
 
@@ -97,6 +99,8 @@ class Embedder:
         self.style_head = head.eval() if head is not None else None
         self.style_dim: int = head.dim if head is not None else self.dim
         self.style_kind: str = "head" if head is not None else "window-mean"
+        self.precision = "float32"  # or "int8": see :meth:`int8`
+        self._int8: torch.nn.Module | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", batch_size: int = 32,
@@ -137,6 +141,31 @@ class Embedder:
         check_hop(fc, hop)
         other = copy.copy(self)
         other.feature_config = dataclasses.replace(fc, window_seconds=window, hop_seconds=hop)
+        return other
+
+    def int8(self, batch_size: int = INT8_BATCH) -> Embedder:
+        """This model on the int8 path (``build-index --fast``), as a new Embedder sharing
+        the float model (this one is unchanged): the backbone quantised for x86 CPUs from
+        the model's stored calibration (:mod:`sonicsearch.model.int8`), ``batch_size``
+        windows per pass at least.
+
+        Raises:
+            ModelError: no calibration is stored for this model, or its backbone is not a
+                ResNet. DeviceError: the model is not on the CPU, or this PyTorch has no
+                x86 int8 kernels.
+        """
+        from sonicsearch.errors import DeviceError
+        from sonicsearch.model import int8
+
+        if self.device.type != "cpu":
+            raise DeviceError(f"the int8 path (--fast) runs on the CPU, not {self.device}; "
+                              "use --device cpu, or drop --fast on a GPU")
+        if not int8.int8_available():
+            raise DeviceError("this PyTorch has no x86 int8 kernels; build without --fast")
+        other = copy.copy(self)
+        other._int8 = int8.quantize(self.model, int8.load_calibration(self.model_sha256,
+                                                                      self.arch))
+        other.precision, other.batch_size = "int8", max(self.batch_size, batch_size)
         return other
 
     def embed(self, source: str | Path | np.ndarray, sample_rate: int | None = None):
@@ -320,7 +349,11 @@ class Embedder:
         vecs, probs, stats = [], [], []
         for i in range(0, len(windows), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(windows[i : i + self.batch_size]))
-            if self.style_head is not None:
+            if self._int8 is not None:
+                emb, pr, st = self._forward_int8(x)
+                if self.style_head is not None:
+                    stats.append(st.numpy())
+            elif self.style_head is not None:
                 emb, pr, st = forward_with_stats(self.model, x.to(self.device))
                 stats.append(st.cpu().numpy())
             else:
@@ -332,3 +365,14 @@ class Embedder:
         return (np.concatenate(vecs).astype(np.float32),
                 np.concatenate(probs).astype(np.float32) if probs else None,
                 np.concatenate(stats) if stats else None)
+
+    def _forward_int8(self, x: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The int8 backbone on the float front end's log-mels (channels-last: the layout
+        the x86 int8 convolutions use): embeddings, probabilities, stage statistics."""
+        mel = self.model.features(x).contiguous(memory_format=torch.channels_last)
+        emb, stats = self._int8(mel)
+        probs = None
+        if self.labels:
+            probs = self.model.backbone.forward_head(emb).float().softmax(dim=-1)
+        return emb, probs, stats

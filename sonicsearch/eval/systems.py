@@ -61,11 +61,17 @@ class MfccSystem:
         return self.finish(raw), spans
 
 
+INT8 = ":int8"  # a model spec's suffix: index on the int8 path
+_QUERIES: dict[tuple[str, float], dict] = {}  # query vectors per model and query hop
+
+
 class ModelSystem:
     """A checkpoint through :class:`sonicsearch.embed.Embedder`.
 
     Args:
-        spec: ``[NAME=]PATH`` of the model file (the name defaults to the file's stem).
+        spec: ``[NAME=]PATH[:int8]`` of the model file (the name defaults to the file's
+            stem); ``:int8`` embeds the index on the int8 path (``build-index --fast``)
+            while queries stay float32, as the product's queries of such an index do.
         device: auto | cpu | cuda.
         index_hop: index window hop, seconds (None: the model's).
         query_hop: query window hop, seconds (None: the index's).
@@ -78,25 +84,32 @@ class ModelSystem:
                  query_hop: float | None = None, quiet_dbfs: float | None = QUIET_DBFS,
                  window: float | None = None):
         name, _, path = spec.rpartition("=")
+        path, int8 = (path[:-len(INT8)], True) if path.endswith(INT8) else (path, False)
         self.embedder = Embedder.from_checkpoint(path, device=device, hop_seconds=index_hop,
                                                  quiet_dbfs=quiet_dbfs)
         native = self.embedder.feature_config.window_seconds
         if window is not None and window != native:
             self.embedder = self.embedder.with_windows(window_seconds=window)
         self.query_embedder = self.embedder.with_windows(hop_seconds=query_hop)
+        if int8:
+            self.embedder = self.embedder.int8()
         self.name = name or Path(path).stem
         fc = self.embedder.feature_config
         self.hop, self.labels = fc.hop_seconds, self.embedder.labels
-        self._queries: dict = {}
         quiet = "all" if quiet_dbfs is None else f"q{quiet_dbfs:g}"
         self.key = f"model-{self.embedder.model_sha256}-hop{fc.hop_seconds:g}-{quiet}"
         if fc.window_seconds != native:  # the model's own window reuses the plain key
             self.key += f"-win{fc.window_seconds:g}"
+        # float queries are the same for the int8 system of a model: one cache for both
+        self._queries = _QUERIES.setdefault(
+            (self.key, self.query_embedder.feature_config.hop_seconds), {})
+        if int8:
+            self.key += "-int8"
         self.about = {"path": path, "arch": self.embedder.arch,
                       "sha256": self.embedder.model_sha256, "sample_rate": fc.sample_rate,
                       "window_seconds": fc.window_seconds, "hop_seconds": fc.hop_seconds,
                       "query_hop_seconds": self.query_embedder.feature_config.hop_seconds,
-                      "quiet_dbfs": quiet_dbfs}
+                      "quiet_dbfs": quiet_dbfs, "index_embedding": self.embedder.precision}
 
     def index_track(self, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = self.embedder.embed_file(path)

@@ -353,10 +353,13 @@ def _self(request: QueryRequest, clip: str | Path) -> Path | None:
 
 
 def load_embedder(model_path: str | Path, device: str = "auto",
-                  features: dict[str, Any] | None = None, batch_size: int = 32) -> Embedder:
+                  features: dict[str, Any] | None = None, batch_size: int = 32,
+                  fast: bool = False) -> Embedder:
     """Load ``sonicsearch.embed.Embedder`` from a checkpoint, windowed as ``features`` say
-    (an index's windowing may differ from the model's training default)."""
+    (an index's windowing may differ from the model's training default); ``fast``: on the
+    int8 CPU path (:meth:`sonicsearch.embed.Embedder.int8`)."""
     features = features or {}
-    return TorchEmbedder.from_checkpoint(model_path, device=device, batch_size=batch_size,
-                                         window_seconds=features.get("window_seconds"),
-                                         hop_seconds=features.get("hop_seconds"))
+    emb = TorchEmbedder.from_checkpoint(model_path, device=device, batch_size=batch_size,
+                                        window_seconds=features.get("window_seconds"),
+                                        hop_seconds=features.get("hop_seconds"))
+    return emb.int8() if fast else emb

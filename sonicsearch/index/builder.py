@@ -49,6 +49,7 @@ def build_index(
     ray: bool = False,
     ray_address: str | None = None,
     ray_workers: int | None = None,
+    fast: bool | None = None,
     calibrate: bool = True,
     progress: Callable[[int, int, str, int, float], None] | None = None,
 ) -> BuildReport:
@@ -66,6 +67,7 @@ def build_index(
         backend, uri: faiss | milvus, and where milvus keeps its vectors (None: the
             config's, else the index's, else faiss and DIR/milvus.db).
         ray, ray_address, ray_workers: embed on Ray Data (a local Ray unless an address).
+        fast: embed on the int8 CPU path (None: the config's, else the index's, else off).
         calibrate: measure the match confidence and no-match thresholds now, not later.
         progress: called as ``progress(done, total, path, windows, audio_seconds)``.
 
@@ -78,32 +80,27 @@ def build_index(
     """
     audio, index = [Path(p) for p in audio], Path(index)
     check_inputs(audio)  # before the model loads
-    cfg = resolve_index_config(index, config, index_type, device, backend, uri, vectors)
-    model, features = _model_of(index, model)
-    embedder = api.load_embedder(model, cfg.device, features, batch_size=cfg.batch_size)
-    _check_windowing(embedder, window, hop)
-    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, on "
-        f"{getattr(embedder, 'device', cfg.device)}")
-    remote = (_ray_embedder(embedder, cfg.device, ray_address, ray_workers)
+    cfg = resolve_index_config(index, config, index_type, device, backend, uri, vectors, fast)
+    embedder = _load_embedder(index, model, cfg, window, hop)
+    remote = (_ray_embedder(embedder, cfg.device, ray_address, ray_workers, cfg.fast)
               if ray or ray_address else None)
     idx = AudioIndex.build(audio, remote or embedder, index, config=cfg, rebuild=rebuild,
                            progress=progress, device=cfg.device, window_seconds=window,
                            hop_seconds=hop)
     with idx:
-        if calibrate:
-            measure_confidence(None if remote else idx, index, embedder, cfg.device)
+        if calibrate:  # queries embed in float32, as the fit's excerpts must
+            measure_confidence(None if remote or cfg.fast else idx, index, cfg.device)
     return idx.build_report
 
 
-def measure_confidence(idx: AudioIndex | None, index: Path, embedder: Embedder,
-                       device: str) -> None:
+def measure_confidence(idx: AudioIndex | None, index: Path, device: str) -> None:
     """The index's no-match calibration and default roll-up's confidence model, measured
     now when its generation has none yet (what a first query or ``serve`` would do), on
-    ``idx`` (None: ``index`` opened with ``embedder``, as after a Ray build, whose actors
-    embedded)."""
+    ``idx`` (None: ``index`` opened as a query opens it, after a build whose embedding was
+    not the queries': on Ray actors or the int8 path)."""
     if idx is None:
-        with AudioIndex.open(index, embedder=embedder, device=device) as mine:
-            return measure_confidence(mine, index, embedder, device)
+        with AudioIndex.open(index, device=device) as mine:
+            return measure_confidence(mine, index, device)
     from sonicsearch.index.calibration import calibration, confidence_fitted
     from sonicsearch.index.rollups import ROLLUP_DEFAULT
 
@@ -121,6 +118,19 @@ def measure_confidence(idx: AudioIndex | None, index: Path, embedder: Embedder,
     log(f"match confidence {how}: {what}")
 
 
+def _load_embedder(index: Path, model: str | Path | None, cfg: IndexConfig,
+                   window: float | None, hop: float | None) -> Embedder:
+    """The model a build embeds with (on the int8 path when ``cfg.fast``), its windowing
+    checked, and a log line saying which."""
+    model, features = _model_of(index, model)
+    embedder = api.load_embedder(model, cfg.device, features, batch_size=cfg.batch_size,
+                                 fast=cfg.fast)
+    _check_windowing(embedder, window, hop)
+    log(f"model {embedder.arch} ({embedder.model_sha256[:12]}), {embedder.dim}-d, on "
+        f"{getattr(embedder, 'device', cfg.device)}{', int8 (--fast)' if cfg.fast else ''}")
+    return embedder
+
+
 def check_inputs(inputs: Sequence[Path]) -> None:
     """Every input exists and at least one audio file is among them.
 
@@ -136,9 +146,11 @@ def check_inputs(inputs: Sequence[Path]) -> None:
 
 def resolve_index_config(index: Path, config: str | Path | None, index_type: str | None,
                          device: str | None, backend: str | None,
-                         uri: str | None, vectors: str | None = None) -> IndexConfig:
+                         uri: str | None, vectors: str | None = None,
+                         fast: bool | None = None) -> IndexConfig:
     """The IndexConfig a build uses: the config file's section, the options over it, and
-    the existing index's backend, uri and asked vector format where neither sets them.
+    the existing index's backend, uri, asked vector format and embedding path (int8 or
+    float32) where neither sets them.
 
     Raises:
         ConfigError: a bad config file, or a backend / uri that does not fit.
@@ -152,6 +164,8 @@ def resolve_index_config(index: Path, config: str | Path | None, index_type: str
     cfg.vectors = VECTOR_FORMATS.check(
         vectors or (cfg.vectors if "vectors" in keys or asked is None else asked))
     cfg.backend = backend or (cfg.backend if "backend" in keys else old["name"])
+    if fast is not None or "fast" not in keys:
+        cfg.fast = fast if fast is not None else meta.get("embedding") == "int8"
     if uri is not None:
         cfg.uri = uri
     elif not cfg.uri:  # keep the index's place (a Milvus uri), if the backend stays
@@ -211,12 +225,12 @@ def _live_meta(index: Path) -> dict[str, Any]:
 
 
 def _ray_embedder(embedder: Embedder, device: str, address: str | None,
-                  workers: int | None) -> Embedder:
+                  workers: int | None, fast: bool = False) -> Embedder:
     """Wrap the model for Ray: workers load the file the driver loaded (not the name the
     build was given, such as "base", which a worker would take for a path), windowed
     alike."""
     factory = functools.partial(api.load_embedder, str(Path(embedder.model_path).resolve()),
-                                "auto" if device == "auto" else device)
+                                "auto" if device == "auto" else device, fast=fast)
     where = f"Ray at {address}" if address else "a local Ray"
     log(f"embedding on {where} with {workers or 'all'} workers")
     return RayEmbedder(embedder, factory, address, workers)

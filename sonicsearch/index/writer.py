@@ -258,6 +258,7 @@ def _index_json(plan: GenerationPlan) -> dict[str, Any]:
                   "labels": list(emb.labels), "file": L.MODEL},
         "features": dataclasses.asdict(emb.feature_config),
         "dim": int(emb.dim),
+        "embedding": getattr(emb, "precision", "float32"),
         "metric": "inner_product",
         "index_type": plan.index_type,
         "index_params": plan.params,

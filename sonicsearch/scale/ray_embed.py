@@ -114,6 +114,7 @@ class RayEmbedder:
         self.arch, self.feature_config = local.arch, local.feature_config
         self.style_kind = getattr(local, "style_kind", "window-mean")
         self.style_dim = getattr(local, "style_dim", local.dim)
+        self.precision = getattr(local, "precision", "float32")  # the workers' path
 
     def embed_file(self, path: str | Path) -> EmbeddedFile:
         return self.local.embed_file(path)

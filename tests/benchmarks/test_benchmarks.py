@@ -240,3 +240,16 @@ def test_collection_10k_tiny(tmp_path):
     row, md = _run("collection_10k", tmp_path)
     assert row["files"] == 48 and row["dup_precision"] == 1.0 and row["dup_recall"] == 1.0
     assert row["occ_files"] == ["w00-mix.wav"] and "duplicates_seconds" in md
+
+
+def test_embed_speed_tiny_builds_float32_and_int8(tmp_path):
+    t = np.arange(4 * 16000) / 16000
+    sf.write(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 330 * t * (1 + 0.3 * (t > 2))))
+             .astype(np.float32), 16000)
+    (tmp_path / "a.csv").write_text("path,label\na.wav,x\n")
+    res, md = _run("embed_speed", tmp_path, "--data", str(tmp_path / "a.csv"))
+    e = res["end_to_end"]
+    assert [len(e["runs"][p]) for p in ("float32", "int8")] == [1, 1]
+    assert e["runs"]["int8"][0]["windows"] == e["runs"]["float32"][0]["windows"] > 0
+    assert e["cosine"]["windows"] > 0 and 0.9 < e["cosine"]["min"] <= 1.0001
+    assert "End to end in build-index" in md
