@@ -123,6 +123,7 @@ class Store:
                 or (self.n_rows and max_row != self.n_rows - 1)):
             raise damaged(self.gen, META_DB, "has rows that do not match its files")
         self.by_path = {r.path: i for i, r in enumerate(self.records)}
+        self._span_table: np.ndarray | None = None
 
     def file_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """File ids (positions in ``records``) of FAISS ids."""
@@ -158,6 +159,13 @@ class Store:
         if len(data) != self.n_rows:
             raise damaged(self.gen, META_DB, "lacks rows of its windows table")
         return np.array(data, dtype=np.float64).reshape(-1, 2)
+
+    def span_table(self) -> np.ndarray:
+        """:meth:`all_spans`, read on first use and kept (16 bytes a row in memory): what
+        the candidates of every query are scored with."""
+        if self._span_table is None:
+            self._span_table = self.all_spans()
+        return self._span_table
 
     def integrity_problem(self) -> str | None:
         """SQLite's ``PRAGMA integrity_check``: None when fine, else its first complaint."""
