@@ -19,11 +19,17 @@ catalogue grows to about 10^4 tracks (issues #4 and #25).
    ranks each query from an exact flat search over the same stored rows and reports how
    often the top file agrees.
 
+``--keep DIR`` builds in DIR and keeps it (the index, the query clips and
+``catalogue.json``); ``--reuse DIR`` measures the kept index's live generation (the last
+``--fill``) again without building, e.g. after a change to the search, and reports the
+build and the real catalogue as the kept run measured them.
+
 Writes search_speed.json and search_speed.md in --out.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -56,6 +62,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--vectors", default="pca-int8", help="vector format of the filled index")
     p.add_argument("--exact", action="store_true", help="also rank from an exact flat search")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="build in this new folder and keep it, for --reuse")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="measure the index a --keep run left in this folder again")
     return p.parse_args(argv)
 
 
@@ -77,11 +87,15 @@ def main(argv: list[str] | None = None) -> dict:
         files = [str(p) for p in find_audio_files([args.audio])]
     fills = [int(x) for x in args.fill.split(",") if x]
     n_query = args.query_tracks or (len(files) if not fills else max(1, len(files) // 2))
-    work = Path(tempfile.mkdtemp(prefix="sonicsearch-speed-"))
     results: dict = {"benchmark": "search_speed", "mode": C.mode(args),
                      "machine": C.machine(), "model": args.model,
                      "tracks": len(files), "query_tracks": n_query,
                      "clip_seconds": args.clip_seconds, "catalogues": []}
+    if args.reuse is not None:
+        return remeasure(args, results)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)  # a new folder: an old one is not overwritten
+    work = args.keep or Path(tempfile.mkdtemp(prefix="sonicsearch-speed-"))
     try:
         embedder = load_embedder(args.model, args.device)
         t0 = time.perf_counter()
@@ -110,8 +124,35 @@ def main(argv: list[str] | None = None) -> dict:
                 results["catalogues"].append({**facts, **measure(index, embedder, clips,
                                                                  args, "filled")})
             C.write_results("search_speed", args.out, results, tables(results))  # so far
+            if args.keep is not None:
+                kept = {"results": results, "clips": [[str(c), s, n] for c, s, n in clips]}
+                (work / "catalogue.json").write_text(json.dumps(kept, indent=1))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return report(args, results)
+
+
+def remeasure(args, results: dict) -> dict:
+    """``--reuse``: the kept index's live generation measured again with its clips."""
+    from sonicsearch.index import AudioIndex, load_embedder
+
+    kept = json.loads((args.reuse / "catalogue.json").read_text())
+    before = kept["results"]
+    results.update({k: before[k] for k in ("tracks", "query_tracks", "clip_seconds", "build")})
+    results["reused"] = str(args.reuse)
+    clips = [(Path(c), s, n) for c, s, n in kept["clips"]]
+    embedder = load_embedder(args.model, args.device)
+    filled = before["catalogues"][-1]
+    with AudioIndex.open(args.reuse / "index", embedder=embedder) as index:
+        again = measure(index, embedder, clips, args, "filled")
+    facts = {k: filled[k] for k in ("generation", "synthetic_files", "write_seconds")}
+    results["catalogues"] = [before["catalogues"][0], {**facts, **again}]
+    return report(args, results)
+
+
+def report(args, results: dict) -> dict:
+    """Write search_speed.json / .md and print the tables."""
     sections = tables(results)
     js, md = C.write_results("search_speed", args.out, results, sections)
     print("\n\n".join(body for _, body in sections))
@@ -213,10 +254,15 @@ def tables(results: dict) -> list[tuple[str, str]]:
              ", ".join(f"{k} {v:.3f}" for k, v in c["r_at_1"].items()),
              "-" if c["exact_top1_agreement"] is None else c["exact_top1_agreement"]]
             for c in results["catalogues"]]
+    if results.get("reused"):
+        note_reused = (" Build and the real catalogue: the --keep run that built "
+                       f"{results['reused']}; the filled one measured again (--reuse).")
+    else:
+        note_reused = ""
     note = (f"{results['query_tracks']} of {results['tracks']} real tracks queried "
             f"({results['clip_seconds']:g} s excerpts); the others are fillers. Query = "
             "decode + embed + search + roll-up, model and index loaded once; search = the "
-            "part after embedding.")
+            "part after embedding." + note_reused)
     return [("Build", build), ("Catalogue", C.markdown_table(head, rows) + "\n\n" + note)]
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sonicsearch.index.codec import similarities
 from sonicsearch.index.rollups import MEAN_TOP_M, SCORE_DECIMALS
 
 # query windows x (file windows + offset buckets) per block: ~16 MB per float64 array
@@ -97,9 +98,8 @@ def gather(files: np.ndarray, first_rows: np.ndarray, n_windows: np.ndarray,
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     owner = np.repeat(np.arange(len(files)), counts)
     rows = first_rows[files][owner] + (np.arange(int(bounds[-1])) - bounds[:-1][owner])
-    v = np.asarray(stored[rows], dtype=np.float32)
-    sims = (x @ v.T).astype(np.float64)
-    return Block(files, bounds, owner, sims, spans[rows, 0], spans[rows, 1])
+    return Block(files, bounds, owner, similarities(stored, x, rows), spans[rows, 0],
+                 spans[rows, 1])
 
 
 def first_in_order(block: Block, key: np.ndarray) -> np.ndarray:
@@ -141,13 +141,31 @@ def mean_top(block: Block, query_starts: np.ndarray, hop: float, floor: None = N
     return total / m, block.starts[first], block.ends[first]
 
 
+def scatter_max(bucket: np.ndarray, values: np.ndarray, width: int) -> np.ndarray:
+    """``out[q, bucket[q, c]] = max(values[q, c] over c)`` (0 where none), ``out`` of shape
+    (nq, width): ``np.maximum.at``, but as one ``reduceat`` over runs of equal buckets when
+    the buckets rise along each row (windows in time order: the stored order), which is
+    many times faster."""
+    nq = len(bucket)
+    out = np.zeros((nq, width))
+    keys = (bucket + (np.arange(nq) * width)[:, None]).ravel()
+    step = np.diff(keys)
+    if len(keys) and (step >= 0).all():
+        runs = np.concatenate([[0], np.flatnonzero(step) + 1])
+        out.ravel()[keys[runs]] = np.maximum.reduceat(values.ravel(), runs)
+    else:
+        np.maximum.at(out, (np.broadcast_to(np.arange(nq)[:, None], bucket.shape), bucket),
+                      values)
+    return out
+
+
 @batched("vote")
 def vote(block: Block, query_starts: np.ndarray, hop: float, floor: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`sonicsearch.index.rollups.vote` of every file of the block: each file's
     offset buckets (and one pad) laid side by side on one axis."""
     hop = hop if hop > 0 else 1.0
-    owner, nq = block.owner, len(query_starts)
+    owner = block.owner
     lo = np.rint((np.minimum.reduceat(block.starts, block.firsts) - query_starts.max())
                  / hop).astype(np.int64)
     n_buckets = np.rint((np.maximum.reduceat(block.starts, block.firsts) - query_starts.min())
@@ -156,9 +174,7 @@ def vote(block: Block, query_starts: np.ndarray, hop: float, floor: np.ndarray
     bucket = (np.rint((block.starts[None, :] - query_starts[:, None]) / hop).astype(np.int64)
               + (base[:-1] - lo)[owner])
     above = block.sims - floor[:, None]  # similarity above the background
-    votes = np.zeros((nq, int(base[-1])))
-    np.maximum.at(votes, (np.broadcast_to(np.arange(nq)[:, None], bucket.shape), bucket),
-                  np.maximum(above, 0.0))  # one vote per bucket
+    votes = scatter_max(bucket, np.maximum(above, 0.0), int(base[-1]))  # one vote per bucket
     pair = np.maximum(votes[:, :-1], votes[:, 1:])  # buckets b, b+1 merged
     totals = pair.sum(axis=0)
     valid = np.repeat(np.arange(len(n_buckets)), n_buckets)  # pads left out

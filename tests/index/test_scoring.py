@@ -118,3 +118,31 @@ def test_score_files_in_blocks_ranks_as_one_file_at_a_time(monkeypatch, rollup, 
         assert a.score == pytest.approx(b.score, abs=1e-6)
         assert (a.start, a.end) == (b.start, b.end)
     assert rollups.QUERY_BLOCK >= len(x)
+
+
+@pytest.mark.parametrize("chunk", [3, 2048])
+def test_similarities_with_compact_rows_are_those_of_the_decoded_rows(monkeypatch, chunk):
+    from sonicsearch.index import codec
+
+    monkeypatch.setattr(codec, "SIMILARITY_CHUNK", chunk)  # 3: rows span several chunks
+    rng = np.random.default_rng(1)
+    raw = rng.normal(size=(50, 24)).astype(np.float32)
+    projection = codec.Projection.fit(raw, 8)
+    compact = codec.CompactVectors(projection.encode(raw), projection)
+    x = projection.project(rng.normal(size=(5, 24)))
+    rows = np.array([7, 3, 3, 49, 0, 12, 30])
+    want = x.astype(np.float64) @ compact[rows].T.astype(np.float64)
+    assert codec.similarities(compact, x, rows) == pytest.approx(want, abs=1e-6)
+    plain = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    got = codec.similarities(plain, x @ projection.basis, rows)
+    assert got == pytest.approx((x @ projection.basis) @ plain[rows].T, abs=1e-6)
+
+
+def test_scatter_max_is_maximum_at_in_time_order_and_out_of_it():
+    rng = np.random.default_rng(3)
+    values = rng.random((4, 30))
+    rising = np.sort(rng.integers(0, 20, (4, 30)), axis=1)  # repeats: several per bucket
+    for bucket in (rising, rising[:, ::-1].copy(), rng.integers(0, 20, (4, 30))):
+        want = np.zeros((4, 21))
+        np.maximum.at(want, (np.repeat(np.arange(4), 30).reshape(4, 30), bucket), values)
+        assert np.array_equal(scoring.scatter_max(bucket, values, 21), want)
