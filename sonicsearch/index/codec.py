@@ -260,4 +260,6 @@ def _load(gen: Path, name: str) -> np.ndarray:
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    """Each vector (the last axis) to unit length: rows of a 2-D array, and the vectors of
+    a (queries, neighbours, dim) gather like the vote background's."""
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)

@@ -141,56 +141,64 @@ def mean_top(block: Block, query_starts: np.ndarray, hop: float, floor: None = N
     return total / m, block.starts[first], block.ends[first]
 
 
-def scatter_max(bucket: np.ndarray, values: np.ndarray, width: int) -> np.ndarray:
-    """``out[q, bucket[q, c]] = max(values[q, c] over c)`` (0 where none), ``out`` of shape
-    (nq, width): ``np.maximum.at``, but as one ``reduceat`` over runs of equal buckets when
-    the buckets rise along each row (windows in time order: the stored order), which is
-    many times faster."""
-    nq = len(bucket)
-    out = np.zeros((nq, width))
-    keys = (bucket + (np.arange(nq) * width)[:, None]).ravel()
-    step = np.diff(keys)
-    if len(keys) and (step >= 0).all():
-        runs = np.concatenate([[0], np.flatnonzero(step) + 1])
-        out.ravel()[keys[runs]] = np.maximum.reduceat(values.ravel(), runs)
-    else:
-        np.maximum.at(out, (np.broadcast_to(np.arange(nq)[:, None], bucket.shape), bucket),
-                      values)
-    return out
+def _groups(keys: np.ndarray) -> np.ndarray:
+    """First position of each run of equal values in sorted ``keys``."""
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])).astype(np.int64)
 
 
 @batched("vote")
 def vote(block: Block, query_starts: np.ndarray, hop: float, floor: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sonicsearch.index.rollups.vote` of every file of the block: each file's
-    offset buckets (and one pad) laid side by side on one axis."""
+    """:func:`sonicsearch.index.rollups.vote` of every file of the block. Only pairs above
+    their query window's background vote (a few per query window among all the
+    candidates' windows), so the buckets are kept sparse: (file, bucket, query window)."""
     hop = hop if hop > 0 else 1.0
-    owner = block.owner
+    owner, n_files, nq = block.owner, len(block.files), len(query_starts)
     lo = np.rint((np.minimum.reduceat(block.starts, block.firsts) - query_starts.max())
                  / hop).astype(np.int64)
-    n_buckets = np.rint((np.maximum.reduceat(block.starts, block.firsts) - query_starts.min())
-                        / hop).astype(np.int64) - lo + 1
-    base = np.concatenate([[0], np.cumsum(n_buckets + 1)]).astype(np.int64)
-    bucket = (np.rint((block.starts[None, :] - query_starts[:, None]) / hop).astype(np.int64)
-              + (base[:-1] - lo)[owner])
     above = block.sims - floor[:, None]  # similarity above the background
-    votes = scatter_max(bucket, np.maximum(above, 0.0), int(base[-1]))  # one vote per bucket
-    pair = np.maximum(votes[:, :-1], votes[:, 1:])  # buckets b, b+1 merged
-    totals = pair.sum(axis=0)
-    valid = np.repeat(np.arange(len(n_buckets)), n_buckets)  # pads left out
-    cols = np.arange(len(valid)) - np.concatenate([[0], np.cumsum(n_buckets)])[:-1][valid]
-    cols = cols + base[:-1][valid]
-    rounded = np.round(totals[cols], 9)  # ties as computed in any block size
-    firsts = np.concatenate([[0], np.cumsum(n_buckets)[:-1]])
-    hit = np.flatnonzero(rounded == np.maximum.reduceat(rounded, firsts)[valid])
-    _, pos = np.unique(valid[hit], return_index=True)
-    best = cols[hit[pos]]  # each file's best bucket, on the shared axis
+    q, c = np.nonzero(above > 0)  # the pairs that vote
+    val, f = above[q, c], owner[c]
+    b = np.rint((block.starts[c] - query_starts[q]) / hop).astype(np.int64) - lo[f]
+    # pair(q, f, p) = max of the votes at buckets p and p + 1 (one vote per bucket)
+    down = b >= 1
+    width = int(b.max(initial=0)) + 2
+    key = np.concatenate([(f * width + b) * nq + q,
+                          (f[down] * width + b[down] - 1) * nq + q[down]])
+    order = np.argsort(key, kind="stable")
+    key, votes = key[order], np.concatenate([val, val[down]])[order]
+    runs = _groups(key)
+    pair_key, pair = key[runs], np.maximum.reduceat(votes, runs) if len(runs) else votes
+    bucket_key = pair_key // nq  # f * width + p, sorted, query windows in order within
+    runs = _groups(bucket_key)
+    totals = np.add.reduceat(pair, runs) if len(runs) else pair
+    fb = bucket_key[runs]
+    tf, tp = fb // width, fb % width
+    rounded = np.round(totals, 9)  # ties as computed in any block size
+    top = np.zeros(n_files)
+    np.maximum.at(top, tf, rounded)
+    best = np.zeros(n_files, np.int64)  # no positive total: the first bucket, as argmax
+    first = np.flatnonzero((rounded == top[tf]) & (top[tf] > 0))
+    hit_files, pos = np.unique(tf[first], return_index=True)
+    best[hit_files] = tp[first[pos]]
+    score = np.zeros(n_files)
+    at_best = tp == best[tf]
+    score[tf[at_best]] = totals[at_best]
     most = max(float(np.sum(1.0 - floor)), 1e-12)
-    b = best[owner]
-    near = (bucket == b) | (bucket == b + 1)
-    voted = (near & (above > 0) & (above >= pair[:, b])).any(axis=0)
+    # voters: pairs at bucket best or best + 1 whose vote is the pair's
+    wanted = (f * width + best[f]) * nq + q
+    i = np.minimum(np.searchsorted(pair_key, wanted), max(len(pair_key) - 1, 0))
+    pair_there = np.where(pair_key[i] == wanted, pair[i], 0.0) if len(pair_key) else val
+    yes = ((b == best[f]) | (b == best[f] + 1)) & (val >= pair_there)
+    voted = np.zeros(len(block.starts), bool)
+    voted[c[yes]] = True
     any_voted = np.maximum.reduceat(voted.astype(np.int8), block.firsts) > 0
-    use = np.where(any_voted[owner], voted, near.any(axis=0))
-    return (totals[best] / most,
+    # a file without voters: the windows near its best bucket for some query window
+    reach = np.rint((block.starts - query_starts.max()) / hop).astype(np.int64) - lo[owner]
+    near = (reach <= best[owner] + 1) & (best[owner] == 0)
+    use = np.where(any_voted[owner], voted, near)
+    return (score / most,
             np.minimum.reduceat(np.where(use, block.starts, np.inf), block.firsts),
             np.maximum.reduceat(np.where(use, block.ends, -np.inf), block.firsts))

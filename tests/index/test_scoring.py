@@ -138,11 +138,17 @@ def test_similarities_with_compact_rows_are_those_of_the_decoded_rows(monkeypatc
     assert got == pytest.approx((x @ projection.basis) @ plain[rows].T, abs=1e-6)
 
 
-def test_scatter_max_is_maximum_at_in_time_order_and_out_of_it():
-    rng = np.random.default_rng(3)
-    values = rng.random((4, 30))
-    rising = np.sort(rng.integers(0, 20, (4, 30)), axis=1)  # repeats: several per bucket
-    for bucket in (rising, rising[:, ::-1].copy(), rng.integers(0, 20, (4, 30))):
-        want = np.zeros((4, 21))
-        np.maximum.at(want, (np.repeat(np.arange(4), 30).reshape(4, 30), bucket), values)
-        assert np.array_equal(scoring.scatter_max(bucket, values, 21), want)
+def test_compact_rows_gathered_in_two_dimensions_decode_each_vector():
+    """The vote background gathers (query windows, neighbours) rows at once: each decoded
+    vector is a unit vector, as when the rows come one dimension at a time."""
+    from sonicsearch.index import codec
+
+    rng = np.random.default_rng(2)
+    raw = rng.normal(size=(40, 24)).astype(np.float32)
+    projection = codec.Projection.fit(raw, 8)
+    compact = codec.CompactVectors(projection.encode(raw), projection)
+    rows = rng.integers(0, 40, (3, 5))
+    block = compact[rows]
+    assert block.shape == (3, 5, 8)
+    assert np.allclose(np.linalg.norm(block, axis=-1), 1.0, atol=1e-6)
+    assert np.array_equal(block.reshape(15, 8), compact[rows.ravel()])
