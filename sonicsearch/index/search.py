@@ -2,8 +2,9 @@
 
 The FAISS index only proposes candidates: every query window's ``CANDIDATE_DEPTH`` nearest
 indexed windows (a depth that does not depend on ``k``). Each candidate file is then scored
-exactly from the stored raw vectors of all its windows against all the query's windows, so
-a file's score never depends on ``k`` or on which other hits came back, and for ``max``
+exactly from the stored raw vectors of all its windows against all the query's windows
+(many files at once: :mod:`sonicsearch.index.scoring`), so a file's score never depends on
+``k`` or on which other hits came back (beyond float32 rounding, about 1e-6), and for ``max``
 and ``mean-top`` not on the index type either (IVF-PQ's approximate distances only pick
 candidates; ``vote``'s background comes from the neighbours the index returns, rescored
 exactly). Results for ``k`` are the first

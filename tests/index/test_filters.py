@@ -119,7 +119,7 @@ def test_a_calibration_of_an_older_version_is_measured_again(built):
     again = F.calibration(index)
     assert again["version"] == F.CALIBRATION_VERSION == 5
     assert again["thresholds"] == cal["thresholds"]  # measured, not the stale 0.99
-    assert json.loads(path.read_text())["version"] == 4
+    assert json.loads(path.read_text())["version"] == F.CALIBRATION_VERSION
 
 
 def test_calibration_needs_a_few_files(tmp_path):
