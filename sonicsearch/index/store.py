@@ -132,6 +132,9 @@ class Store:
     def spans(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), 2) start, end seconds of the given FAISS ids."""
         rows = np.asarray(rows, dtype=np.int64)
+        if self._span_table is not None and (rows.size == 0 or (
+                rows.min() >= 0 and rows.max() < self.n_rows)):
+            return self._span_table[rows].reshape(-1, 2)
         unique = np.unique(rows)
         found: dict[int, tuple[float, float]] = {}
         for i in range(0, unique.size, _IN_CHUNK):
@@ -147,6 +150,8 @@ class Store:
     def file_spans(self, file_id: int) -> np.ndarray:
         """(n_windows, 2) start, end seconds of one file's windows, in row order."""
         a, n = int(self.first_rows[file_id]), int(self.n_windows[file_id])
+        if self._span_table is not None:  # read once already (span_table)
+            return self._span_table[a : a + n].copy()
         data = self._sql('SELECT start, "end" FROM windows WHERE row BETWEEN ? AND ? '
                          "ORDER BY row", (a, a + n - 1))
         if len(data) != n:

@@ -152,3 +152,21 @@ def test_compact_rows_gathered_in_two_dimensions_decode_each_vector():
     assert block.shape == (3, 5, 8)
     assert np.allclose(np.linalg.norm(block, axis=-1), 1.0, atol=1e-6)
     assert np.array_equal(block.reshape(15, 8), compact[rows.ravel()])
+
+
+def test_the_span_table_answers_as_the_database(tmp_path):
+    from fake_embedder import FakeEmbedder, make_corpus
+
+    from sonicsearch.index import AudioIndex, build_index
+
+    make_corpus(tmp_path / "audio", 4, seconds=3.0)
+    emb = FakeEmbedder(tmp_path / "model.pt")
+    build_index([tmp_path / "audio"], emb, tmp_path / "idx")
+    with AudioIndex.open(tmp_path / "idx", embedder=emb) as index:
+        store = index.store
+        rows = np.array([5, 0, 5, store.n_rows - 1])
+        by_sql = store.spans(rows), [store.file_spans(f) for f in range(4)]
+        table = store.span_table()
+        assert np.array_equal(table, store.all_spans()) and table is store.span_table()
+        assert np.array_equal(store.spans(rows), by_sql[0])
+        assert all(np.array_equal(store.file_spans(f), s) for f, s in enumerate(by_sql[1]))
