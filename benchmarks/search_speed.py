@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--vectors", default="pca-int8", help="vector format of the filled index")
     p.add_argument("--exact", action="store_true", help="also rank from an exact flat search")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--per-file", action="store_true",
+                   help="also score each query one candidate file at a time (the scoring "
+                        "before blocks) and compare the top 10 of every roll-up")
     p.add_argument("--keep", type=Path, default=None,
                    help="build in this new folder and keep it, for --reuse")
     p.add_argument("--reuse", type=Path, default=None,
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    return report(args, results)
+    return write_report(args, results)
 
 
 def remeasure(args, results: dict) -> dict:
@@ -148,10 +151,10 @@ def remeasure(args, results: dict) -> dict:
         again = measure(index, embedder, clips, args, "filled")
     facts = {k: filled[k] for k in ("generation", "synthetic_files", "write_seconds")}
     results["catalogues"] = [before["catalogues"][0], {**facts, **again}]
-    return report(args, results)
+    return write_report(args, results)
 
 
-def report(args, results: dict) -> dict:
+def write_report(args, results: dict) -> dict:
     """Write search_speed.json / .md and print the tables."""
     sections = tables(results)
     js, md = C.write_results("search_speed", args.out, results, sections)
@@ -188,15 +191,17 @@ def measure(index, embedder, clips, args, kind: str) -> dict:
     """Latency and R@1 of ``clips`` on an open index; bytes per window of its generation."""
     index.query(clips[0][0], k=10)  # warm-up: the first search maps the files
     exact = exact_search(index) if args.exact else None
-    total, search, hits, agree = [], [], {}, []
+    total, search, cpu, hits, agree, embs = [], [], [], {}, [], []
     for clip, source, name in clips:  # what index.query(clip) does, timed in two parts
         t = time.perf_counter()
         emb = embedder.embed_file(clip)
-        t_embed = time.perf_counter()
+        t_embed, c_embed = time.perf_counter(), time.process_time()
         res = index.query_vectors(emb.vectors, emb.spans, emb.probs, k=10)
         end = time.perf_counter()
+        cpu.append((time.process_time() - c_embed) * 1000)
         total.append((end - t) * 1000)
         search.append((end - t_embed) * 1000)
+        embs.append((emb.vectors, emb.spans))
         top = res[0]["path"] if len(res) else None
         hits.setdefault(name, []).append(top == source)
         if exact is not None:
@@ -213,12 +218,43 @@ def measure(index, embedder, clips, args, kind: str) -> dict:
            "query_ms_p95": round(float(np.percentile(total, 95)), 1),
            "search_ms_p50": round(float(np.percentile(search, 50)), 1),
            "search_ms_p95": round(float(np.percentile(search, 95)), 1),
+           "search_cpu_ms_p50": round(float(np.percentile(cpu, 50)), 1),
+           "search_cpu_ms_p95": round(float(np.percentile(cpu, 95)), 1),
            "r_at_1": {k: round(float(np.mean(v)), 4) for k, v in hits.items()},
            "exact_top1_agreement": round(float(np.mean(agree)), 4) if agree else None}
+    if args.per_file:
+        out["per_file"] = per_file_check(index, embs)
     C.log(f"{out['vectors']} windows: {out['bytes_per_window']} B/window, query p50/p95 "
           f"{out['query_ms_p50']}/{out['query_ms_p95']} ms (search {out['search_ms_p50']}/"
           f"{out['search_ms_p95']}), R@1 {out['r_at_1']}, exact agreement "
           f"{out['exact_top1_agreement']}")
+    return out
+
+
+def per_file_check(index, embs) -> dict:
+    """Each query's top 10 under every roll-up, its candidates scored in blocks (today) and
+    one file at a time (before): the share of queries whose 10 files, order and spans are
+    the same, and the largest score difference."""
+    from sonicsearch.index import search as search_mod
+    from sonicsearch.index.request import QueryRequest
+    from sonicsearch.index.rollups import ROLLUPS
+
+    out = {}
+    for rollup in ROLLUPS:
+        same, diff = [], 0.0
+        for vectors, spans in embs:
+            request = QueryRequest(vectors=vectors, spans=spans, k=10, rollup=rollup)
+            blocks = list(index.search(request))
+            kept = dict(search_mod.BATCHED)
+            search_mod.BATCHED.clear()  # no batched form: one file at a time
+            try:
+                alone = list(index.search(request))
+            finally:
+                search_mod.BATCHED.update(kept)
+            key = [(r["path"], r["start"], r["end"]) for r in blocks]
+            same.append(key == [(r["path"], r["start"], r["end"]) for r in alone])
+            diff = max([diff] + [abs(a["score"] - b["score"]) for a, b in zip(blocks, alone)])
+        out[rollup] = {"same_top10": round(float(np.mean(same)), 4), "max_score_diff": diff}
     return out
 
 
@@ -251,6 +287,8 @@ def tables(results: dict) -> list[tuple[str, str]]:
              f"{c['bytes_per_window']:.0f} (+{c['model_bytes'] / c['vectors']:.1f})",
              f"{c['query_ms_p50']:.0f} / {c['query_ms_p95']:.0f}",
              f"{c['search_ms_p50']:.1f} / {c['search_ms_p95']:.1f}",
+             (f"{c['search_cpu_ms_p50']:.1f} / {c['search_cpu_ms_p95']:.1f}"
+              if "search_cpu_ms_p50" in c else "-"),
              ", ".join(f"{k} {v:.3f}" for k, v in c["r_at_1"].items()),
              "-" if c["exact_top1_agreement"] is None else c["exact_top1_agreement"]]
             for c in results["catalogues"]]
@@ -263,7 +301,16 @@ def tables(results: dict) -> list[tuple[str, str]]:
             f"({results['clip_seconds']:g} s excerpts); the others are fillers. Query = "
             "decode + embed + search + roll-up, model and index loaded once; search = the "
             "part after embedding." + note_reused)
-    return [("Build", build), ("Catalogue", C.markdown_table(head, rows) + "\n\n" + note)]
+    sections = [("Build", build), ("Catalogue", C.markdown_table(head, rows) + "\n\n" + note)]
+    checks = [(c["kind"], c["vectors"], r, v) for c in results["catalogues"]
+              for r, v in c.get("per_file", {}).items()]
+    if checks:
+        table = C.markdown_table(["catalogue", "windows", "roll-up", "same top 10 (files, order, "
+                                  "spans)", "largest score difference"],
+                                 [[k, n, r, f"{v['same_top10']:.3f}", f"{v['max_score_diff']:.1e}"]
+                                  for k, n, r, v in checks])
+        sections.append(("Blocks against one file at a time", table))
+    return sections
 
 
 if __name__ == "__main__":
