@@ -3,12 +3,14 @@ scores its candidates with.
 
 :mod:`sonicsearch.index.rollups` defines each roll-up on one file (the reference); here the
 same computation runs over a block of candidate files together: their stored windows are
-gathered in one array, the query's windows meet them in one matrix product, and each
-file's reduction (best window, mean of the top ones, offset votes) is a segment-wise numpy
-reduction over its columns (``np.maximum.reduceat`` and friends). One file at a time cost
-about 2 ms of Python per candidate on the project's 2-core machine, and a 10 s clip brings
-up to 384 candidates at 10^6 windows; results are the same, to float rounding (tested
-against the per-file roll-ups in ``tests/index/test_scoring.py``).
+gathered and meet the query's windows in a few cache-sized matrix products
+(:func:`sonicsearch.index.codec.similarities`), and each file's reduction (best window,
+mean of the top ones, offset votes) is a segment-wise numpy reduction over its columns
+(``np.maximum.reduceat`` and friends). One file at a time cost about 2 ms of Python per
+candidate on the project's 2-core machine, and a 10 s clip brings up to 576 candidates;
+results are the same to float32 rounding (about 1e-6; tested against the per-file
+roll-ups in ``tests/index/test_scoring.py``, measured by ``benchmarks/search_speed.py
+--per-file``: docs/scale.md).
 
 A block holds at most :data:`BLOCK_CELLS` query-window x column cells (memory stays
 bounded however long the clip); a file too large for a block on its own, or a roll-up
@@ -91,9 +93,9 @@ def blocks(files: np.ndarray, n_windows: np.ndarray, nq: int) -> Iterator[np.nda
 
 def gather(files: np.ndarray, first_rows: np.ndarray, n_windows: np.ndarray,
            stored, spans: np.ndarray, x: np.ndarray) -> Block:
-    """The block of ``files``: their rows' vectors read from ``stored`` in one gather, and
-    their similarities to the query windows ``x`` in one product. ``spans``: every
-    stored row's (start, end), row order."""
+    """The block of ``files``: their rows' similarities to the query windows ``x`` (read
+    from ``stored``, either vector format) and spans. ``spans``: every stored row's
+    (start, end), row order."""
     counts = n_windows[files]
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     owner = np.repeat(np.arange(len(files)), counts)
