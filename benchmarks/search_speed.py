@@ -19,11 +19,17 @@ catalogue grows to about 10^4 tracks (issues #4 and #25).
    ranks each query from an exact flat search over the same stored rows and reports how
    often the top file agrees.
 
+``--keep DIR`` builds in DIR and keeps it (the index, the query clips and
+``catalogue.json``); ``--reuse DIR`` measures the kept index's live generation (the last
+``--fill``) again without building, e.g. after a change to the search, and reports the
+build and the real catalogue as the kept run measured them.
+
 Writes search_speed.json and search_speed.md in --out.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -56,6 +62,13 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--vectors", default="pca-int8", help="vector format of the filled index")
     p.add_argument("--exact", action="store_true", help="also rank from an exact flat search")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--per-file", action="store_true",
+                   help="also score each query one candidate file at a time (the scoring "
+                        "before blocks) and compare the top 10 of every roll-up")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="build in this new folder and keep it, for --reuse")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="measure the index a --keep run left in this folder again")
     return p.parse_args(argv)
 
 
@@ -77,11 +90,15 @@ def main(argv: list[str] | None = None) -> dict:
         files = [str(p) for p in find_audio_files([args.audio])]
     fills = [int(x) for x in args.fill.split(",") if x]
     n_query = args.query_tracks or (len(files) if not fills else max(1, len(files) // 2))
-    work = Path(tempfile.mkdtemp(prefix="sonicsearch-speed-"))
     results: dict = {"benchmark": "search_speed", "mode": C.mode(args),
                      "machine": C.machine(), "model": args.model,
                      "tracks": len(files), "query_tracks": n_query,
                      "clip_seconds": args.clip_seconds, "catalogues": []}
+    if args.reuse is not None:
+        return remeasure(args, results)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)  # a new folder: an old one is not overwritten
+    work = args.keep or Path(tempfile.mkdtemp(prefix="sonicsearch-speed-"))
     try:
         embedder = load_embedder(args.model, args.device)
         t0 = time.perf_counter()
@@ -110,8 +127,35 @@ def main(argv: list[str] | None = None) -> dict:
                 results["catalogues"].append({**facts, **measure(index, embedder, clips,
                                                                  args, "filled")})
             C.write_results("search_speed", args.out, results, tables(results))  # so far
+            if args.keep is not None:
+                kept = {"results": results, "clips": [[str(c), s, n] for c, s, n in clips]}
+                (work / "catalogue.json").write_text(json.dumps(kept, indent=1))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return write_report(args, results)
+
+
+def remeasure(args, results: dict) -> dict:
+    """``--reuse``: the kept index's live generation measured again with its clips."""
+    from sonicsearch.index import AudioIndex, load_embedder
+
+    kept = json.loads((args.reuse / "catalogue.json").read_text())
+    before = kept["results"]
+    results.update({k: before[k] for k in ("tracks", "query_tracks", "clip_seconds", "build")})
+    results["reused"] = str(args.reuse)
+    clips = [(Path(c), s, n) for c, s, n in kept["clips"]]
+    embedder = load_embedder(args.model, args.device)
+    filled = before["catalogues"][-1]
+    with AudioIndex.open(args.reuse / "index", embedder=embedder) as index:
+        again = measure(index, embedder, clips, args, "filled")
+    facts = {k: filled[k] for k in ("generation", "synthetic_files", "write_seconds")}
+    results["catalogues"] = [before["catalogues"][0], {**facts, **again}]
+    return write_report(args, results)
+
+
+def write_report(args, results: dict) -> dict:
+    """Write search_speed.json / .md and print the tables."""
     sections = tables(results)
     js, md = C.write_results("search_speed", args.out, results, sections)
     print("\n\n".join(body for _, body in sections))
@@ -147,15 +191,17 @@ def measure(index, embedder, clips, args, kind: str) -> dict:
     """Latency and R@1 of ``clips`` on an open index; bytes per window of its generation."""
     index.query(clips[0][0], k=10)  # warm-up: the first search maps the files
     exact = exact_search(index) if args.exact else None
-    total, search, hits, agree = [], [], {}, []
+    total, search, cpu, hits, agree, embs = [], [], [], {}, [], []
     for clip, source, name in clips:  # what index.query(clip) does, timed in two parts
         t = time.perf_counter()
         emb = embedder.embed_file(clip)
-        t_embed = time.perf_counter()
+        t_embed, c_embed = time.perf_counter(), time.process_time()
         res = index.query_vectors(emb.vectors, emb.spans, emb.probs, k=10)
         end = time.perf_counter()
+        cpu.append((time.process_time() - c_embed) * 1000)
         total.append((end - t) * 1000)
         search.append((end - t_embed) * 1000)
+        embs.append((emb.vectors, emb.spans))
         top = res[0]["path"] if len(res) else None
         hits.setdefault(name, []).append(top == source)
         if exact is not None:
@@ -172,12 +218,43 @@ def measure(index, embedder, clips, args, kind: str) -> dict:
            "query_ms_p95": round(float(np.percentile(total, 95)), 1),
            "search_ms_p50": round(float(np.percentile(search, 50)), 1),
            "search_ms_p95": round(float(np.percentile(search, 95)), 1),
+           "search_cpu_ms_p50": round(float(np.percentile(cpu, 50)), 1),
+           "search_cpu_ms_p95": round(float(np.percentile(cpu, 95)), 1),
            "r_at_1": {k: round(float(np.mean(v)), 4) for k, v in hits.items()},
            "exact_top1_agreement": round(float(np.mean(agree)), 4) if agree else None}
+    if args.per_file:
+        out["per_file"] = per_file_check(index, embs)
     C.log(f"{out['vectors']} windows: {out['bytes_per_window']} B/window, query p50/p95 "
           f"{out['query_ms_p50']}/{out['query_ms_p95']} ms (search {out['search_ms_p50']}/"
           f"{out['search_ms_p95']}), R@1 {out['r_at_1']}, exact agreement "
           f"{out['exact_top1_agreement']}")
+    return out
+
+
+def per_file_check(index, embs) -> dict:
+    """Each query's top 10 under every roll-up, its candidates scored in blocks (today) and
+    one file at a time (before): the share of queries whose 10 files, order and spans are
+    the same, and the largest score difference."""
+    from sonicsearch.index import search as search_mod
+    from sonicsearch.index.request import QueryRequest
+    from sonicsearch.index.rollups import ROLLUPS
+
+    out = {}
+    for rollup in ROLLUPS:
+        same, diff = [], 0.0
+        for vectors, spans in embs:
+            request = QueryRequest(vectors=vectors, spans=spans, k=10, rollup=rollup)
+            blocks = list(index.search(request))
+            kept = dict(search_mod.BATCHED)
+            search_mod.BATCHED.clear()  # no batched form: one file at a time
+            try:
+                alone = list(index.search(request))
+            finally:
+                search_mod.BATCHED.update(kept)
+            key = [(r["path"], r["start"], r["end"]) for r in blocks]
+            same.append(key == [(r["path"], r["start"], r["end"]) for r in alone])
+            diff = max([diff] + [abs(a["score"] - b["score"]) for a, b in zip(blocks, alone)])
+        out[rollup] = {"same_top10": round(float(np.mean(same)), 4), "max_score_diff": diff}
     return out
 
 
@@ -210,14 +287,30 @@ def tables(results: dict) -> list[tuple[str, str]]:
              f"{c['bytes_per_window']:.0f} (+{c['model_bytes'] / c['vectors']:.1f})",
              f"{c['query_ms_p50']:.0f} / {c['query_ms_p95']:.0f}",
              f"{c['search_ms_p50']:.1f} / {c['search_ms_p95']:.1f}",
+             (f"{c['search_cpu_ms_p50']:.1f} / {c['search_cpu_ms_p95']:.1f}"
+              if "search_cpu_ms_p50" in c else "-"),
              ", ".join(f"{k} {v:.3f}" for k, v in c["r_at_1"].items()),
              "-" if c["exact_top1_agreement"] is None else c["exact_top1_agreement"]]
             for c in results["catalogues"]]
+    if results.get("reused"):
+        note_reused = (" Build and the real catalogue: the --keep run that built "
+                       f"{results['reused']}; the filled one measured again (--reuse).")
+    else:
+        note_reused = ""
     note = (f"{results['query_tracks']} of {results['tracks']} real tracks queried "
             f"({results['clip_seconds']:g} s excerpts); the others are fillers. Query = "
             "decode + embed + search + roll-up, model and index loaded once; search = the "
-            "part after embedding.")
-    return [("Build", build), ("Catalogue", C.markdown_table(head, rows) + "\n\n" + note)]
+            "part after embedding." + note_reused)
+    sections = [("Build", build), ("Catalogue", C.markdown_table(head, rows) + "\n\n" + note)]
+    checks = [(c["kind"], c["vectors"], r, v) for c in results["catalogues"]
+              for r, v in c.get("per_file", {}).items()]
+    if checks:
+        table = C.markdown_table(["catalogue", "windows", "roll-up", "same top 10 (files, order, "
+                                  "spans)", "largest score difference"],
+                                 [[k, n, r, f"{v['same_top10']:.3f}", f"{v['max_score_diff']:.1e}"]
+                                  for k, n, r, v in checks])
+        sections.append(("Blocks against one file at a time", table))
+    return sections
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sonicsearch.errors import ConfigError
 
 
@@ -318,6 +316,8 @@ def load_index_config(path: str | Path | None) -> tuple[IndexConfig, set[str]]:
 def _read_yaml(path: str | Path | None) -> Any:
     if path is None:
         return {}
+    import yaml  # here, not at import: a query never reads YAML (start-up)
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -346,4 +346,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
+    import yaml
+
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

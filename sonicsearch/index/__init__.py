@@ -9,6 +9,7 @@ and query by example with window-to-file roll-up.
     build.py        build_index: incremental update from files and folders, with an Embedder
     search.py       candidate search (filtered in the backend), then exact roll-ups
     rollups.py      the roll-ups (vote, max, mean-top), one registered function each
+    scoring.py      the same roll-ups over all candidate files at once (what search uses)
     filters.py      Filters, the filtered top-k loop over a resolved min_score
     request.py      QueryRequest: one query, as the CLI, the server and the API build it
     reader.py       IndexReader: an opened generation; search(QueryRequest)

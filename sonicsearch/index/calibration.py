@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 
 CALIBRATION = "calibration.json"
 # 2: vote scores above a background; 3: variants left out, counted, and a self_sha256;
-# 4: the confidence model (index/confidence_fit.py)
-CALIBRATION_VERSION = 4
+# 4: the confidence model (index/confidence_fit.py); 5: a compact index's vote background
+# decoded per vector (it was normalised across the neighbours: a background far too low)
+CALIBRATION_VERSION = 5
 TARGET_FALSE_ACCEPT = 0.01  # share of clips not in the collection that still get a match
 CALIBRATION_SAMPLES = 300  # excerpts searched per generation
 EXCERPT_SECONDS = 5.0  # length of a calibration excerpt (a typical "by ear" clip)

@@ -37,6 +37,7 @@ VECTOR_FILES = (VECTORS, CODES, PROJECTION)  # whichever of them a generation ho
 COMPACT_MIN_VECTORS = 10_000  # fewer rows fit a poor projection: float32 until then
 FIT_SAMPLE = 200_000  # rows the projection is fitted on (seeded sample above that)
 ENCODE_CHUNK = 1 << 16
+SIMILARITY_CHUNK = 2048  # rows decoded at a time when scoring candidates (cache-sized)
 _LEVELS = 127.0
 
 
@@ -112,9 +113,38 @@ class CompactVectors:
     def __getitem__(self, key) -> np.ndarray:
         return self.projection.decode(self.codes[key])
 
+    def similarities(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``x @ self[rows].T`` as float64 (cosines with the decoded rows), without
+        normalising the decoded rows: each column is divided by its row's norm instead
+        (the same to float32 rounding), SIMILARITY_CHUNK rows at a time (they stay in
+        the CPU's cache: twice as fast as one pass over all rows, measured)."""
+        step = self.projection.scale / _LEVELS
+        codes = self.codes[np.asarray(rows)]
+        out = np.empty((len(x), len(codes)))
+        for a in range(0, len(codes), SIMILARITY_CHUNK):
+            y = codes[a : a + SIMILARITY_CHUNK].astype(np.float32)
+            y *= step
+            norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", y, y)), 1e-12)
+            out[:, a : a + SIMILARITY_CHUNK] = (x @ y.T) / norms
+        return out
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self.projection.decode(self.codes)
         return out if dtype is None else out.astype(dtype)
+
+
+def similarities(stored: np.ndarray | CompactVectors, x: np.ndarray, rows: np.ndarray
+                 ) -> np.ndarray:
+    """(len(x), len(rows)) float64 cosines of query vectors ``x`` (in the stored space)
+    with stored ``rows``, of either vector format."""
+    if isinstance(stored, CompactVectors):
+        return stored.similarities(x, rows)
+    rows = np.asarray(rows)
+    out = np.empty((len(x), len(rows)))
+    for a in range(0, len(rows), SIMILARITY_CHUNK):
+        out[:, a : a + SIMILARITY_CHUNK] = x @ np.asarray(stored[rows[a : a + SIMILARITY_CHUNK]],
+                                                          np.float32).T
+    return out
 
 
 def same_space(a: Path, b: Path) -> bool:
@@ -230,4 +260,6 @@ def _load(gen: Path, name: str) -> np.ndarray:
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    """Each vector (the last axis) to unit length: rows of a 2-D array, and the vectors of
+    a (queries, neighbours, dim) gather like the vote background's."""
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)

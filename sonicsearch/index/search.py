@@ -2,8 +2,9 @@
 
 The FAISS index only proposes candidates: every query window's ``CANDIDATE_DEPTH`` nearest
 indexed windows (a depth that does not depend on ``k``). Each candidate file is then scored
-exactly from the stored raw vectors of all its windows against all the query's windows, so
-a file's score never depends on ``k`` or on which other hits came back, and for ``max``
+exactly from the stored raw vectors of all its windows against all the query's windows
+(many files at once: :mod:`sonicsearch.index.scoring`), so a file's score never depends on
+``k`` or on which other hits came back (beyond float32 rounding, about 1e-6), and for ``max``
 and ``mean-top`` not on the index type either (IVF-PQ's approximate distances only pick
 candidates; ``vote``'s background comes from the neighbours the index returns, rescored
 exactly). Results for ``k`` are the first
@@ -57,6 +58,7 @@ from sonicsearch.index.rollups import (  # noqa: F401 - ROLLUPS, MEAN_TOP_M: the
     SCORE_DECIMALS,
     similarity_blocks,
 )
+from sonicsearch.index.scoring import BATCHED, blocks, fits, gather
 from sonicsearch.index.store import Store
 
 CANDIDATE_DEPTH = 64  # indexed windows searched per query window, whatever k is
@@ -149,8 +151,7 @@ def search(
         if segments:
             ranked += _rank_windows(store, stored, x, spans, fresh)
         else:
-            ranked += _ranked([_score_file(store, stored, x, spans, int(f), rollup, hop,
-                                           floor) for f in fresh])
+            ranked += _ranked(score_files(store, stored, x, spans, fresh, rollup, hop, floor))
         if len(ranked) >= k or last:
             return ranked[:k]
         depth = min(limit, depth * 4)
@@ -267,6 +268,29 @@ def background(index, store: Store, stored: np.ndarray, x: np.ndarray,
 def file_vectors(store: Store, stored: np.ndarray, f: int) -> np.ndarray:
     a = int(store.first_rows[f])
     return np.ascontiguousarray(stored[a : a + int(store.n_windows[f])], dtype=np.float32)
+
+
+def score_files(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray,
+                files: np.ndarray, rollup: str, hop: float, floor: np.ndarray | None
+                ) -> list[Hit]:
+    """The exact roll-up of each of ``files``, in blocks of files scored together
+    (:mod:`sonicsearch.index.scoring`); one at a time where a roll-up has no batched form
+    or a file is too large for a block."""
+    batch = BATCHED.get(rollup)
+    files = np.asarray(files, np.int64)
+    alone = np.array([batch is None or not fits(int(store.n_windows[f]), len(x))
+                      for f in files.tolist()], bool)
+    hits = [_score_file(store, stored, x, spans, int(f), rollup, hop, floor)
+            for f in files[alone].tolist()]
+    if batch is None or alone.all():
+        return hits
+    table = store.span_table()
+    for run in blocks(files[~alone], store.n_windows, len(x)):
+        block = gather(run, store.first_rows, store.n_windows, stored, table, x)
+        scores, starts, ends = batch(block, spans[:, 0], hop, floor)
+        hits += [Hit(f, s, a, b) for f, s, a, b in zip(
+            run.tolist(), scores.tolist(), starts.tolist(), ends.tolist(), strict=True)]
+    return hits
 
 
 def _score_file(store: Store, stored: np.ndarray, x: np.ndarray, spans: np.ndarray, f: int,

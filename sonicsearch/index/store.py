@@ -123,6 +123,7 @@ class Store:
                 or (self.n_rows and max_row != self.n_rows - 1)):
             raise damaged(self.gen, META_DB, "has rows that do not match its files")
         self.by_path = {r.path: i for i, r in enumerate(self.records)}
+        self._span_table: np.ndarray | None = None
 
     def file_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """File ids (positions in ``records``) of FAISS ids."""
@@ -131,6 +132,9 @@ class Store:
     def spans(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), 2) start, end seconds of the given FAISS ids."""
         rows = np.asarray(rows, dtype=np.int64)
+        if self._span_table is not None and (rows.size == 0 or (
+                rows.min() >= 0 and rows.max() < self.n_rows)):
+            return self._span_table[rows].reshape(-1, 2)
         unique = np.unique(rows)
         found: dict[int, tuple[float, float]] = {}
         for i in range(0, unique.size, _IN_CHUNK):
@@ -146,6 +150,8 @@ class Store:
     def file_spans(self, file_id: int) -> np.ndarray:
         """(n_windows, 2) start, end seconds of one file's windows, in row order."""
         a, n = int(self.first_rows[file_id]), int(self.n_windows[file_id])
+        if self._span_table is not None:  # read once already (span_table)
+            return self._span_table[a : a + n].copy()
         data = self._sql('SELECT start, "end" FROM windows WHERE row BETWEEN ? AND ? '
                          "ORDER BY row", (a, a + n - 1))
         if len(data) != n:
@@ -158,6 +164,13 @@ class Store:
         if len(data) != self.n_rows:
             raise damaged(self.gen, META_DB, "lacks rows of its windows table")
         return np.array(data, dtype=np.float64).reshape(-1, 2)
+
+    def span_table(self) -> np.ndarray:
+        """:meth:`all_spans`, read on first use and kept (16 bytes a row in memory): what
+        the candidates of every query are scored with."""
+        if self._span_table is None:
+            self._span_table = self.all_spans()
+        return self._span_table
 
     def integrity_problem(self) -> str | None:
         """SQLite's ``PRAGMA integrity_check``: None when fine, else its first complaint."""

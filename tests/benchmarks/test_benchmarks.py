@@ -115,8 +115,14 @@ def test_search_speed_tiny_grows_a_compact_catalogue(tmp_path):
     model = tiny_checkpoint(tmp_path / "tiny.pt")
     res, md = _run("search_speed", tmp_path, "--model", str(model), "--audio", str(audio),
                    "--fill", "10500", "--queries", "2", "--clip-seconds", "4", "--exact",
-                   "--degradations", "clean")
+                   "--degradations", "clean", "--per-file", "--keep", str(tmp_path / "kept"))
     real, filled = res["catalogues"]
+    assert set(filled["per_file"]) == {"vote", "max", "mean-top"}
+    assert all(v["max_score_diff"] < 1e-4 for v in filled["per_file"].values())
+    again, md = _run("search_speed", tmp_path, "--model", str(model), "--audio", str(audio),
+                     "--queries", "2", "--degradations", "clean", "--reuse", str(tmp_path / "kept"))
+    assert again["catalogues"][0] == real and again["reused"] == str(tmp_path / "kept")
+    assert again["catalogues"][1]["vectors"] == filled["vectors"] and "--reuse" in md
     assert (real["vector_format"], filled["vector_format"]) == ("float32", "pca-int8")
     assert filled["vectors"] >= 10500 and filled["files"] > real["files"] == 4
     assert filled["bytes_by_file"]["vectors-q8.npy"] == pytest.approx(128, abs=1)

@@ -117,9 +117,9 @@ def test_a_calibration_of_an_older_version_is_measured_again(built):
     path.write_text(json.dumps(old))
     F._cache.pop(index, None)  # as a new process would read it
     again = F.calibration(index)
-    assert again["version"] == F.CALIBRATION_VERSION == 4
+    assert again["version"] == F.CALIBRATION_VERSION == 5
     assert again["thresholds"] == cal["thresholds"]  # measured, not the stale 0.99
-    assert json.loads(path.read_text())["version"] == 4
+    assert json.loads(path.read_text())["version"] == F.CALIBRATION_VERSION
 
 
 def test_calibration_needs_a_few_files(tmp_path):
