@@ -127,3 +127,15 @@ def test_the_length_check_counts_lines_not_docstring_words():
     assert _long_functions(long_one) == {"f": 62}
     assert _long_functions(short_one) == {}
     assert _long_functions(nested) == {"m": 62, "inner": 61}
+
+
+def test_no_merge_conflict_markers_are_left_in_code_or_docs():
+    root = PACKAGE.parent
+    files = [p for folder in ("sonicsearch", "docs", "tests", "benchmarks", "configs")
+             for p in (root / folder).rglob("*")
+             if p.suffix in {".py", ".md", ".js", ".html", ".css", ".yaml", ".json"}]
+    files += [root / "README.md", root / "pyproject.toml"]
+    marked = [str(p.relative_to(root)) for p in files if p.is_file() and any(
+        line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="
+        for line in p.read_text(encoding="utf-8", errors="replace").splitlines())]
+    assert not marked, f"merge conflict markers in {marked}"
