@@ -63,3 +63,20 @@ def test_recall_by_length_counts_ranks_and_intervals():
     lo, hi = wilson(50, 100)
     assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_an_unusable_distractor_gives_its_place_to_the_next(tmp_path, monkeypatch):
+    from sonicsearch.errors import AudioError
+
+    mod = load_benchmark("short_queries")
+
+    def fake(system, path, folder):
+        if path.endswith("silent.wav"):
+            raise AudioError(path, "silent (peak below -80 dBFS)")
+
+    monkeypatch.setattr(mod, "file_windows", fake)
+    system = type("S", (), {"key": "k"})()
+    tracks = [{"path": f"/a/{n}.wav"} for n in ("one", "silent", "two", "three")]
+    kept = mod.embeddable(system, tracks, 2, tmp_path)
+    assert [t["path"] for t in kept] == ["/a/one.wav", "/a/two.wav"]
+    assert len(mod.embeddable(system, tracks, None, tmp_path)) == 3
