@@ -122,3 +122,33 @@ def test_a_quiet_clip_keeps_all_its_windows(embedder):
     assert embed_mod.loud_mask(np.array([-90.0, -65.0]), -60.0).all()
     assert embed_mod.loud_mask(np.array([-90.0, -30.0]), None).all()
     assert embed_mod.window_rms_dbfs(np.zeros((2, 10))).tolist() == [-200.0, -200.0]
+
+
+class LengthModel(StubModel):
+    """The stub's band energies of any length of input, and the lengths it was given."""
+
+    def embed(self, x: torch.Tensor):
+        self.batches.append(x.shape[1])
+        spec = torch.fft.rfft(x, n=2 * 3200, dim=1).abs()[:, 1:3201].reshape(len(x), 16, -1)
+        return spec.mean(dim=2) / x.shape[1], None
+
+
+def test_a_clip_shorter_than_a_window_is_embedded_as_it_is_not_padded(tmp_path):
+    import soundfile as sf
+
+    model = LengthModel()
+    e = embed_mod.Embedder(model, {"arch": "stub", "sha256": "0" * 64, "labels": []},
+                           tmp_path / "model.pt", torch.device("cpu"), batch_size=8)
+    clip = wave(0.5)  # half a window, at least min_seconds
+    out = e.embed_waveform(clip, SR)
+    assert model.batches == [clip.size]  # the model saw the clip, no zeros after it
+    assert out.vectors.shape == (1, 16) and out.spans.tolist() == [[0.0, 0.5]]
+    path = tmp_path / "short.wav"
+    sf.write(path, clip, SR, subtype="FLOAT")
+    model.batches.clear()
+    from_file = e.embed_file(path)  # indexing a short file gives the query's vector
+    assert model.batches == [clip.size]
+    assert np.allclose(from_file.vectors, out.vectors, atol=1e-5)
+    assert from_file.spans.tolist() == [[0.0, 0.5]]
+    long = e.embed_waveform(wave(2.4), SR)  # longer clips: full windows, the tail end-aligned
+    assert set(model.batches[1:]) == {SR} and np.allclose(long.spans[-1], [1.4, 2.4])

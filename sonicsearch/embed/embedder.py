@@ -33,7 +33,6 @@ from sonicsearch.audio import (
     audio_info,
     check_usable,
     iter_windows,
-    pad_to,
     resample,
     too_short,
     window_starts,
@@ -213,8 +212,7 @@ class Embedder:
         vecs, probs, levels = [], [], []
         pool = StylePool() if self.style_head is not None else None
         for i in range(0, len(starts), WAVEFORM_BLOCK_WINDOWS):  # bounded: one block of windows
-            block = np.stack([pad_to(wave[s : s + win], win)
-                              for s in starts[i : i + WAVEFORM_BLOCK_WINDOWS]])
+            block = np.stack([wave[s : s + win] for s in starts[i : i + WAVEFORM_BLOCK_WINDOWS]])
             v, p, stats = self._run(block.astype(np.float32, copy=False))
             vecs.append(v)
             levels.append(window_rms_dbfs(block))
