@@ -49,6 +49,10 @@ class MemoryStore:
     def spans(self, rows: np.ndarray) -> np.ndarray:
         return self._spans[np.asarray(rows, dtype=np.int64)].reshape(-1, 2)
 
+    def span_table(self) -> np.ndarray:
+        """Every window's (start, end), as the batched scoring reads them."""
+        return self._spans.reshape(-1, 2)
+
     def file_spans(self, f: int) -> np.ndarray:
         a = int(self.first_rows[f])
         return self._spans[a : a + int(self.n_windows[f])].reshape(-1, 2)
