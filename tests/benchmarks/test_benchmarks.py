@@ -118,7 +118,10 @@ def test_search_speed_tiny_grows_a_compact_catalogue(tmp_path):
                    "--degradations", "clean", "--per-file", "--keep", str(tmp_path / "kept"))
     real, filled = res["catalogues"]
     assert set(filled["per_file"]) == {"vote", "max", "mean-top"}
-    assert all(v["max_score_diff"] < 1e-4 for v in filled["per_file"].values())
+    # float32 rounding differs between the two paths: a window pair within rounding of its
+    # background may count in one and not the other, moving a vote score by ~1e-4
+    assert all(v["max_score_diff"] < 1e-3 for v in filled["per_file"].values())
+    assert filled["per_file"]["max"]["max_score_diff"] < 1e-5
     again, md = _run("search_speed", tmp_path, "--model", str(model), "--audio", str(audio),
                      "--queries", "2", "--degradations", "clean", "--reuse", str(tmp_path / "kept"))
     assert again["catalogues"][0] == real and again["reused"] == str(tmp_path / "kept")
